@@ -1,0 +1,73 @@
+//! Files: atomic writes, so a crash never leaves a half-written checkpoint, image or WAV.
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Writes `path` through `write`: first to a temporary file in the same folder, then fsync,
+/// then rename over `path` (atomic on POSIX file systems), then fsync of the folder. Missing
+/// parent folders are created. On any error the temporary file is removed and `path` is left
+/// as it was.
+pub fn atomic_write<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<()>,
+{
+    atomic_write_with(path, |tmp| {
+        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::io(tmp, e))?;
+        Ok(())
+    })
+}
+
+/// Like [`atomic_write`] for writers that want a path (e.g. libraries that create the file
+/// themselves): `write` must create and fill the temporary path it is given.
+pub fn atomic_write_with<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = write(&tmp).and_then(|()| {
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // Make the rename itself durable; not every file system lets a folder be synced.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_files_and_keeps_the_old_one_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/a.txt");
+        atomic_write(&p, |w| w.write_all(b"one").map_err(|e| Error::io("x", e))).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        let r = atomic_write(&p, |w| {
+            w.write_all(b"half").unwrap();
+            Err(Error::Data("boom".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary file left behind");
+    }
+}

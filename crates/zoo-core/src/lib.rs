@@ -1,0 +1,18 @@
+//! zoo-core: the shared libtorch tensor core of zoo.
+//!
+//! What two or more model families use the same way lives here: devices, dtypes and seeding,
+//! safetensors weights, the training pieces (optimiser, schedules, EMA, the loop), run
+//! directories, image and audio I/O, the mel front end and datasets.
+pub mod audio;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod image;
+pub mod plot;
+pub mod run;
+pub mod seed;
+pub mod train;
+pub mod weights;
+
+pub use error::{Error, Result};

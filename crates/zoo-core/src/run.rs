@@ -1,0 +1,236 @@
+//! Run directories: everything one training run leaves behind, in one folder.
+//!
+//! ```text
+//! runs/<name>/
+//!   config.json        the resolved configuration the run was started with
+//!   metrics.jsonl      one JSON object a line: {"step": N, "loss": ..., "lr": ..., ...}
+//!   loss.png           the loss curve(s), redrawn at every checkpoint
+//!   samples/           what the run generates as it trains
+//!   checkpoints/
+//!     step-000500/     model.safetensors, optimizer.safetensors, extra *.safetensors, state.json
+//!     latest           the name of the newest complete checkpoint folder
+//! ```
+//!
+//! A checkpoint folder is written under a temporary name and renamed when complete, and
+//! `latest` is replaced atomically, so an interrupted save never leaves a broken checkpoint.
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::fsutil::atomic_write;
+use crate::{Error, Result};
+
+#[derive(Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// What a checkpoint holds besides tensors: where the run was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointState {
+    pub step: u64,
+    pub seed: u64,
+    /// Anything else the task wants back on resume (best val loss, ...).
+    #[serde(default)]
+    pub extra: Value,
+}
+
+impl RunDir {
+    /// Starts a new run in `root`, writing `config`. An existing run there is an error unless
+    /// `resume` is set, in which case its config must be the one given (or differ only in keys
+    /// the caller allowed to change before calling).
+    pub fn create(root: &Path, config: &impl Serialize, resume: bool) -> Result<RunDir> {
+        let run = RunDir { root: root.to_path_buf() };
+        let cfg_path = run.root.join("config.json");
+        let config = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
+        if cfg_path.exists() && !resume {
+            return Err(Error::Config(format!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                root.display()
+            )));
+        }
+        if resume && !cfg_path.exists() {
+            return Err(Error::Config(format!("--resume: {} holds no run to resume", root.display())));
+        }
+        for d in [run.root.clone(), run.samples_dir(), run.checkpoints_dir()] {
+            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        if !resume {
+            let text = serde_json::to_string_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
+            atomic_write(&cfg_path, |w| w.write_all(text.as_bytes()).map_err(|e| Error::io(&cfg_path, e)))?;
+        }
+        Ok(run)
+    }
+
+    /// Opens an existing run (to sample from it, or to read its metrics).
+    pub fn open(root: &Path) -> Result<RunDir> {
+        if !root.join("config.json").is_file() {
+            return Err(Error::Config(format!("{} is not a run directory (no config.json)", root.display())));
+        }
+        Ok(RunDir { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn samples_dir(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    pub fn config(&self) -> Result<Value> {
+        let p = self.root.join("config.json");
+        let text = fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(&p, e))
+    }
+
+    /// Appends one record to metrics.jsonl (flushed at once, so a crash loses nothing logged).
+    pub fn log(&self, record: &Value) -> Result<()> {
+        let p = self.metrics_path();
+        let mut f = OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
+        writeln!(f, "{record}").map_err(|e| Error::io(&p, e))
+    }
+
+    /// Every record of metrics.jsonl; a torn last line (crash mid-write) is ignored.
+    pub fn metrics(&self) -> Result<Vec<Value>> {
+        let p = self.metrics_path();
+        match fs::read_to_string(&p) {
+            Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// Drops records logged after `step`: a resumed run logs them again.
+    pub fn truncate_metrics_after(&self, step: u64) -> Result<()> {
+        let kept: Vec<Value> = self
+            .metrics()?
+            .into_iter()
+            .filter(|r| r.get("step").and_then(Value::as_u64).is_none_or(|s| s <= step))
+            .collect();
+        let p = self.metrics_path();
+        atomic_write(&p, |w| {
+            for r in &kept {
+                writeln!(w, "{r}").map_err(|e| Error::io(&p, e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes a checkpoint for `state.step`: each `(file stem, tensors)` becomes
+    /// `<stem>.safetensors`. Returns its folder.
+    pub fn save_checkpoint(
+        &self,
+        state: &CheckpointState,
+        parts: &[(&str, Vec<(String, tch::Tensor)>)],
+    ) -> Result<PathBuf> {
+        let name = format!("step-{:06}", state.step);
+        let dir = self.checkpoints_dir().join(&name);
+        let tmp = self.checkpoints_dir().join(format!(".{name}.partial"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        for (stem, tensors) in parts {
+            crate::weights::save(&tmp.join(format!("{stem}.safetensors")), tensors, None)?;
+        }
+        let text = serde_json::to_string_pretty(state).map_err(|e| Error::Config(e.to_string()))?;
+        let sp = tmp.join("state.json");
+        atomic_write(&sp, |w| w.write_all(text.as_bytes()).map_err(|e| Error::io(&sp, e)))?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        let latest = self.checkpoints_dir().join("latest");
+        atomic_write(&latest, |w| w.write_all(name.as_bytes()).map_err(|e| Error::io(&latest, e)))?;
+        Ok(dir)
+    }
+
+    /// The newest complete checkpoint: its folder and state.
+    pub fn latest_checkpoint(&self) -> Result<Option<(PathBuf, CheckpointState)>> {
+        let latest = self.checkpoints_dir().join("latest");
+        let name = match fs::read_to_string(&latest) {
+            Ok(n) => n.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&latest, e)),
+        };
+        let dir = self.checkpoints_dir().join(name);
+        let sp = dir.join("state.json");
+        let text = fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
+        let state = serde_json::from_str(&text).map_err(|e| Error::bad_file(&sp, e))?;
+        Ok(Some((dir, state)))
+    }
+
+    /// Redraws loss.png from metrics.jsonl (every numeric key whose name contains "loss").
+    pub fn plot_losses(&self) -> Result<PathBuf> {
+        let records = self.metrics()?;
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for r in &records {
+            let (Some(step), Some(obj)) = (r.get("step").and_then(Value::as_f64), r.as_object()) else {
+                continue;
+            };
+            for (k, v) in obj {
+                let Some(y) = v.as_f64() else { continue };
+                if !k.contains("loss") || !y.is_finite() {
+                    continue;
+                }
+                match series.iter_mut().find(|(n, _)| n == k) {
+                    Some((_, pts)) => pts.push((step, y)),
+                    None => series.push((k.clone(), vec![(step, y)])),
+                }
+            }
+        }
+        let out = self.root.join("loss.png");
+        crate::plot::line_chart(&out, "loss", "step", &series)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn create_log_checkpoint_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r1");
+        let run = RunDir::create(&root, &json!({"lr": 1e-3}), false).unwrap();
+        assert!(RunDir::create(&root, &json!({}), false).unwrap_err().to_string().contains("--resume"));
+        assert!(RunDir::create(&dir.path().join("r2"), &json!({}), true).is_err());
+        for s in 1..=5u64 {
+            run.log(&json!({"step": s, "loss": 1.0 / s as f64, "val_loss": 2.0 / s as f64})).unwrap();
+        }
+        assert!(run.latest_checkpoint().unwrap().is_none());
+        let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
+        let st = CheckpointState { step: 3, seed: 9, extra: json!({"best": 0.5}) };
+        let ck = run.save_checkpoint(&st, &[("model", vec![("w".into(), t)])]).unwrap();
+        assert!(ck.join("model.safetensors").is_file());
+        let (d, got) = RunDir::open(&root).unwrap().latest_checkpoint().unwrap().unwrap();
+        assert_eq!((d, got), (ck, st));
+        run.truncate_metrics_after(3).unwrap();
+        assert_eq!(run.metrics().unwrap().len(), 3);
+        let png = run.plot_losses().unwrap();
+        let img = image::open(&png).unwrap();
+        assert!(img.width() > 100);
+        assert_eq!(run.config().unwrap(), json!({"lr": 1e-3}));
+    }
+
+    #[test]
+    fn torn_metrics_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path(), &json!({}), false).unwrap();
+        run.log(&json!({"step": 1, "loss": 1.0})).unwrap();
+        let mut f = OpenOptions::new().append(true).open(run.metrics_path()).unwrap();
+        f.write_all(b"{\"step\": 2, \"lo").unwrap();
+        assert_eq!(run.metrics().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,81 @@
+//! Seeding: one `--seed` for libtorch's generator and for `rand`.
+//!
+//! Order of draws, which the pipelines rely on for parity with PyTorch: [`seed_all`] seeds
+//! libtorch's default generator exactly as `torch.manual_seed(seed)` does, so the first tensor
+//! drawn afterwards (`Tensor::randn`, e.g. a diffusion pipeline's initial noise or a GAN's
+//! latent) equals the one PyTorch draws after `torch.manual_seed(seed)` with the same shape,
+//! dtype and device. Draws made with `rand` (data order, augmentation) use a separate generator
+//! and never advance libtorch's.
+//!
+//! Training derives its randomness from `(seed, step)` with [`step_seed`] instead of carrying
+//! generator state along, so a run resumed at step k draws what the uninterrupted run drew.
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// Seeds libtorch (CPU and every CUDA device) and returns a `rand` generator from the same seed.
+pub fn seed_all(seed: u64) -> StdRng {
+    // torch.manual_seed takes the seed's bits as a u64; tch's i64 carries the same bits.
+    tch::manual_seed(seed as i64);
+    StdRng::seed_from_u64(seed)
+}
+
+/// A seed for one step of one random stream of a run, well mixed (SplitMix64), so that nearby
+/// steps and streams get unrelated seeds.
+pub fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
+    let mut z = seed ^ splitmix(stream.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ splitmix(step);
+    z = splitmix(z);
+    z
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Seeds libtorch and `rand` for step `step` of a run seeded with `seed`.
+pub fn seed_step(seed: u64, step: u64) -> StdRng {
+    seed_all(step_seed(seed, 0, step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn same_seed_same_draws() {
+        let mut r1 = seed_all(7);
+        let a = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        let x1: u64 = r1.gen();
+        let mut r2 = seed_all(7);
+        let b = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        let x2: u64 = r2.gen();
+        assert!(a.equal(&b));
+        assert_eq!(x1, x2);
+        seed_all(8);
+        let c = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        assert!(!a.equal(&c));
+    }
+
+    #[test]
+    fn rand_draws_leave_libtorch_alone() {
+        seed_all(3);
+        let a = Tensor::rand([4], (Kind::Float, Device::Cpu));
+        let mut r = seed_all(3);
+        let _: Vec<u32> = (0..100).map(|_| r.gen()).collect();
+        let b = Tensor::rand([4], (Kind::Float, Device::Cpu));
+        assert!(a.equal(&b));
+    }
+
+    #[test]
+    fn step_seeds_differ_and_repeat() {
+        let s: std::collections::HashSet<u64> = (0..1000).map(|i| step_seed(1, 0, i)).collect();
+        assert_eq!(s.len(), 1000);
+        assert_ne!(step_seed(1, 0, 5), step_seed(1, 1, 5));
+        assert_ne!(step_seed(1, 0, 5), step_seed(2, 0, 5));
+        assert_eq!(step_seed(9, 2, 5), step_seed(9, 2, 5));
+    }
+}

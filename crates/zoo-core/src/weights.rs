@@ -1,0 +1,577 @@
+//! Weights: safetensors files in and out of a `VarStore`, strictly.
+//!
+//! - Loading reports every missing key, unexpected key and shape mismatch by name, and keeps
+//!   the dtype and device of the model's variables (tch's `VarStore::load` ignores unexpected
+//!   keys and switches variables to the file's dtype; we do neither).
+//! - A remap hook renames checkpoint keys to the model's names, or drops keys on purpose
+//!   (e.g. buffers that a reference implementation saves but we compute).
+//! - Sharded checkpoints (`*.safetensors.index.json`, as transformers and diffusers write them).
+//! - Pickle files (.pt/.pth/.bin/.ckpt) are refused: unpickling runs code. The error names
+//!   `tools/convert_to_safetensors.py`, which converts them in the project's .venv.
+//! - Writes are atomic ([`crate::fsutil::atomic_write_with`]).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+use tch::{nn::VarStore, Kind, Tensor};
+
+use crate::fsutil::atomic_write_with;
+use crate::{Error, Result};
+
+/// What the remap hook says about a checkpoint key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remap {
+    /// Load the tensor into the variable of this name.
+    To(String),
+    /// Skip this key: the model does not keep it (say why where the hook is defined).
+    Skip,
+}
+
+/// The identity remap.
+pub fn keep_names(name: &str) -> Remap {
+    Remap::To(name.to_string())
+}
+
+/// File endings of PyTorch pickle checkpoints.
+const PICKLE_EXTENSIONS: &[&str] = &["pt", "pth", "bin", "ckpt", "pkl", "pickle"];
+
+/// Refuses PyTorch pickle checkpoints, by file ending or by their first bytes (zip archive
+/// of torch.save, or a raw pickle stream).
+pub fn check_not_pickle(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
+        return Err(Error::Pickle { path: path.to_path_buf() });
+    }
+    let mut head = [0u8; 4];
+    if let Ok(mut f) = File::open(path) {
+        use std::io::Read;
+        if f.read_exact(&mut head).is_ok()
+            && (head == *b"PK\x03\x04" || (head[0] == 0x80 && (2..=5).contains(&head[1])))
+        {
+            return Err(Error::Pickle { path: path.to_path_buf() });
+        }
+    }
+    Ok(())
+}
+
+/// A safetensors file mapped into memory. Tensors are copied out on request.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+}
+
+/// Name, dtype and shape of one tensor in a file, as the header gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl SafetensorsFile {
+    /// Opens and validates a file: header, offsets and sizes are checked before any use.
+    pub fn open(path: &Path) -> Result<Self> {
+        check_not_pickle(path)?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file changed by another process while we read it
+        // would give wrong values, the usual caveat of memory-mapped checkpoints.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let f = SafetensorsFile { path: path.to_path_buf(), mmap };
+        f.parse()?;
+        Ok(f)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn parse(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.mmap).map_err(|e| describe(&self.path, self.mmap.len(), e))
+    }
+
+    /// Every tensor's name, dtype and shape, in file order.
+    pub fn infos(&self) -> Result<Vec<TensorInfo>> {
+        let (_, meta) =
+            SafeTensors::read_metadata(&self.mmap).map_err(|e| describe(&self.path, self.mmap.len(), e))?;
+        let mut v: Vec<_> = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                (
+                    info.data_offsets.0,
+                    TensorInfo { name, dtype: format!("{:?}", info.dtype), shape: info.shape.clone() },
+                )
+            })
+            .collect();
+        v.sort_by_key(|(off, _)| *off);
+        Ok(v.into_iter().map(|(_, i)| i).collect())
+    }
+
+    /// The free-form `__metadata__` of the header.
+    pub fn metadata(&self) -> Result<HashMap<String, String>> {
+        let (_, meta) =
+            SafeTensors::read_metadata(&self.mmap).map_err(|e| describe(&self.path, self.mmap.len(), e))?;
+        Ok(meta.metadata().clone().unwrap_or_default())
+    }
+
+    /// Copies one tensor out (CPU, the file's dtype).
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let st = self.parse()?;
+        let view = st.tensor(name).map_err(|e| describe(&self.path, self.mmap.len(), e))?;
+        to_tensor(&self.path, name, &view)
+    }
+
+    /// Copies every tensor out (CPU, the file's dtypes).
+    pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let st = self.parse()?;
+        st.iter().map(|(n, v)| Ok((n.to_string(), to_tensor(&self.path, n, &v)?))).collect()
+    }
+}
+
+fn describe(path: &Path, len: usize, e: SafeTensorError) -> Error {
+    let msg = match e {
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength if len < 8 => {
+            format!("not a safetensors file: only {len} bytes, no header")
+        }
+        SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooLarge => {
+            "not a safetensors file, or truncated: the header length is past the end of the file".into()
+        }
+        SafeTensorError::InvalidHeader
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization
+        | SafeTensorError::JsonError(_) => {
+            "corrupt safetensors header (not valid JSON of tensor entries)".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "truncated safetensors file: the tensor data is shorter than the header says".into()
+        }
+        SafeTensorError::TensorInvalidInfo | SafeTensorError::InvalidOffset(_) => {
+            "corrupt safetensors file: a tensor's offsets do not match its dtype and shape".into()
+        }
+        other => format!("bad safetensors file: {other:?}"),
+    };
+    Error::bad_file(path, msg)
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        _ => return None,
+    })
+}
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        _ => return None,
+    })
+}
+
+fn to_tensor(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let kind = kind_of(view.dtype()).ok_or_else(|| {
+        Error::bad_file(
+            path,
+            format!("tensor '{name}' has dtype {:?}, which zoo does not load", view.dtype()),
+        )
+    })?;
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
+}
+
+/// Loads every tensor of one safetensors file.
+pub fn load(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    SafetensorsFile::open(path)?.tensors()
+}
+
+/// The safetensors files of a checkpoint. `path` may be
+/// - a `.safetensors` file,
+/// - a `*.safetensors.index.json` (the shards it names, in order),
+/// - a folder holding one of `model.safetensors`, `diffusion_pytorch_model.safetensors`, an
+///   index of either, or else exactly one `.safetensors` file.
+pub fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.exists() {
+        return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+    }
+    if path.is_file() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".index.json") {
+            return index_shards(path);
+        }
+        check_not_pickle(path)?;
+        return Ok(vec![path.to_path_buf()]);
+    }
+    for stem in ["model", "diffusion_pytorch_model"] {
+        let index = path.join(format!("{stem}.safetensors.index.json"));
+        if index.is_file() {
+            return index_shards(&index);
+        }
+        let single = path.join(format!("{stem}.safetensors"));
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+    }
+    let mut found = Vec::new();
+    let mut pickles = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let p = entry.map_err(|e| Error::io(path, e))?.path();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => found.push(p),
+            Some(e) if PICKLE_EXTENSIONS.contains(&e) => pickles.push(p),
+            _ => {}
+        }
+    }
+    found.sort();
+    match (found.len(), pickles.first()) {
+        (1, _) => Ok(found),
+        (0, Some(p)) => Err(Error::Pickle { path: p.clone() }),
+        (0, None) => Err(Error::bad_file(path, "no .safetensors weights in this folder")),
+        (n, _) => Err(Error::bad_file(
+            path,
+            format!("{n} .safetensors files and no index.json: name the file to load"),
+        )),
+    }
+}
+
+fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let idx: Index = serde_json::from_str(&text).map_err(|e| {
+        Error::bad_file(index, format!("not a safetensors index (needs \"weight_map\"): {e}"))
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for shard in idx.weight_map.values() {
+        let p = dir.join(shard);
+        if !files.contains(&p) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    for p in &files {
+        if !p.is_file() {
+            return Err(Error::bad_file(index, format!("shard {} is missing", p.display())));
+        }
+    }
+    Ok(files)
+}
+
+/// What a strict load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    pub loaded: usize,
+    pub skipped: usize,
+}
+
+/// Loads a checkpoint (see [`weight_files`]) into `vs`, strictly: every variable must be
+/// filled and every checkpoint key must be used or skipped by `remap`, with matching shapes.
+/// Values are converted to each variable's dtype and device. Nothing is copied unless all fit.
+pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> Result<LoadStats> {
+    let files = weight_files(path)?;
+    let vars = vs.variables();
+    let mut pending: Vec<(Tensor, Tensor)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let (mut unexpected, mut mismatched, mut skipped) = (Vec::new(), Vec::new(), 0);
+    for file in &files {
+        let f = SafetensorsFile::open(file)?;
+        for (key, src) in f.tensors()? {
+            let name = match remap(&key) {
+                Remap::Skip => {
+                    skipped += 1;
+                    continue;
+                }
+                Remap::To(n) => n,
+            };
+            match vars.get(&name) {
+                None => unexpected.push(key),
+                Some(var) if var.size() != src.size() => {
+                    mismatched.push(format!("{name}: model {:?}, file {:?}", var.size(), src.size()));
+                    seen.insert(name);
+                }
+                Some(var) => {
+                    if !seen.insert(name.clone()) {
+                        return Err(Error::Weights(format!(
+                            "{}: two checkpoint keys load into '{name}'",
+                            path.display()
+                        )));
+                    }
+                    pending.push((var.shallow_clone(), src));
+                }
+            }
+        }
+    }
+    let mut missing: Vec<String> = vars.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    missing.sort();
+    unexpected.sort();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        let mut parts = Vec::new();
+        for (what, list) in [("missing", &missing), ("unexpected", &unexpected), ("wrong shape", &mismatched)]
+        {
+            if !list.is_empty() {
+                parts.push(format!("{} {what} ({})", list.len(), name_list(list)));
+            }
+        }
+        return Err(Error::Weights(format!(
+            "{}: weights do not fit the model: {}",
+            path.display(),
+            parts.join("; ")
+        )));
+    }
+    let loaded = pending.len();
+    tch::no_grad(|| -> Result<()> {
+        for (mut var, src) in pending {
+            var.f_copy_(&src)?;
+        }
+        Ok(())
+    })?;
+    Ok(LoadStats { loaded, skipped })
+}
+
+fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", ... {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn raw(name: &str, t: &Tensor) -> Result<Raw> {
+    let kind = t.kind();
+    let dtype = dtype_of(kind).ok_or_else(|| {
+        Error::Shape(format!("tensor '{name}' has kind {kind:?}, which safetensors cannot store"))
+    })?;
+    let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Raw { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+}
+
+/// Writes tensors to a safetensors file atomically, with optional `__metadata__`.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let raws: Vec<(String, Raw)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), raw(n, t)?))).collect::<Result<_>>()?;
+    let views: Vec<(&str, &Raw)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    atomic_write_with(path, |tmp| {
+        safetensors::serialize_to_file(views, &metadata, tmp)
+            .map_err(|e| Error::bad_file(tmp, format!("writing safetensors: {e:?}")))
+    })
+}
+
+/// Saves every variable of a VarStore under its name.
+pub fn save_varstore(vs: &VarStore, path: &Path) -> Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    save(path, &vars, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    fn model(vs: &VarStore) {
+        let p = vs.root();
+        let _ = p.sub("layer").var("weight", &[3, 2], nn::Init::Const(0.0));
+        let _ = p.sub("layer").var("bias", &[3], nn::Init::Const(0.0));
+    }
+
+    fn tensors() -> Vec<(String, Tensor)> {
+        vec![
+            ("layer.weight".into(), Tensor::arange(6, (Kind::Float, Device::Cpu)).view([3, 2])),
+            ("layer.bias".into(), Tensor::from_slice(&[1.0f32, 2.0, 3.0])),
+        ]
+    }
+
+    #[test]
+    fn round_trip_and_strict_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        save(&path, &tensors(), Some(meta.clone())).unwrap();
+        let f = SafetensorsFile::open(&path).unwrap();
+        assert_eq!(f.metadata().unwrap(), meta);
+        let infos = f.infos().unwrap();
+        assert_eq!(infos.iter().find(|i| i.name == "layer.weight").unwrap().shape, vec![3, 2]);
+        assert_eq!(infos.iter().map(TensorInfo::numel).sum::<usize>(), 9);
+
+        let mut vs = VarStore::new(Device::Cpu);
+        model(&vs);
+        vs.half();
+        let stats = load_into(&vs, &path, &keep_names).unwrap();
+        assert_eq!(stats, LoadStats { loaded: 2, skipped: 0 });
+        let w = &vs.variables()["layer.weight"];
+        assert_eq!(w.kind(), Kind::Half, "the model's dtype is kept");
+        assert_eq!(
+            Vec::<f32>::try_from(w.to_kind(Kind::Float).view([-1])).unwrap(),
+            vec![0., 1., 2., 3., 4., 5.]
+        );
+        vs.float();
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut t = tensors();
+        t[0].1 = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        t.push(("extra.weight".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu))));
+        t.remove(1);
+        save(&path, &t, None).unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        model(&vs);
+        let e = load_into(&vs, &path, &keep_names).unwrap_err().to_string();
+        assert!(e.contains("1 missing (layer.bias)"), "{e}");
+        assert!(e.contains("1 unexpected (extra.weight)"), "{e}");
+        assert!(e.contains("1 wrong shape (layer.weight: model [3, 2], file [2, 3])"), "{e}");
+        assert!(!e.contains('\n'));
+        // Nothing was copied: the variables keep their initial zeros.
+        assert_eq!(vs.variables()["layer.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn remap_renames_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut t: Vec<(String, Tensor)> =
+            tensors().into_iter().map(|(n, t)| (format!("transformer.{n}"), t)).collect();
+        t.push(("transformer.layer.attn_mask".into(), Tensor::ones([2], (Kind::Float, Device::Cpu))));
+        save(&path, &t, None).unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        model(&vs);
+        let remap = |k: &str| {
+            if k.ends_with("attn_mask") {
+                Remap::Skip
+            } else {
+                Remap::To(k.trim_start_matches("transformer.").to_string())
+            }
+        };
+        assert_eq!(load_into(&vs, &path, &remap).unwrap(), LoadStats { loaded: 2, skipped: 1 });
+    }
+
+    #[test]
+    fn sharded_checkpoints_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tensors();
+        save(&dir.path().join("model-00001-of-00002.safetensors"), &t[..1], None).unwrap();
+        save(&dir.path().join("model-00002-of-00002.safetensors"), &t[1..], None).unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"metadata": {"total_size": 36}, "weight_map": {
+                "layer.weight": "model-00001-of-00002.safetensors",
+                "layer.bias": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        model(&vs);
+        assert_eq!(load_into(&vs, dir.path(), &keep_names).unwrap().loaded, 2);
+        assert_eq!(vs.variables()["layer.bias"].double_value(&[2]), 3.0);
+    }
+
+    #[test]
+    fn bad_files_are_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.safetensors");
+        save(&good, &tensors(), None).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty.safetensors", vec![], "no header"),
+            ("short.safetensors", bytes[..5].to_vec(), "no header"),
+            ("trunc.safetensors", bytes[..bytes.len() - 7].to_vec(), "truncated"),
+            (
+                "huge.safetensors",
+                {
+                    let mut b = bytes.clone();
+                    b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+                    b
+                },
+                "header length",
+            ),
+            (
+                "json.safetensors",
+                {
+                    let mut b = bytes.clone();
+                    b[9] = b'#';
+                    b
+                },
+                "corrupt safetensors header",
+            ),
+            ("zip.safetensors", b"PK\x03\x04rest".to_vec(), "pickle"),
+            ("model.bin", bytes.clone(), "convert_to_safetensors.py"),
+        ];
+        for (name, data, want) in cases {
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            let e = SafetensorsFile::open(&p).err().unwrap_or_else(|| panic!("{name} opened")).to_string();
+            assert!(e.contains(want), "{name}: {e}");
+            assert!(e.contains(name), "{name}: {e}");
+            assert!(!e.contains('\n'), "{name}: {e}");
+        }
+        let e = weight_files(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn folder_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(weight_files(dir.path()).unwrap_err().to_string().contains("no .safetensors"));
+        std::fs::write(dir.path().join("pytorch_model.bin"), b"x").unwrap();
+        assert!(weight_files(dir.path()).unwrap_err().to_string().contains("convert_to_safetensors"));
+        save(&dir.path().join("diffusion_pytorch_model.safetensors"), &tensors(), None).unwrap();
+        assert_eq!(weight_files(dir.path()).unwrap().len(), 1);
+    }
+}

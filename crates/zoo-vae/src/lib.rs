@@ -1,0 +1,3 @@
+//! zoo-vae: variational autoencoders, including the AutoencoderKL of latent diffusion.
+//!
+//! The models land here with their issues; see docs/architecture.md for the plan of the crate.
