@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 fn main() {
+    tch_version();
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         return;
@@ -18,4 +19,21 @@ fn main() {
     // Resolve the .venv/libtorch symlink so the rpath names the real folder.
     let lib = lib.canonicalize().unwrap_or(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+}
+
+/// Hands the tch version locked in Cargo.lock to the code as `ZOO_TCH_VERSION` (`zoo info`).
+fn tch_version() {
+    let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") else { return };
+    let lock = PathBuf::from(dir).ancestors().map(|d| d.join("Cargo.lock")).find(|p| p.is_file());
+    let Some(lock) = lock else { return };
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let version = text
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"tch\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map(|v| v.trim_matches('"').to_string());
+    if let Some(v) = version {
+        println!("cargo:rustc-env=ZOO_TCH_VERSION={v}");
+    }
 }

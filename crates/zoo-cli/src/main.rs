@@ -1,3 +1,100 @@
-fn main() {
-    println!("{:?}", tch::Tensor::from_slice(&[1.0f32, 2.0]).sum(tch::Kind::Float));
+//! `zoo`: run, train and study generative models on libtorch.
+//!
+//! The CLI owns all I/O and printing. Errors print one line, `error: ...`, and exit with 2 for
+//! usage errors and 1 for everything else.
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod commands;
+mod global;
+
+use global::Global;
+
+#[derive(Parser, Debug)]
+#[command(name = "zoo", version, about = "Run, train and study generative models on libtorch.")]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Versions of zoo, tch and libtorch; CUDA, threads, model families and presets.
+    Info(commands::info::Args),
+    /// Runs every family's demo: a few seconds of real output from small models, under out/demo/.
+    Demo(commands::demo::Args),
+    /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
+    Inspect(commands::inspect::Args),
+    /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    if let Err(e) = cli.global.apply() {
+        return report(&e);
+    }
+    let result = match cli.command {
+        Command::Info(a) => commands::info::run(&cli.global, a),
+        Command::Demo(a) => commands::demo::run(&cli.global, a),
+        Command::Inspect(a) => commands::inspect::run(&cli.global, a),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Help and version go to stdout with success; real usage errors get one line and exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("error: {first} (see `zoo --help`)");
+    ExitCode::from(2)
+}
+
+/// One line: the error and its causes joined by ": ", libtorch's C++ backtraces cut off.
+fn report(e: &anyhow::Error) -> ExitCode {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let msg = match cause.downcast_ref::<tch::TchError>() {
+            Some(t) => zoo_core::error::short_torch_message(t),
+            None => match cause.downcast_ref::<zoo_core::Error>() {
+                Some(zoo_core::Error::Torch(t)) => zoo_core::error::short_torch_message(t),
+                _ => cause.to_string(),
+            },
+        };
+        let msg = msg.lines().next().unwrap_or("").trim().to_string();
+        // thiserror's transparent and #[source] variants repeat their cause's text.
+        if !msg.is_empty() && !parts.iter().any(|p| p.ends_with(&msg)) {
+            parts.push(msg);
+        }
+    }
+    eprintln!("error: {}", parts.join(": "));
+    ExitCode::from(1)
 }

@@ -4,15 +4,14 @@
 //! C = 1 (grey) or 3 (RGB). Saving rounds like torchvision's `save_image`, and `make_grid` lays
 //! images out like `torchvision.utils.make_grid`, so our sample grids match the reference's
 //! pixel for pixel.
-use std::fs::{self, File};
 use std::io::{Cursor, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{ColorType, DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
 use tch::{Device, Kind, Tensor};
 
+use crate::fsutil::atomic_write;
 use crate::{Error, Result};
 
 /// Padding (pixels) between and around the images of a grid written by [`save_image`].
@@ -40,7 +39,7 @@ pub fn load_image_rgb(path: &Path) -> Result<Tensor> {
 }
 
 fn decode(path: &Path) -> Result<DynamicImage> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(path, e))?;
     if reader.format().is_none() {
@@ -113,16 +112,7 @@ pub fn tensor_to_image(t: &Tensor) -> Result<DynamicImage> {
 /// The format follows the extension (`.png`, `.jpg`, `.jpeg`); the file is written to a temporary
 /// file in the same folder and renamed, so a crash never leaves half an image.
 pub fn save_image(t: &Tensor, path: &Path) -> Result<()> {
-    let format = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => ImageFormat::Png,
-        Some("jpg" | "jpeg") => ImageFormat::Jpeg,
-        _ => {
-            return Err(Error::Config(format!(
-                "{}: unknown image extension, use .png, .jpg or .jpeg",
-                path.display()
-            )))
-        }
-    };
+    image_format(path)?; // fail before any work on a bad name
     let img = match t.dim() {
         3 => tensor_to_image(t)?,
         4 => {
@@ -137,42 +127,30 @@ pub fn save_image(t: &Tensor, path: &Path) -> Result<()> {
             )))
         }
     };
+    save_picture(&img, path)
+}
+
+/// Saves a picture (e.g. a spectrogram image) as PNG or JPEG by the extension, atomically.
+pub fn save_picture(img: &DynamicImage, path: &Path) -> Result<()> {
+    let format = image_format(path)?;
     let mut bytes = Vec::new();
     let encoded = match format {
         ImageFormat::Jpeg => img.write_with_encoder(JpegEncoder::new_with_quality(&mut bytes, JPEG_QUALITY)),
         _ => img.write_to(Cursor::new(&mut bytes), format),
     };
     encoded.map_err(|e| Error::bad_file(path, format!("cannot encode image: {e}")))?;
-    write_atomic(path, &bytes)
+    atomic_write(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
 }
 
-/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    // Two threads saving the same path must not share a temporary file.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name =
-        path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}.{}.{n}.tmp", name.to_string_lossy(), std::process::id()));
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+fn image_format(path: &Path) -> Result<ImageFormat> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => Ok(ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
+        _ => Err(Error::Config(format!(
+            "{}: unknown image extension, use .png, .jpg or .jpeg",
+            path.display()
+        ))),
     }
-    // Makes the rename itself durable; not every platform can sync a directory, hence best effort.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Lays out a batch (B, C, H, W) as one image (C, H', W') with `nrow` images per row and
@@ -352,6 +330,7 @@ pub fn to_channels(t: &Tensor, channels: i64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn ramp(c: i64, h: i64, w: i64) -> Tensor {
         Tensor::arange(c * h * w, (Kind::Float, Device::Cpu)).view([c, h, w]) / (c * h * w - 1) as f64 * 2.0
@@ -470,8 +449,11 @@ mod tests {
         assert!(matches!(save_image(&flat, &dir.path().join("a.png")), Err(Error::Shape(_))));
         let two = Tensor::zeros([2, 4, 4], (Kind::Float, Device::Cpu));
         assert!(matches!(save_image(&two, &dir.path().join("a.png")), Err(Error::Shape(_))));
-        assert!(matches!(save_image(&t, &dir.path().join("no/such/dir/a.png")), Err(Error::Io { .. })));
         assert!(!dir.path().join("a.png").exists());
+        // Missing folders are made; a file in the way of one is an I/O error.
+        save_image(&t, &dir.path().join("new/dir/a.png")).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(matches!(save_image(&t, &dir.path().join("file/a.png")), Err(Error::Io { .. })));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsutil;
 pub mod image;
 pub mod plot;
+pub mod presets;
 pub mod run;
 pub mod seed;
 pub mod train;

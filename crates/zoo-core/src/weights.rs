@@ -469,7 +469,7 @@ mod tests {
         let mut t = tensors();
         t[0].1 = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         t.push(("extra.weight".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu))));
-        t.remove(1);
+        let _ = t.remove(1);
         save(&path, &t, None).unwrap();
         let vs = VarStore::new(Device::Cpu);
         model(&vs);

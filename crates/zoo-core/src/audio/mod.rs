@@ -2,7 +2,7 @@
 //!
 //! What the audio families (WaveGlow, text-to-speech, audio GANs) share:
 //! - [`read_wav`] / [`write_wav`]: WAV files through `hound` ([`wav`]);
-//! - [`resample`]: band-limited windowed-sinc resampling, torchaudio's `sinc_interp_hann`
+//! - [`resample()`]: band-limited windowed-sinc resampling, torchaudio's `sinc_interp_hann`
 //!   ([`resample`](mod@resample));
 //! - [`MelSpectrogram`]: the log-mel front end of WaveGlow and Tacotron 2 (`TacotronSTFT`), on
 //!   librosa's Slaney filterbank ([`mel`]);

@@ -108,7 +108,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut w = vs.root().var_copy("w", &Tensor::from_slice(&[0.0f32]));
         let mut ema = Ema::new(&vs, 0.9, false).unwrap();
-        tch::no_grad(|| w.fill_(1.0));
+        let _ = tch::no_grad(|| w.fill_(1.0));
         ema.update().unwrap();
         ema.update().unwrap();
         // 1 - 0.9^2

@@ -6,6 +6,9 @@
 //! and the `rand` generator handed to the task, for data order) from `(seed, s)` alone; a
 //! checkpoint holds the weights, the optimiser moments and the step. A run resumed at step k
 //! therefore computes the very losses the uninterrupted run computed from step k on.
+//!
+//! Tested end to end in tests/tests/train_loop.rs (its own test binary, since exact resume
+//! depends on libtorch's global generator, which parallel tests in one binary would share).
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -341,114 +344,5 @@ impl<'a> Trainer<'a> {
         }
         reporter.finish();
         Ok(Outcome { steps: cfg.steps.max(start), interrupted: false, last })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::train::AdamWConfig;
-    use rand::Rng;
-    use tch::{nn, nn::Module, Device, Kind};
-
-    /// Regression of y = 3x - 1 with a small MLP, random batches and dropout.
-    struct Toy {
-        net: nn::Sequential,
-    }
-
-    impl Toy {
-        fn new(vs: &VarStore) -> Self {
-            let p = vs.root();
-            let net = nn::seq()
-                .add(nn::linear(&p / "l1", 1, 16, Default::default()))
-                .add_fn(|x| x.relu().dropout(0.1, true))
-                .add(nn::linear(&p / "l2", 16, 1, Default::default()));
-            Toy { net }
-        }
-    }
-
-    impl TrainTask for Toy {
-        fn loss(&mut self, _step: u64, _micro: u32, rng: &mut StdRng) -> Result<StepOutput> {
-            let xs: Vec<f32> = (0..32).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let x = Tensor::from_slice(&xs).view([32, 1]);
-            let y = &x * 3.0 - 1.0;
-            let loss = self.net.forward(&x).mse_loss(&y, tch::Reduction::Mean);
-            Ok(StepOutput { loss, metrics: vec![] })
-        }
-        fn eval(&mut self, _step: u64) -> Result<Vec<(String, f64)>> {
-            let x = Tensor::linspace(-1.0, 1.0, 11, (Kind::Float, Device::Cpu)).view([11, 1]);
-            let y = &x * 3.0 - 1.0;
-            let l = tch::no_grad(|| self.net.forward(&x).mse_loss(&y, tch::Reduction::Mean));
-            Ok(vec![("val_loss".into(), l.double_value(&[]))])
-        }
-    }
-
-    fn never() -> bool {
-        false
-    }
-
-    fn losses(run: &RunDir) -> Vec<f64> {
-        run.metrics().unwrap().iter().filter_map(|r| r.get("loss").and_then(Value::as_f64)).collect()
-    }
-
-    fn train(root: &Path, steps: u64, resume: bool) -> Outcome {
-        let cfg = LoopConfig {
-            steps,
-            grad_accum: 2,
-            log_every: 1,
-            eval_every: Some(10),
-            seed: 5,
-            ..Default::default()
-        };
-        let run = RunDir::create(root, &cfg, resume).unwrap();
-        seed::seed_all(1); // initial weights
-        let vs = VarStore::new(Device::Cpu);
-        let mut task = Toy::new(&vs);
-        let opt = AdamW::new(&vs, AdamWConfig { lr: 1e-2, ..Default::default() });
-        let sched = LrSchedule::WarmupCosine { lr: 1e-2, min_lr: 1e-3, warmup_steps: 5, decay_steps: 40 };
-        let mut tr = Trainer::new(&run, &vs, opt, sched, cfg).unwrap();
-        tr.should_stop = never;
-        let start = tr.resume(&mut task).unwrap();
-        tr.run(&mut task, start, &mut Silent).unwrap()
-    }
-
-    #[test]
-    fn loss_falls_and_resume_is_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = dir.path().join("full");
-        let out = train(&full, 40, false);
-        assert_eq!(out.steps, 40);
-        let a = losses(&RunDir::open(&full).unwrap());
-        assert_eq!(a.len(), 40);
-        let first: f64 = a[..5].iter().sum::<f64>() / 5.0;
-        let lastv: f64 = a[35..].iter().sum::<f64>() / 5.0;
-        assert!(lastv < 0.25 * first, "loss fell from {first} to only {lastv}");
-
-        // The same run stopped at 20 steps, then resumed to 40.
-        let split = dir.path().join("split");
-        train(&split, 20, false);
-        train(&split, 40, true);
-        let b = losses(&RunDir::open(&split).unwrap());
-        assert_eq!(a, b, "resumed losses differ from the uninterrupted run's");
-        assert!(full.join("loss.png").is_file());
-        assert!(full.join("checkpoints/step-000040/optimizer.safetensors").is_file());
-    }
-
-    #[test]
-    fn stop_request_saves_a_checkpoint() {
-        fn always() -> bool {
-            true
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = LoopConfig { steps: 10, ..Default::default() };
-        let run = RunDir::create(dir.path(), &cfg, false).unwrap();
-        let vs = VarStore::new(Device::Cpu);
-        let mut task = Toy::new(&vs);
-        let opt = AdamW::new(&vs, AdamWConfig::default());
-        let mut tr = Trainer::new(&run, &vs, opt, LrSchedule::Constant { lr: 1e-3 }, cfg).unwrap();
-        tr.should_stop = always;
-        let out = tr.run(&mut task, 0, &mut Silent).unwrap();
-        assert!(out.interrupted);
-        assert_eq!(run.latest_checkpoint().unwrap().unwrap().1.step, 0);
     }
 }

@@ -1,0 +1,91 @@
+//! `zoo info`: what this zoo is built on and what it can run.
+use anyhow::Result;
+use serde_json::json;
+use zoo_core::{device, presets};
+
+use crate::global::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The model families this build has, with their subcommand. Each family's issue adds its line
+/// when its commands work.
+pub const FAMILIES: &[(&str, &str)] = &[];
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    let libtorch = device::libtorch_version();
+    let cuda = device::load_cuda();
+    let cuda_devices = device::cuda_device_count();
+    let presets = presets::list(&presets::models_dir())?;
+    if a.json {
+        let v = json!({
+            "zoo": env!("CARGO_PKG_VERSION"),
+            "tch": TCH_VERSION,
+            "libtorch": libtorch,
+            "cuda": {
+                "available": cuda_devices > 0,
+                "devices": cuda_devices,
+                "note": cuda.err(),
+            },
+            "mps": tch::utils::has_mps(),
+            "threads": device::threads(),
+            "device": g.device.to_string(),
+            "families": FAMILIES.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "presets": presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("zoo {}", env!("CARGO_PKG_VERSION"));
+    println!("tch {TCH_VERSION}, libtorch {}", libtorch.as_deref().unwrap_or("(version unknown)"));
+    match (cuda_devices, cuda) {
+        (n, _) if n > 0 => {
+            let names: Vec<String> = (0..n).map(|i| format!("cuda:{i}")).collect();
+            println!("CUDA: {n} device(s): {}; cuDNN {}", names.join(", "), tch::utils::version_cudnn());
+        }
+        (_, Err(why)) => println!("CUDA: not available ({why})"),
+        (_, Ok(())) => println!("CUDA: libtorch's CUDA backend loaded, but no device found"),
+    }
+    println!("MPS: {}", if tch::utils::has_mps() { "available" } else { "not available" });
+    println!(
+        "CPU threads: {} (libtorch intra-op; --threads N to change); MKL {}, OpenMP {}",
+        device::threads(),
+        yes_no(tch::utils::has_mkl()),
+        yes_no(tch::utils::has_openmp())
+    );
+    if FAMILIES.is_empty() {
+        println!(
+            "families: none yet; the shared core (weights, training loop, image and audio I/O) is in place"
+        );
+    } else {
+        for (family, about) in FAMILIES {
+            println!("family {family}: {about}");
+        }
+    }
+    let dir = presets::models_dir();
+    if presets.is_empty() {
+        println!("presets: none in {}", dir.display());
+    } else {
+        let names: Vec<String> = presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect();
+        println!("presets ({}): {}", dir.display(), names.join(", "));
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The tch crate version this binary was built with, as Cargo.lock pins it.
+const TCH_VERSION: &str = match option_env!("ZOO_TCH_VERSION") {
+    Some(v) => v,
+    None => "(unknown)",
+};

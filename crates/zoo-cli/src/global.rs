@@ -1,0 +1,54 @@
+//! Flags every command takes: `--device --dtype --seed --threads -q -v`.
+use anyhow::Result;
+use clap::Args;
+use zoo_core::device::{DType, DeviceSpec};
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Where tensors live: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps.
+    #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceSpec,
+    /// Floating-point type of weights and activations: f32, f16 or bf16.
+    #[arg(long, global = true, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: DType,
+    /// Seed for every random draw (libtorch's generator and the data order); same seed, same output.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads for libtorch's operators (0: one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+    /// Print only results and errors: no progress bars or notes.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: zoo_core::Error| e.to_string())
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    s.parse().map_err(|e: zoo_core::Error| e.to_string())
+}
+
+impl Global {
+    /// Applies the settings that are process-wide (threads).
+    pub fn apply(&self) -> Result<()> {
+        zoo_core::device::set_threads(self.threads)?;
+        Ok(())
+    }
+
+    /// The device, checked: asking for CUDA where there is none is an error here.
+    pub fn device(&self) -> Result<tch::Device> {
+        Ok(self.device.resolve()?)
+    }
+
+    /// Prints a note to stderr unless --quiet.
+    pub fn note(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}

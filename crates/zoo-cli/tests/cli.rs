@@ -1,0 +1,142 @@
+//! The `zoo` binary end to end: versions, usage errors and bad input files.
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn zoo() -> Command {
+    Command::cargo_bin("zoo").unwrap()
+}
+
+/// Runs zoo and checks it failed with `code` and one line `error: ...` containing `want`,
+/// without a panic or a C++ backtrace.
+fn fails(args: &[&str], code: i32, want: &str) -> String {
+    let out = zoo().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    for bad in ["panicked", "backtrace", "Exception raised from", "c10::"] {
+        assert!(!err.contains(bad), "{args:?}: {err}");
+    }
+    err
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn info_reports_libtorch_2_13() {
+    let out = zoo().args(["--device", "cpu", "info"]).output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("libtorch 2.13.0"), "{s}");
+    assert!(s.contains("tch 0.26"), "{s}");
+    assert!(s.contains("CUDA: "), "{s}");
+
+    let out = zoo().args(["info", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["libtorch"].as_str().unwrap().starts_with("2.13.0"));
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn threads_flag_is_applied() {
+    let out = zoo().args(["--threads", "1", "info", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    fails(&["--bogus", "info"], 2, "--bogus");
+    fails(&["frobnicate"], 2, "frobnicate");
+    fails(&["--device", "tpu", "info"], 2, "unknown device 'tpu'");
+    fails(&["--dtype", "f8", "info"], 2, "unknown dtype 'f8'");
+    fails(&["--seed", "minus-one", "info"], 2, "minus-one");
+    fails(&["completions", "cmd.exe"], 2, "cmd.exe");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let out = zoo().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["info", "demo", "inspect", "completions", "--device", "--seed", "--threads"] {
+        assert!(s.contains(cmd), "--help lacks {cmd}");
+    }
+    let out = zoo().arg("--version").output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("zoo "));
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if zoo_core::device::cuda_device_count() > 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o").to_string_lossy().into_owned();
+    fails(&["--device", "cuda", "demo", "--out", &out], 1, "use --device cpu");
+    assert!(!dir.path().join("o").exists(), "nothing is written on error");
+}
+
+#[test]
+fn bad_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A valid file to damage.
+    let good = d.join("good.safetensors");
+    let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+    zoo_core::weights::save(&good, &[("w".to_string(), t)], None).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    fails(&["inspect", &d.join("missing.safetensors").to_string_lossy()], 1, "no such file");
+    let trunc = write(d, "trunc.safetensors", &bytes[..bytes.len() - 4]);
+    fails(&["inspect", &trunc], 1, "truncated");
+    let mut corrupt = bytes.clone();
+    corrupt[8] = b'!';
+    let corrupt = write(d, "corrupt.safetensors", &corrupt);
+    fails(&["inspect", &corrupt], 1, "corrupt safetensors header");
+    let pickle = write(d, "model.pt", b"\x80\x02}q\x00.");
+    fails(&["inspect", &pickle], 1, "tools/convert_to_safetensors.py");
+    let zipped = write(d, "weights.safetensors", b"PK\x03\x04 torch zip");
+    fails(&["inspect", &zipped], 1, "pickle");
+    let wav = write(d, "bad.wav", b"RIFX\x00\x00\x00\x00WAVEfmt garbage");
+    fails(&["inspect", &wav], 1, "bad.wav");
+    let short_wav = write(d, "short.wav", b"RIFF");
+    fails(&["inspect", &short_wav], 1, "short.wav");
+    let png = write(d, "bad.png", b"\x89PNG\r\n\x1a\nnot really");
+    fails(&["inspect", &png], 1, "bad.png");
+
+    let out = zoo().args(["inspect", &good.to_string_lossy()]).output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("1 tensors, 3 parameters"), "{s}");
+}
+
+#[test]
+fn demo_writes_the_core_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = zoo().args(["--device", "cpu", "-q", "demo", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "-q prints nothing to stderr");
+    let wav = zoo_core::audio::read_wav(&out.join("core/chirp.wav")).unwrap();
+    assert_eq!(wav.sample_rate, 22050);
+    assert!((wav.duration_secs() - 3.0).abs() < 1e-3);
+    let mel = image::open(out.join("core/chirp-mel.png")).unwrap();
+    assert_eq!(mel.height(), 80 * 3);
+    let grid = image::open(out.join("core/shapes.png")).unwrap();
+    assert!(grid.width() >= 8 * 32);
+}
+
+#[test]
+fn completions_print_a_script() {
+    let out = zoo().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("complete"));
+}
