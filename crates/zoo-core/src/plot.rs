@@ -69,6 +69,7 @@ pub fn line_chart(
             .x_desc(x_label)
             .y_desc(y_label)
             .label_style((FAMILY, 14))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()?;
         for (i, (name, points)) in series.iter().enumerate() {

@@ -10,7 +10,10 @@ use crate::{Error, Result};
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("ZOO_MODELS") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        None => {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+            p.canonicalize().unwrap_or(p)
+        }
     }
 }
 

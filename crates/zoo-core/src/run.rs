@@ -154,6 +154,28 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// Deletes all but the newest `keep` checkpoint folders (0 keeps all).
+    pub fn prune_checkpoints(&self, keep: usize) -> Result<()> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let dir = self.checkpoints_dir();
+        let mut steps: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-"))
+            })
+            .collect();
+        // Names are zero-padded, so their order is the steps' order.
+        steps.sort();
+        let n = steps.len().saturating_sub(keep);
+        for old in &steps[..n] {
+            fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        }
+        Ok(())
+    }
+
     /// The newest complete checkpoint: its folder and state.
     pub fn latest_checkpoint(&self) -> Result<Option<(PathBuf, CheckpointState)>> {
         let latest = self.checkpoints_dir().join("latest");
@@ -215,9 +237,18 @@ mod tests {
         let ck = run.save_checkpoint(&st, &[("model", vec![("w".into(), t)])]).unwrap();
         assert!(ck.join("model.safetensors").is_file());
         let (d, got) = RunDir::open(&root).unwrap().latest_checkpoint().unwrap().unwrap();
-        assert_eq!((d, got), (ck, st));
+        assert_eq!((d, got), (ck, st.clone()));
         run.truncate_metrics_after(3).unwrap();
         assert_eq!(run.metrics().unwrap().len(), 3);
+        let st4 = CheckpointState { step: 4, ..st.clone() };
+        run.save_checkpoint(&st4, &[]).unwrap();
+        run.save_checkpoint(&CheckpointState { step: 5, ..st.clone() }, &[]).unwrap();
+        run.prune_checkpoints(2).unwrap();
+        let mut left: Vec<_> =
+            fs::read_dir(run.checkpoints_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["latest", "step-000004", "step-000005"]);
+        assert_eq!(run.latest_checkpoint().unwrap().unwrap().1.step, 5);
         let png = run.plot_losses().unwrap();
         let img = image::open(&png).unwrap();
         assert!(img.width() > 100);

@@ -35,6 +35,9 @@ pub struct LoopConfig {
     pub eval_every: Option<u64>,
     pub sample_every: Option<u64>,
     pub checkpoint_every: Option<u64>,
+    /// How many checkpoints to keep, newest first (0 keeps all).
+    #[serde(default)]
+    pub keep_checkpoints: usize,
     pub seed: u64,
 }
 
@@ -48,6 +51,7 @@ impl Default for LoopConfig {
             eval_every: None,
             sample_every: None,
             checkpoint_every: None,
+            keep_checkpoints: 3,
             seed: 0,
         }
     }
@@ -254,6 +258,7 @@ impl<'a> Trainer<'a> {
         parts.extend(task.extra_state());
         let state = CheckpointState { step, seed: self.cfg.seed, extra: Value::Null };
         let dir = self.run.save_checkpoint(&state, &parts)?;
+        self.run.prune_checkpoints(self.cfg.keep_checkpoints)?;
         self.run.plot_losses()?;
         Ok(dir)
     }
