@@ -31,7 +31,9 @@ impl TrainTask for Sine {
     }
 
     fn eval(&mut self, _step: u64) -> zoo_core::Result<Vec<(String, f64)>> {
-        let x = Tensor::linspace(-3.14, 3.14, 200, (Kind::Float, Device::Cpu)).view([200, 1]);
+        let x =
+            Tensor::linspace(-std::f64::consts::PI, std::f64::consts::PI, 200, (Kind::Float, Device::Cpu))
+                .view([200, 1]);
         let loss = tch::no_grad(|| self.net.forward(&x).mse_loss(&x.sin(), tch::Reduction::Mean));
         Ok(vec![("val_loss".into(), loss.f_double_value(&[])?)])
     }

@@ -26,6 +26,8 @@ enum Command {
     Info(commands::info::Args),
     /// Runs every family's demo: a few seconds of real output from small models, under out/demo/.
     Demo(commands::demo::Args),
+    /// The shared MNIST evaluation: train its classifier, score generated images.
+    Eval(commands::eval::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
+        Command::Eval(a) => commands::eval::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
             Ok(())

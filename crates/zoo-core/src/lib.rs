@@ -7,6 +7,7 @@ pub mod audio;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
 pub mod image;
 pub mod plot;

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 pub mod demo;
+pub mod eval;
 pub mod info;
 pub mod inspect;

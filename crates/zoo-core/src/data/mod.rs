@@ -7,8 +7,10 @@ pub mod image_folder;
 pub mod mnist;
 pub mod sampler;
 pub mod shapes;
+pub mod spec;
 
 pub use image_folder::{ImageFolder, ImageFolderOptions};
 pub use mnist::{Mnist, Split};
 pub use sampler::{random_batch_indices, EpochShuffler};
 pub use shapes::shapes;
+pub use spec::DataSpec;

@@ -1,0 +1,222 @@
+//! `zoo eval`: the shared MNIST evaluation (classifier, Frechet distance, precision/recall).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{nn::VarStore, Kind, Tensor};
+use zoo_core::data::{DataSpec, EpochShuffler, Mnist, Split};
+use zoo_core::eval::{ClassifierConfig, ClassifierTask, Evaluator, MnistClassifier};
+use zoo_core::run::RunDir;
+use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
+use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
+
+use crate::global::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Trains the MNIST classifier whose features the image families are scored in.
+    TrainClassifier(TrainArgs),
+    /// Scores generated images against the MNIST test set: Frechet distance, precision,
+    /// recall, and class accuracy when the intended labels are given.
+    Score(ScoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Training data: mnist:DIR (the IDX files, e.g. mnist:../shared/data/mnist).
+    #[arg(long)]
+    data: DataSpec,
+    /// Where the trained classifier goes (config.json + model.safetensors).
+    #[arg(long, default_value = "models/eval/mnist-classifier")]
+    out: PathBuf,
+    /// The run directory (metrics, checkpoints, loss curve).
+    #[arg(long, default_value = "runs/mnist-classifier")]
+    run: PathBuf,
+    /// Passes over the 60,000 training images.
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Continue the run in --run from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Report progress as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ScoreArgs {
+    /// The real images: mnist:DIR (its 10,000 test images are the reference).
+    #[arg(long)]
+    data: DataSpec,
+    /// Generated images: a .safetensors file with `images` (N, 1, H, W) in [-1, 1] and optionally
+    /// `labels` (N), or a folder of PNG files (grey, 28x28 or 32x32).
+    #[arg(long)]
+    samples: PathBuf,
+    /// The classifier folder.
+    #[arg(long, default_value = "models/eval/mnist-classifier")]
+    classifier: PathBuf,
+    /// Also score 10,000 real MNIST training images the same way: the floor the numbers of a
+    /// perfect generator would reach with this many samples.
+    #[arg(long)]
+    baseline: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    match a.command {
+        Cmd::TrainClassifier(t) => train(g, t),
+        Cmd::Score(s) => score(g, s),
+    }
+}
+
+fn mnist_dir(spec: &DataSpec) -> Result<&Path> {
+    match spec {
+        DataSpec::Mnist(dir) => Ok(dir),
+        other => bail!("--data {other}: the MNIST evaluation needs mnist:DIR"),
+    }
+}
+
+const BATCH: usize = 128;
+
+fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    let device = g.device()?;
+    let dir = mnist_dir(&a.data)?;
+    let train = Mnist::load(dir, Split::Train)?;
+    let test = Mnist::load(dir, Split::Test)?;
+    let steps = a.epochs * train.len().div_ceil(BATCH) as u64;
+    let steps_per_epoch = train.len().div_ceil(BATCH) as u64;
+    let cfg = LoopConfig {
+        steps,
+        clip_grad: None,
+        log_every: 50,
+        eval_every: Some(steps_per_epoch),
+        checkpoint_every: Some(steps_per_epoch),
+        seed: g.seed,
+        ..Default::default()
+    };
+    let net_cfg = ClassifierConfig::default();
+    let run = RunDir::create(
+        &a.run,
+        &serde_json::json!({"data": a.data.to_string(), "loop": cfg, "model": net_cfg}),
+        a.resume,
+    )?;
+    zoo_core::seed::seed_all(g.seed);
+    let vs = VarStore::new(device);
+    let net = MnistClassifier::new(&vs.root(), &net_cfg);
+    let mut task = ClassifierTask {
+        net,
+        train: &train,
+        test: &test,
+        shuffler: EpochShuffler::new(train.len(), BATCH, g.seed),
+        device,
+    };
+    let opt = AdamW::new(&vs, AdamWConfig { lr: 2e-3, weight_decay: 0.0, ..Default::default() });
+    let schedule = LrSchedule::WarmupCosine { lr: 2e-3, min_lr: 1e-4, warmup_steps: 100, decay_steps: steps };
+    let mut trainer = Trainer::new(&run, &vs, opt, schedule, cfg)?;
+    let start = if a.resume { trainer.resume(&mut task)? } else { 0 };
+    let mut reporter: Box<dyn Reporter> = match (a.json, g.quiet) {
+        (true, _) => Box::new(JsonLines),
+        (false, true) => Box::new(Silent),
+        (false, false) => Box::new(ProgressBar::new()),
+    };
+    let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
+    if outcome.interrupted {
+        bail!("interrupted at step {}; continue with --resume", outcome.steps);
+    }
+    let m = zoo_core::train::TrainTask::eval(&mut task, outcome.steps)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let cfg_path = a.out.join("config.json");
+    let text = serde_json::to_string_pretty(&net_cfg)?;
+    zoo_core::fsutil::atomic_write(&cfg_path, |w| {
+        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| zoo_core::Error::io(&cfg_path, e))
+    })?;
+    zoo_core::weights::save_varstore(&vs, &a.out.join("model.safetensors"))?;
+    let acc = m.iter().find(|(k, _)| k == "val_accuracy").map(|(_, v)| *v).unwrap_or(f64::NAN);
+    println!(
+        "test accuracy {:.2}% after {} steps; classifier in {}",
+        acc * 100.0,
+        outcome.steps,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Generated images (and labels, if any) from a safetensors file or a folder of PNGs.
+fn load_samples(p: &Path) -> Result<(Tensor, Option<Tensor>)> {
+    if p.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.extension().and_then(|e| e.to_str()) == Some("png"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("{}: no .png files", p.display());
+        }
+        let imgs =
+            files.iter().map(|f| zoo_core::image::load_image(f)).collect::<zoo_core::Result<Vec<_>>>()?;
+        return Ok((Tensor::f_stack(&imgs, 0)?, None));
+    }
+    let f = zoo_core::weights::SafetensorsFile::open(p)?;
+    let images =
+        f.tensor("images").with_context(|| format!("{}: needs a tensor named 'images'", p.display()))?;
+    let labels = f.tensor("labels").ok();
+    Ok((images.f_to_kind(Kind::Float)?, labels))
+}
+
+fn score(g: &Global, a: ScoreArgs) -> Result<()> {
+    let device = g.device()?;
+    let eval = Evaluator::load(&a.classifier, device).with_context(|| {
+        format!(
+            "loading the classifier (train it with `zoo eval train-classifier --out {}`)",
+            a.classifier.display()
+        )
+    })?;
+    let dir = mnist_dir(&a.data)?;
+    let test = Mnist::load(dir, Split::Test)?;
+    let (real, _) = test.batch(&(0..test.len()).collect::<Vec<_>>())?;
+    let (fake, labels) = load_samples(&a.samples)?;
+    report(&a, "samples", &eval, &real, &fake, labels.as_ref())?;
+    if a.baseline {
+        let train = Mnist::load(dir, Split::Train)?;
+        let (imgs, labels) = train.batch(&(0..10_000.min(train.len())).collect::<Vec<_>>())?;
+        report(&a, "baseline (MNIST train)", &eval, &real, &imgs, Some(&labels))?;
+    }
+    Ok(())
+}
+
+fn report(
+    a: &ScoreArgs,
+    what: &str,
+    eval: &Evaluator,
+    real: &Tensor,
+    fake: &Tensor,
+    labels: Option<&Tensor>,
+) -> Result<()> {
+    let scores = eval.compare(real, fake)?;
+    let accuracy = labels.map(|l| eval.accuracy(fake, l)).transpose()?;
+    if a.json {
+        let mut v = serde_json::to_value(&scores)?;
+        v["class_accuracy"] = serde_json::json!(accuracy);
+        v["what"] = serde_json::json!(what);
+        println!("{v}");
+    } else {
+        println!(
+            "{what}: {} images vs {} MNIST test images: Frechet distance {:.3}, precision {:.3}, recall {:.3}{}",
+            scores.n_fake,
+            scores.n_real,
+            scores.frechet,
+            scores.precision,
+            scores.recall,
+            accuracy.map(|x| format!(", class accuracy {:.1}%", x * 100.0)).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
