@@ -98,8 +98,10 @@ pub trait TrainTask {
 /// Where the loop reports progress; the CLI picks one.
 pub trait Reporter {
     fn start(&mut self, _first_step: u64, _total: u64) {}
-    /// After each optimiser step with the running record (step, loss, lr, ...).
+    /// After each optimiser step with that step's record (step, loss, lr).
     fn step(&mut self, _record: &Value) {}
+    /// Each record written to metrics.jsonl (every `log_every` steps: mean loss since the last).
+    fn logged(&mut self, _record: &Value) {}
     /// Each eval record, and notes such as "checkpoint saved".
     fn event(&mut self, _record: &Value) {}
     fn finish(&mut self) {}
@@ -168,10 +170,10 @@ impl Reporter for ProgressBar {
     }
 }
 
-/// JSON lines on stdout, one per logged step and per event, for programs to read.
+/// JSON lines on stdout, one per metrics record and per event, for programs to read.
 pub struct JsonLines;
 impl Reporter for JsonLines {
-    fn step(&mut self, r: &Value) {
+    fn logged(&mut self, r: &Value) {
         println!("{r}");
     }
     fn event(&mut self, r: &Value) {
@@ -324,6 +326,7 @@ impl<'a> Trainer<'a> {
                 rec.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
                 last = Value::Object(rec);
                 self.run.log(&last)?;
+                reporter.logged(&last);
                 (loss_sum, loss_n) = (0.0, 0);
             }
             reporter.step(&json!({"step": done, "loss": step_loss, "lr": lr}));
