@@ -28,6 +28,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// The shared MNIST evaluation: train its classifier, score generated images.
     Eval(commands::eval::Args),
+    /// Language models (GPT-2, Llama, Mistral, Qwen2): generate, tokens, arch, score, tokenizer train.
+    Llm(commands::llm::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo::run(&cli.global, a),
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
         Command::Eval(a) => commands::eval::run(&cli.global, a),
+        Command::Llm(a) => commands::llm::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
             Ok(())
@@ -74,10 +77,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    // clap's message is the first line, plus indented lines (e.g. the missing arguments) when it
+    // ends with ':'; usage and tips follow, which `--help` covers.
     let text = e.render().to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
-    let first = first.trim_start_matches("error: ");
-    eprintln!("error: {first} (see `zoo --help`)");
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let mut msg = lines.next().unwrap_or("bad arguments").trim_start_matches("error: ").to_string();
+    if msg.ends_with(':') {
+        let more: Vec<&str> = lines.take_while(|l| l.starts_with(' ')).map(str::trim).collect();
+        msg = format!("{} {}", msg, more.join(", "));
+    }
+    eprintln!("error: {msg} (see `zoo --help`)");
     ExitCode::from(2)
 }
 

@@ -18,18 +18,30 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// A part of the demo: writes into its folder and returns the files it wrote.
+type Part = fn(&Global, &Path, tch::Device) -> Result<Vec<PathBuf>>;
+
+/// Every part, in order: (name = sub-folder of --out, function). Each family adds its line.
+const PARTS: &[(&str, Part)] = &[("core", core_demo), ("llm", super::llm::demo)];
+
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let device = g.device()?;
-    zoo_core::seed::seed_all(g.seed);
     let t0 = Instant::now();
-    let written = core_demo(g, &a.out.join("core"), device)?;
-    for p in &written {
-        println!("{}", p.display());
+    let mut count = 0;
+    for (name, part) in PARTS {
+        // Each part starts from the same seed, so its output does not depend on the others.
+        zoo_core::seed::seed_all(g.seed);
+        let t = Instant::now();
+        let written = part(g, &a.out.join(name), device).with_context(|| format!("demo part '{name}'"))?;
+        for p in &written {
+            println!("{}", p.display());
+        }
+        g.note(format!("{name}: {} files in {:.1} s", written.len(), t.elapsed().as_secs_f64()));
+        count += written.len();
     }
     g.note(format!(
-        "demo done in {:.1} s: {} files under {}",
+        "demo done in {:.1} s: {count} files under {}",
         t0.elapsed().as_secs_f64(),
-        written.len(),
         a.out.display()
     ));
     Ok(())

@@ -14,7 +14,10 @@ pub struct Args {
 
 /// The model families this build has, with their subcommand. Each family's issue adds its line
 /// when its commands work.
-pub const FAMILIES: &[(&str, &str)] = &[];
+pub const FAMILIES: &[(&str, &str)] = &[(
+    "llm",
+    "zoo llm: GPT-2, Llama, Mistral, Qwen2 from HF checkpoints; generate (KV cache, samplers), tokens, arch, score, tokenizer train",
+)];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let libtorch = device::libtorch_version();

@@ -3,3 +3,4 @@ pub mod demo;
 pub mod eval;
 pub mod info;
 pub mod inspect;
+pub mod llm;

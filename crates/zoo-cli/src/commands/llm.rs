@@ -1,0 +1,397 @@
+//! `zoo llm`: run and study decoder-only language models (GPT-2, Llama, Mistral, Qwen2).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args as ClapArgs, Subcommand};
+use zoo_llm::generate::{fit_prompts, generate, Finish, GenerateConfig};
+use zoo_llm::sampling::{Sampler, SamplingConfig};
+use zoo_llm::{arch, LoadedModel, Tokenizer, Weights};
+
+use crate::global::Global;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Continues a prompt, streaming the text as it is made; tokens/s go to stderr.
+    Generate(GenerateArgs),
+    /// Prints the tokens of a text and their count.
+    Tokens(TokensArgs),
+    /// Draws the architecture: each part with its tensor shapes and parameter count.
+    Arch(ArchArgs),
+    /// Perplexity of a text file under a model.
+    Score(ScoreArgs),
+    /// Tokenizers: train one on your text.
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct GenerateArgs {
+    /// A model folder (config.json, model.safetensors, tokenizer.json) or a preset name
+    /// (models/llm/*.json: random weights, raw-byte tokens).
+    #[arg(long)]
+    model: String,
+    /// The text to continue.
+    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from this UTF-8 text file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Most tokens to generate per sample.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Softmax temperature; 0 picks the most likely token (greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample only from the K most likely tokens.
+    #[arg(long)]
+    top_k: Option<i64>,
+    /// Sample only from the most likely tokens whose probabilities add up to P (nucleus).
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Drop tokens less likely than M times the most likely one.
+    #[arg(long)]
+    min_p: Option<f64>,
+    /// Divide positive logits (multiply negative ones) of recent tokens by R; 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// How many recent tokens the repetition penalty looks at (0: all).
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Subtract F times the count of each token generated so far from its logit (OpenAI's).
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f64,
+    /// Subtract P from the logit of each token generated at least once (OpenAI's).
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f64,
+    /// Stop a sample when this text appears (repeatable); the text before it is kept.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Samples to generate, as one batch.
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// When prompt + new tokens exceed the context, keep the prompt's last tokens instead of failing.
+    #[arg(long)]
+    truncate: bool,
+}
+
+#[derive(ClapArgs, Debug)]
+struct TokensArgs {
+    /// A model folder with a tokenizer.json, or a tokenizer.json file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to tokenize.
+    text: String,
+}
+
+#[derive(ClapArgs, Debug)]
+struct ArchArgs {
+    /// A model folder or a preset name.
+    #[arg(long)]
+    model: String,
+}
+
+#[derive(ClapArgs, Debug)]
+struct ScoreArgs {
+    /// A model folder.
+    #[arg(long)]
+    model: String,
+    /// A UTF-8 text file to score.
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokens per scored window (0: the model's context length).
+    #[arg(long, default_value_t = 0)]
+    window: usize,
+}
+
+#[derive(ClapArgs, Debug)]
+struct TokenizerArgs {
+    #[command(subcommand)]
+    command: TokenizerCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenizerCommand {
+    /// Trains a byte-level BPE tokenizer (GPT-2's scheme) or a char-level one on text files.
+    Train(TrainTokenizerArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct TrainTokenizerArgs {
+    /// UTF-8 text files to learn from (repeatable).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Vocabulary size: 256 byte tokens + <|endoftext|> + merges (BPE only).
+    #[arg(long, default_value_t = 1024)]
+    vocab_size: usize,
+    /// Make a char-level tokenizer (one token per distinct character) instead of BPE.
+    #[arg(long)]
+    char: bool,
+    /// Where to write the tokenizer.
+    #[arg(long, default_value = "tokenizer.json")]
+    out: PathBuf,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    match a.command {
+        Command::Generate(a) => run_generate(g, a),
+        Command::Tokens(a) => run_tokens(a),
+        Command::Arch(a) => run_arch(g, a),
+        Command::Score(a) => run_score(g, a),
+        Command::Tokenizer(TokenizerArgs { command: TokenizerCommand::Train(a) }) => {
+            run_train_tokenizer(g, a)
+        }
+    }
+}
+
+/// Loads a model; random weights are drawn right after seeding, so a preset with one seed
+/// is always the same model.
+fn open(g: &Global, spec: &str) -> Result<LoadedModel> {
+    let device = g.device()?;
+    zoo_core::seed::seed_all(g.seed);
+    Ok(LoadedModel::open(spec, device, g.dtype.kind())?)
+}
+
+fn describe_weights(m: &LoadedModel) -> String {
+    match &m.weights {
+        Weights::Checkpoint(dir) => format!("weights from {}", dir.display()),
+        Weights::Random { preset } => {
+            format!("RANDOM weights from preset '{preset}' (untrained: its output is noise), raw-byte tokens")
+        }
+    }
+}
+
+/// A UTF-8 text file, with errors that name it.
+fn read_text(path: &Path, what: &str) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
+    let prompt = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => read_text(f, "prompt file")?,
+        (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
+    };
+    if prompt.is_empty() {
+        bail!("empty prompt: give some text to continue with --prompt or --prompt-file");
+    }
+    if a.num_samples == 0 {
+        bail!("--num-samples must be at least 1");
+    }
+    let m = open(g, &a.model)?;
+    let tok = m.tokenizer()?;
+    let ids = tok.encode(&prompt)?;
+    let vocab = m.config.vocab_size();
+    if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+        bail!("the prompt has token id {bad}, outside the model's vocabulary of {vocab}");
+    }
+    let cfg = GenerateConfig {
+        max_new_tokens: a.max_new_tokens,
+        sampling: SamplingConfig {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repetition_penalty: a.repetition_penalty,
+            repeat_last_n: a.repeat_last_n,
+            frequency_penalty: a.frequency_penalty,
+            presence_penalty: a.presence_penalty,
+        },
+        stop: a.stop.clone(),
+        eos_token_ids: m.config.eos_token_ids().into_iter().filter(|&i| i < vocab).collect(),
+        truncate: a.truncate,
+    };
+    let prompts = vec![ids.clone(); a.num_samples];
+    // Settings and lengths are checked before anything is printed.
+    Sampler::new(&cfg.sampling, None)?;
+    fit_prompts(&prompts, cfg.max_new_tokens, m.config.context_len(), cfg.truncate)?;
+    g.note(format!("{} ({}), {}", m.config.model_type(), arch::commas(m.num_params()), describe_weights(&m)));
+    // Sampling draws start from the seed (see zoo_llm::sampling for the order of draws).
+    zoo_core::seed::seed_all(g.seed);
+    let stream = a.num_samples == 1;
+    let mut out = std::io::stdout().lock();
+    if stream {
+        write!(out, "{prompt}")?;
+        out.flush()?;
+    }
+    let t0 = Instant::now();
+    let mut io_err = None;
+    let results = generate(&m.model, Some(tok), &prompts, m.config.context_len(), &cfg, &mut |_, text| {
+        if stream {
+            if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                io_err.get_or_insert(e);
+            }
+        }
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(e) = io_err {
+        return Err(e).context("writing to stdout");
+    }
+    if stream {
+        writeln!(out)?;
+    } else {
+        for (i, r) in results.iter().enumerate() {
+            writeln!(out, "--- sample {} ---\n{prompt}{}", i + 1, r.text)?;
+        }
+    }
+    let new: usize = results.iter().map(|r| r.tokens.len()).sum();
+    if let Some(r) = results.first() {
+        if r.prompt_tokens.len() < ids.len() {
+            g.note(format!(
+                "--truncate: kept the last {} of {} prompt tokens",
+                r.prompt_tokens.len(),
+                ids.len()
+            ));
+        }
+    }
+    let why: Vec<String> = results
+        .iter()
+        .map(|r| match &r.finish {
+            Finish::Eos => "end-of-text token".to_string(),
+            Finish::Stop(s) => format!("stop string {s:?}"),
+            Finish::Length => "--max-new-tokens".to_string(),
+        })
+        .collect();
+    g.note(format!(
+        "{new} tokens in {secs:.2} s: {:.1} tokens/s (prompt {} tokens; stopped by {})",
+        new as f64 / secs.max(1e-9),
+        ids.len(),
+        why.join(", ")
+    ));
+    Ok(())
+}
+
+fn run_tokens(a: TokensArgs) -> Result<()> {
+    let tok = if a.model.is_file() {
+        Tokenizer::from_file(&a.model)?
+    } else {
+        Tokenizer::from_dir(&a.model)?
+            .with_context(|| format!("{}: no tokenizer.json in this folder", a.model.display()))?
+    };
+    let ids = tok.encode(&a.text)?;
+    let pieces = tok.pieces(&ids);
+    for (id, piece) in ids.iter().zip(&pieces) {
+        let text = tok.decode(&[*id])?;
+        if text.contains('\u{FFFD}') || text.is_empty() {
+            // Part of a multi-byte character (or a special token): show the stored piece.
+            println!("{id:>8}  {piece:?} (piece)");
+        } else {
+            println!("{id:>8}  {text:?}");
+        }
+    }
+    println!("{} tokens", ids.len());
+    Ok(())
+}
+
+fn run_arch(g: &Global, a: ArchArgs) -> Result<()> {
+    let m = open(g, &a.model)?;
+    let title = format!(
+        "{} ({}): {}\ncontext {} tokens, vocabulary {}; B = batch, T = tokens",
+        match &m.model {
+            zoo_llm::Model::Gpt2(_) => "GPT-2",
+            zoo_llm::Model::Llama(_) => "Llama-family decoder",
+        },
+        m.config.model_type(),
+        describe_weights(&m),
+        m.config.context_len(),
+        m.config.vocab_size(),
+    );
+    print!("{}", arch::render(&title, &arch::parts(&m.config, &m.vs), m.num_params()));
+    Ok(())
+}
+
+fn run_score(g: &Global, a: ScoreArgs) -> Result<()> {
+    let text = read_text(&a.data, "data file")?;
+    let m = open(g, &a.model)?;
+    if let Weights::Random { .. } = m.weights {
+        g.note(describe_weights(&m));
+    }
+    let tokens = m.tokenizer()?.encode(&text)?;
+    let ctx = m.config.context_len() as usize;
+    let window = if a.window == 0 { ctx } else { a.window.min(ctx) };
+    let t0 = Instant::now();
+    let s = zoo_llm::score::perplexity(&m.model, &tokens, window, m.vs.device(), &mut |_, _| {})?;
+    println!(
+        "perplexity {:.4} ({:.4} nats/token) over {} predicted tokens in {} window(s) of up to {window}",
+        s.perplexity(),
+        s.nll,
+        s.predicted,
+        s.windows
+    );
+    g.note(format!("{:.2} s", t0.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn run_train_tokenizer(g: &Global, a: TrainTokenizerArgs) -> Result<()> {
+    let tok = if a.char {
+        let mut text = String::new();
+        for f in &a.data {
+            text.push_str(&read_text(f, "data file")?);
+        }
+        Tokenizer::Char(zoo_llm::tokenizer::CharTokenizer::from_text(&text)?)
+    } else {
+        let files: Vec<&Path> = a.data.iter().map(PathBuf::as_path).collect();
+        zoo_llm::tokenizer::train_bpe(&files, a.vocab_size)?
+    };
+    tok.save(&a.out)?;
+    g.note(format!("{} tokenizer, vocabulary {}", tok.describe(), tok.vocab_size()));
+    println!("{}", a.out.display());
+    Ok(())
+}
+
+/// The `zoo demo` part: a tiny char-level GPT trained for a few seconds, then sampled.
+pub fn demo(g: &Global, dir: &Path, device: tch::Device) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let run_dir = dir.join("run");
+    if run_dir.exists() {
+        // Demo output from an earlier run: replaced, not resumed.
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    let cfg = zoo_llm::demo::DemoConfig { seed: g.seed, ..Default::default() };
+    let mut reporter: Box<dyn zoo_core::train::trainer::Reporter> = if g.quiet {
+        Box::new(zoo_core::train::trainer::Silent)
+    } else {
+        Box::new(zoo_core::train::trainer::ProgressBar::new())
+    };
+    let out = zoo_llm::demo::run(&run_dir, &cfg, device, reporter.as_mut())?;
+    let sample_path = dir.join("sample.txt");
+    let text = format!(
+        "A tiny character-level GPT-2 ({} parameters, 2 layers, 64 wide, 32-character context) \
+         trained for {} steps ({:.1} s) on {} characters of nursery rhymes; loss {:.2} -> {:.2} \
+         nats/char. Sample at temperature 0.8 from \"{}\":\n\n{}{}\n",
+        arch::commas(out.params),
+        cfg.steps,
+        out.seconds,
+        zoo_llm::demo::RHYMES.chars().count(),
+        out.first_loss,
+        out.last_loss,
+        out.prompt,
+        out.prompt,
+        out.sample
+    );
+    zoo_core::fsutil::atomic_write(&sample_path, |w| {
+        w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&sample_path, e))
+    })?;
+    g.note(format!(
+        "llm: tiny char-level GPT-2 trained {} steps in {:.1} s, loss {:.2} -> {:.2}; sample in {}",
+        cfg.steps,
+        out.seconds,
+        out.first_loss,
+        out.last_loss,
+        sample_path.display()
+    ));
+    Ok(vec![sample_path, run_dir.join("loss.png")])
+}

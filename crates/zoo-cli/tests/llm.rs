@@ -1,0 +1,241 @@
+//! `zoo llm` end to end on the tiny checkpoints of tests/fixtures/llm (made by
+//! tools/make_llm_fixtures.py): generation, tokens, arch, score, tokenizer training, and one
+//! clear line for each kind of bad input.
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tch::{Kind, Tensor};
+
+fn zoo() -> Command {
+    let mut c = Command::cargo_bin("zoo").unwrap();
+    c.args(["--device", "cpu", "--threads", "1"]);
+    c
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llm").join(name)
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs zoo and returns (stdout, stderr), asserting success.
+fn ok(args: &[&str]) -> (String, String) {
+    let out = zoo().args(args).output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?}: {e}");
+    (o, e)
+}
+
+/// Runs zoo and checks it failed with `code` and one line `error: ...` containing `want`.
+fn fails(args: &[&str], code: i32, want: &str) -> String {
+    let out = zoo().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+    for bad in ["panicked", "backtrace", "Exception raised from", "c10::"] {
+        assert!(!err.contains(bad), "{args:?}: {err}");
+    }
+    err
+}
+
+fn greedy_tokens(name: &str, prompt: usize) -> (String, Vec<i64>) {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let p = v["prompts"][prompt].as_str().unwrap().to_string();
+    let g = v["greedy"][prompt].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    (p, g)
+}
+
+#[test]
+fn generate_greedy_prints_prompt_and_transformers_continuation() {
+    let (prompt, tokens) = greedy_tokens("gpt2", 1);
+    let dir = s(&fixture("gpt2"));
+    let (out, err) = ok(&[
+        "llm",
+        "generate",
+        "--model",
+        &dir,
+        "--prompt",
+        &prompt,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "12",
+    ]);
+    let tok = zoo_llm::Tokenizer::from_file(&fixture("gpt2/tokenizer.json")).unwrap();
+    assert_eq!(out, format!("{prompt}{}\n", tok.decode(&tokens).unwrap()));
+    assert!(err.contains("12 tokens in") && err.contains("tokens/s"), "{err}");
+    let (_, quiet) =
+        ok(&["-q", "llm", "generate", "--model", &dir, "--prompt", &prompt, "--max-new-tokens", "3"]);
+    assert!(quiet.is_empty(), "{quiet}");
+}
+
+#[test]
+fn sampling_is_seeded_and_samples_batch() {
+    let dir = s(&fixture("llama-gqa"));
+    let args = |seed: &'static str| {
+        vec!["--seed", seed, "llm", "generate", "--model", &dir, "--prompt", "The", "--max-new-tokens", "16"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| ok(&a.iter().map(String::as_str).collect::<Vec<_>>()).0;
+    assert_eq!(run(args("7")), run(args("7")));
+    assert_ne!(run(args("7")), run(args("8")));
+    let (out, _) = ok(&[
+        "llm",
+        "generate",
+        "--model",
+        &dir,
+        "--prompt",
+        "The",
+        "--num-samples",
+        "3",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert_eq!(out.matches("--- sample ").count(), 3, "{out}");
+}
+
+#[test]
+fn tokens_counts_like_transformers() {
+    let text = std::fs::read_to_string(fixture("gpt2/reference.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let prompt = v["prompts"][0].as_str().unwrap();
+    let n = v["input_ids"][0].as_array().unwrap().len();
+    let (out, _) = ok(&["llm", "tokens", "--model", &s(&fixture("gpt2")), prompt]);
+    assert!(out.ends_with(&format!("\n{n} tokens\n")), "{out}");
+    assert!(out.starts_with(&format!("{:>8}  \"Hello\"", v["input_ids"][0][0].as_i64().unwrap())), "{out}");
+}
+
+#[test]
+fn arch_counts_parameters() {
+    let (out, _) = ok(&["llm", "arch", "--model", "gpt2"]);
+    assert!(out.contains("RANDOM weights from preset 'gpt2'"), "{out}");
+    assert!(out.contains("12 x block") && out.contains("124,439,808"), "{out}");
+    let (out, _) = ok(&["llm", "arch", "--model", &s(&fixture("llama-gqa"))]);
+    assert!(out.contains("2 KV heads (GQA)") && out.contains("llama3 scaling x8"), "{out}");
+}
+
+#[test]
+fn score_and_tokenizer_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "The lighthouse keeper climbed the stairs. Hello, sea! ".repeat(20)).unwrap();
+    let (out, _) = ok(&["llm", "score", "--model", &s(&fixture("gpt2")), "--data", &s(&text)]);
+    let ppl: f64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(ppl > 1.0 && ppl.is_finite(), "{out}");
+
+    let tok = tmp.path().join("tok.json");
+    ok(&["llm", "tokenizer", "train", "--data", &s(&text), "--vocab-size", "270", "--out", &s(&tok)]);
+    let (out, _) = ok(&["llm", "tokens", "--model", &s(&tok), "Hello, sea!"]);
+    assert!(out.trim_end().ends_with("tokens"), "{out}");
+    let chars = tmp.path().join("chars.json");
+    ok(&["llm", "tokenizer", "train", "--char", "--data", &s(&text), "--out", &s(&chars)]);
+    let (out, _) = ok(&["llm", "tokens", "--model", &s(&chars), "Hello"]);
+    assert!(out.ends_with("\n5 tokens\n"), "{out}");
+}
+
+#[test]
+fn bad_prompts_are_one_line_errors() {
+    let dir = s(&fixture("gpt2"));
+    let tmp = tempfile::tempdir().unwrap();
+    fails(&["llm", "generate", "--model", &dir, "--prompt", ""], 1, "empty prompt");
+    let bin = tmp.path().join("p.txt");
+    std::fs::write(&bin, b"ok \xff\xfe").unwrap();
+    fails(&["llm", "generate", "--model", &dir, "--prompt-file", &s(&bin)], 1, "is not UTF-8 text");
+    fails(&["llm", "generate", "--model", &dir, "--prompt-file", &s(&tmp.path().join("none"))], 1, "none");
+    fails(&["llm", "generate", "--model", "gpt5", "--prompt", "x"], 1, "'gpt5' is not a model folder");
+    fails(&["llm", "generate", "--model", &dir], 2, "required arguments were not provided: --prompt");
+    let long = "Hello ".repeat(60);
+    let e = fails(
+        &["llm", "generate", "--model", &dir, "--prompt", &long, "--max-new-tokens", "8"],
+        1,
+        "exceeds",
+    );
+    assert!(e.contains(" tokens) + --max-new-tokens 8 exceeds the model's context of 64 tokens"), "{e}");
+    fails(&["llm", "generate", "--model", &dir, "--prompt", &long], 1, "--max-new-tokens 64 leaves no room");
+    let (out, err) =
+        ok(&["llm", "generate", "--model", &dir, "--prompt", &long, "--truncate", "--max-new-tokens", "4"]);
+    assert!(out.starts_with(&long) && err.contains("--truncate: kept the last 60"), "{err}");
+    fails(
+        &["llm", "generate", "--model", &dir, "--prompt", "x", "--top-p", "2"],
+        1,
+        "--top-p must be in (0, 1]",
+    );
+}
+
+/// Copies the gpt2 fixture, then rewrites its weights or config with `change`.
+fn broken(tmp: &Path, change: impl Fn(&mut Vec<(String, Tensor)>, &mut serde_json::Value)) -> String {
+    let dir = tmp.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("gpt2").join(f), dir.join(f)).unwrap();
+    }
+    let mut tensors = zoo_core::weights::load(&fixture("gpt2/model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    change(&mut tensors, &mut cfg);
+    zoo_core::weights::save(&dir.join("model.safetensors"), &tensors, None).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    s(&dir)
+}
+
+#[test]
+fn bad_checkpoints_name_the_problem() {
+    let gen = |dir: &str| {
+        vec!["llm", "generate", "--model", dir, "--prompt", "Hello"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let check = |dir: String, want: &str| {
+        let a = gen(&dir);
+        fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), 1, want);
+    };
+    let t = tempfile::tempdir().unwrap();
+    check(
+        broken(&t.path().join("a"), |w, _| w.retain(|(n, _)| n != "transformer.h.1.ln_2.bias")),
+        "1 missing (transformer.h.1.ln_2.bias)",
+    );
+    check(
+        broken(&t.path().join("b"), |w, _| {
+            w.push((
+                "transformer.h.9.mlp.c_fc.bias".into(),
+                Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)),
+            ))
+        }),
+        "1 unexpected (transformer.h.9.mlp.c_fc.bias)",
+    );
+    check(
+        broken(&t.path().join("c"), |w, _| {
+            for (n, x) in w.iter_mut() {
+                if n == "transformer.wpe.weight" {
+                    *x = x.narrow(0, 0, 32);
+                }
+            }
+        }),
+        "transformer.wpe.weight: model [64, 32], file [32, 32]",
+    );
+    check(
+        broken(&t.path().join("d"), |_, c| {
+            let o = c.as_object_mut().unwrap();
+            o.remove("n_embd");
+            o.remove("n_head");
+        }),
+        "gpt2 config lacks required key(s): n_embd, n_head",
+    );
+    check(
+        broken(&t.path().join("e"), |_, c| c["model_type"] = "bert".into()),
+        "model_type 'bert' is not supported; supported types are gpt2, llama, mistral, qwen2",
+    );
+    check(s(t.path()), "no config.json");
+}
