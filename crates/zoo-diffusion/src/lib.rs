@@ -1,3 +1,44 @@
 //! zoo-diffusion: UNets, noise schedulers and diffusion pipelines.
 //!
-//! The models land here with their issues; see docs/architecture.md for the plan of the crate.
+//! - [`schedulers`]: one [`schedulers::Scheduler`] trait and one file per algorithm (DDPM, DDIM,
+//!   Euler, Euler ancestral, DPM-Solver++ 2M), configured from diffusers' `scheduler_config.json`.
+//! - [`unet`]: diffusers' `UNet2DModel` (Ho et al. 2020, "Denoising Diffusion Probabilistic
+//!   Models"), with diffusers' weight names so a `unet/` folder loads 1:1.
+//! - [`pipeline`]: the denoising loop (unconditional and class-conditional, classifier-free
+//!   guidance) and model folders.
+pub mod pipeline;
+pub mod schedulers;
+pub mod unet;
+
+pub use pipeline::{DiffusionModel, ModelSpec, SampleOptions};
+pub use schedulers::{Scheduler, SchedulerConfig};
+pub use unet::{UNet2DConfig, UNet2DModel};
+
+/// Errors of zoo-diffusion.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] zoo_core::Error),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// A model, scheduler or training setting that cannot work, with what to change.
+    #[error("{0}")]
+    Config(String),
+    /// An input of the wrong size or kind, or a call out of order.
+    #[error("{0}")]
+    Input(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for zoo_core::Error {
+    /// The training loop's [`zoo_core::train::TrainTask`] returns zoo-core errors.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Core(e) => e,
+            Error::Torch(e) => zoo_core::Error::Torch(e),
+            Error::Config(m) => zoo_core::Error::Config(m),
+            Error::Input(m) => zoo_core::Error::Shape(m),
+        }
+    }
+}
