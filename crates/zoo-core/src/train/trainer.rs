@@ -111,7 +111,8 @@ pub trait Reporter {
 pub struct Silent;
 impl Reporter for Silent {}
 
-/// An indicatif progress bar on stderr: step, loss, lr, it/s, ETA; evals print above it.
+/// An indicatif progress bar on stderr: step, the numbers of the step record (loss, lr, and
+/// whatever else a loop reports), it/s, ETA; evals and notes print above it.
 pub struct ProgressBar {
     bar: Option<indicatif::ProgressBar>,
 }
@@ -142,12 +143,7 @@ impl Reporter for ProgressBar {
     }
     fn step(&mut self, r: &Value) {
         if let Some(bar) = &self.bar {
-            let f = |k: &str| r.get(k).and_then(Value::as_f64);
-            bar.set_message(format!(
-                "loss {:.4} lr {:.2e}",
-                f("loss").unwrap_or(f64::NAN),
-                f("lr").unwrap_or(f64::NAN)
-            ));
+            bar.set_message(step_message(r));
             if let Some(s) = r.get("step").and_then(Value::as_u64) {
                 bar.set_position(s);
             }
@@ -168,6 +164,22 @@ impl Reporter for ProgressBar {
             bar.finish();
         }
     }
+}
+
+/// The numbers of a step record for a progress bar, in the record's order: "loss 1.2345 lr
+/// 3.00e-4 ..." (learning rates in scientific notation; the step itself is the bar's position).
+pub fn step_message(r: &Value) -> String {
+    let Some(obj) = r.as_object() else { return String::new() };
+    let mut parts = Vec::new();
+    for (k, v) in obj {
+        let Some(x) = v.as_f64() else { continue };
+        match k.as_str() {
+            "step" => {}
+            k if k == "lr" || k.ends_with("_lr") => parts.push(format!("{k} {x:.2e}")),
+            k => parts.push(format!("{k} {x:.4}")),
+        }
+    }
+    parts.join(" ")
 }
 
 /// JSON lines on stdout, one per metrics record and per event, for programs to read.
@@ -352,5 +364,17 @@ impl<'a> Trainer<'a> {
         }
         reporter.finish();
         Ok(Outcome { steps: cfg.steps.max(start), interrupted: false, last })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_messages_show_every_number_but_the_step() {
+        let r = json!({"step": 7, "loss": 1.23456, "lr": 0.0003, "d_x": 0.5, "note": "x"});
+        assert_eq!(step_message(&r), "d_x 0.5000 loss 1.2346 lr 3.00e-4");
+        assert_eq!(step_message(&json!(3)), "");
     }
 }
