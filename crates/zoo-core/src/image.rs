@@ -142,7 +142,9 @@ pub fn save_picture(img: &DynamicImage, path: &Path) -> Result<()> {
     atomic_write(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
 }
 
-fn image_format(path: &Path) -> Result<ImageFormat> {
+/// The image format a file name asks for (.png, .jpg, .jpeg), or an error saying which work;
+/// commands call it before long work so a bad --out fails at once.
+pub fn image_format(path: &Path) -> Result<ImageFormat> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => Ok(ImageFormat::Png),
         Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),

@@ -174,7 +174,7 @@ pub fn step_message(r: &Value) -> String {
     for (k, v) in obj {
         let Some(x) = v.as_f64() else { continue };
         match k.as_str() {
-            "step" => {}
+            "step" | "elapsed_s" => {}
             k if k == "lr" || k.ends_with("_lr") => parts.push(format!("{k} {x:.2e}")),
             k => parts.push(format!("{k} {x:.4}")),
         }
