@@ -30,6 +30,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Language models (GPT-2, Llama, Mistral, Qwen2): generate, tokens, arch, score, tokenizer train.
     Llm(commands::llm::Args),
+    /// VAEs and diffusers' AutoencoderKL: train, eval, sample, reconstruct, interpolate, encode, decode.
+    Vae(commands::vae::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
         Command::Eval(a) => commands::eval::run(&cli.global, a),
         Command::Llm(a) => commands::llm::run(&cli.global, a),
+        Command::Vae(a) => commands::vae::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
             Ok(())

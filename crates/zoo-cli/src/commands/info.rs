@@ -14,7 +14,12 @@ pub struct Args {
 
 /// The model families this build has, with their subcommand. Each family's issue adds its line
 /// when its commands work.
-pub const FAMILIES: &[(&str, &str)] = &[(
+pub const FAMILIES: &[(&str, &str)] = &[
+    (
+        "vae",
+        "zoo vae: MLP, conv and beta-VAEs, diffusers' AutoencoderKL; train, eval, sample, reconstruct, interpolate, encode, decode",
+    ),
+    (
     "llm",
     "zoo llm: GPT-2, Llama, Mistral, Qwen2 from HF checkpoints; generate (KV cache, samplers), tokens, arch, score, tokenizer train",
 )];

@@ -4,3 +4,4 @@ pub mod eval;
 pub mod info;
 pub mod inspect;
 pub mod llm;
+pub mod vae;
