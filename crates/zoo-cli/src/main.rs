@@ -32,6 +32,8 @@ enum Command {
     Llm(commands::llm::Args),
     /// VAEs and diffusers' AutoencoderKL: train, eval, sample, reconstruct, interpolate, encode, decode.
     Vae(commands::vae::Args),
+    /// GANs (DCGAN, conditional DCGAN): train on real images, sample, interpolate between seeds, arch.
+    Gan(commands::gan::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
         Command::Eval(a) => commands::eval::run(&cli.global, a),
         Command::Llm(a) => commands::llm::run(&cli.global, a),
+        Command::Gan(a) => commands::gan::run(&cli.global, a),
         Command::Vae(a) => commands::vae::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());

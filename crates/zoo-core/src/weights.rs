@@ -328,8 +328,10 @@ pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> R
         }
     }
     let mut missing: Vec<String> = vars.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    // Sorted, so the message is the same from run to run (file order is a hash map's).
     missing.sort();
     unexpected.sort();
+    mismatched.sort();
     if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
         let mut parts = Vec::new();
         for (what, list) in [("missing", &missing), ("unexpected", &unexpected), ("wrong shape", &mismatched)]

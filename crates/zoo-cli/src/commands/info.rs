@@ -16,6 +16,10 @@ pub struct Args {
 /// when its commands work.
 pub const FAMILIES: &[(&str, &str)] = &[
     (
+        "gan",
+        "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
+    ),
+    (
         "vae",
         "zoo vae: MLP, conv and beta-VAEs, diffusers' AutoencoderKL; train, eval, sample, reconstruct, interpolate, encode, decode",
     ),

@@ -1,0 +1,455 @@
+//! `zoo gan ...`: train GANs, sample from them, interpolate between seeds, show architectures.
+//!
+//! A model folder (`--model DIR`) is `config.json` + `generator.safetensors` (+
+//! `discriminator.safetensors`); `zoo gan train` writes one to `<out>/model/`, and a run folder
+//! may be given for it. The recipe's netG state dict, converted to safetensors, is sampled with
+//! `--preset NAME --weights FILE` (see docs/gan.md).
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use zoo_core::data::DataSpec;
+use zoo_core::image::{image_strip, save_image};
+use zoo_core::run::RunDir;
+use zoo_core::train::trainer::ProgressBar;
+use zoo_core::train::trainer::{JsonLines, Reporter, Silent};
+use zoo_gan::dcgan::num_params;
+use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset};
+use zoo_gan::sample::{seeded_latents, slerp};
+use zoo_gan::train::{check_setup, run_config, Dataset, GanTrainer};
+
+use crate::global::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Trains a generator and a discriminator from a preset into a run folder (metrics,
+    /// loss.png, samples/, checkpoints/) and writes the trained model to <out>/model/.
+    Train(TrainArgs),
+    /// Draws latents (the first draw after seeding with --seed) and writes the images as a grid.
+    Sample(SampleArgs),
+    /// Spherical interpolation between the latents of --seed and --seed2: a strip image.
+    Interpolate(InterpolateArgs),
+    /// Prints a model's layers: every variable's name and shape, and parameter counts.
+    Arch(ArchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Training images: mnist:DIR (IDX files, padded to 32x32), images:DIR (PNG/JPEG) or shapes.
+    #[arg(long)]
+    data: String,
+    /// A preset of models/gan/ (dcgan-64, dcgan-32, dcgan-mnist, cdcgan-mnist, ...); with
+    /// --resume it may be left out.
+    #[arg(long)]
+    preset: Option<String>,
+    /// The run folder: config.json, metrics.jsonl, loss.png, samples/, checkpoints/, model/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Generator steps in total (overrides the preset's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Images per batch (overrides the preset's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Write the fixed-noise grid and a checkpoint every this many steps (overrides the preset's).
+    #[arg(long)]
+    sample_every: Option<u64>,
+    /// Continues the run in --out from its latest checkpoint, with the same losses as an
+    /// uninterrupted run.
+    #[arg(long)]
+    resume: bool,
+    /// Prints one JSON object per logged step on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ModelArgs {
+    /// A model folder (config.json + generator.safetensors) or a run folder holding model/.
+    #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+    model: Option<PathBuf>,
+    /// A preset of models/gan/ for the architecture, with --weights for the generator.
+    #[arg(long, requires = "weights")]
+    preset: Option<String>,
+    /// Generator weights (safetensors, e.g. the recipe's netG after
+    /// tools/convert_to_safetensors.py); needs --preset.
+    #[arg(long, requires = "preset")]
+    weights: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SampleArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images to draw.
+    #[arg(long, default_value_t = 64)]
+    num_samples: i64,
+    /// Redraw latent values outside [-T, T] (the truncation trick): smaller T, less variety,
+    /// cleaner images.
+    #[arg(long)]
+    truncation: Option<f64>,
+    /// The class of every image, for a conditional model (default: classes in turn).
+    #[arg(long)]
+    class: Option<i64>,
+    /// The grid image (.png or .jpg).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the latents and images to this safetensors file ("z", "images").
+    #[arg(long)]
+    save_tensors: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct InterpolateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The seed of the other end (the first is --seed).
+    #[arg(long)]
+    seed2: u64,
+    /// Frames from one latent to the other, both included.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Redraw latent values outside [-T, T] (the truncation trick).
+    #[arg(long)]
+    truncation: Option<f64>,
+    /// The class of every frame, for a conditional model.
+    #[arg(long)]
+    class: Option<i64>,
+    /// The strip image (.png or .jpg).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ArchArgs {
+    /// A preset of models/gan/.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    preset: Option<String>,
+    /// A model folder (or a run folder holding model/).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Prints one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    match a.command {
+        Command::Train(a) => train(g, a),
+        Command::Sample(a) => sample(g, a),
+        Command::Interpolate(a) => interpolate(g, a),
+        Command::Arch(a) => arch(a),
+    }
+}
+
+fn resolve_preset(name: &str) -> Result<Preset> {
+    let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "gan", name)?;
+    Ok(Preset::load(&p.path)?)
+}
+
+/// A model folder, or the `model/` of a run folder.
+fn model_dir(p: &Path) -> PathBuf {
+    if !p.join("config.json").is_file()
+        || (p.join("model/config.json").is_file() && p.join("checkpoints").is_dir())
+    {
+        p.join("model")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn load_generator(g: &Global, m: &ModelArgs) -> Result<Generator> {
+    let device = g.device()?;
+    let kind = g.dtype.kind();
+    match (&m.model, &m.preset, &m.weights) {
+        (Some(dir), _, _) => {
+            let dir = model_dir(dir);
+            Generator::load(&dir, device, kind)
+                .with_context(|| format!("loading the generator in {}", dir.display()))
+        }
+        (None, Some(name), Some(w)) => {
+            let preset = resolve_preset(name)?;
+            Generator::load_weights(&preset.model, w, device, kind)
+                .with_context(|| format!("loading {} as a {name} generator", w.display()))
+        }
+        _ => bail!("give --model DIR, or --preset NAME with --weights FILE"),
+    }
+}
+
+/// Fails early on an output name whose extension is not an image format we write.
+fn check_image_path(p: &Path) -> Result<()> {
+    zoo_core::image::image_format(p)?;
+    Ok(())
+}
+
+/// Labels for `n` images of a conditional model: `class` for all, or the classes in turn.
+fn labels(gen: &Generator, n: i64, class: Option<i64>) -> Result<Option<Tensor>> {
+    let nc = gen.cfg.num_classes();
+    match (nc, class) {
+        (0, None) => Ok(None),
+        (0, Some(_)) => bail!("--class: this model is unconditional"),
+        (nc, Some(c)) if !(0..nc).contains(&c) => {
+            bail!("--class {c}: this model's classes are 0..{}", nc - 1)
+        }
+        (_, Some(c)) => Ok(Some(Tensor::f_full([n], c, (Kind::Int64, Device::Cpu))?)),
+        (nc, None) => Ok(Some(Tensor::f_arange(n, (Kind::Int64, Device::Cpu))?.f_remainder(nc)?)),
+    }
+}
+
+fn sample(g: &Global, a: SampleArgs) -> Result<()> {
+    if a.num_samples < 1 {
+        bail!("--num-samples must be at least 1, got {}", a.num_samples);
+    }
+    check_image_path(&a.out)?;
+    let gen = load_generator(g, &a.model)?;
+    let y = labels(&gen, a.num_samples, a.class)?;
+    let z = seeded_latents(&gen, a.num_samples, g.seed, a.truncation)?;
+    let x = gen.generate(&z, y.as_ref())?;
+    save_image(&x.f_clamp(-1.0, 1.0)?, &a.out)?;
+    println!("{}", a.out.display());
+    if let Some(p) = &a.save_tensors {
+        zoo_core::weights::save(p, &[("z".into(), z), ("images".into(), x)], None)?;
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+fn interpolate(g: &Global, a: InterpolateArgs) -> Result<()> {
+    if a.steps < 2 {
+        bail!("--steps must be at least 2 (the two ends), got {}", a.steps);
+    }
+    check_image_path(&a.out)?;
+    let gen = load_generator(g, &a.model)?;
+    let za = seeded_latents(&gen, 1, g.seed, a.truncation)?;
+    let zb = seeded_latents(&gen, 1, a.seed2, a.truncation)?;
+    let ts: Vec<f64> = (0..a.steps).map(|i| i as f64 / (a.steps - 1) as f64).collect();
+    let z = slerp(&za, &zb, &ts)?;
+    let y = labels(&gen, a.steps as i64, a.class.or(if gen.cfg.num_classes() > 0 { Some(0) } else { None }))?;
+    let x = gen.generate(&z, y.as_ref())?.f_clamp(-1.0, 1.0)?;
+    let frames: Vec<Tensor> = (0..a.steps as i64).map(|i| x.get(i)).collect();
+    save_image(&image_strip(&frames)?, &a.out)?;
+    println!("{}", a.out.display());
+    Ok(())
+}
+
+fn arch(a: ArchArgs) -> Result<()> {
+    let cfg = match (&a.preset, &a.model) {
+        (Some(name), _) => resolve_preset(name)?.model,
+        (None, Some(dir)) => ModelConfig::load(&model_dir(dir))?,
+        (None, None) => bail!("give --preset NAME or --model DIR"),
+    };
+    tch::manual_seed(0);
+    let gen = Generator::new(&cfg, Device::Cpu)?;
+    let disc = Discriminator::new(&cfg, Device::Cpu)?;
+    let list = |vs: &tch::nn::VarStore| {
+        let mut v: Vec<(String, Vec<i64>, bool)> =
+            vs.variables().into_iter().map(|(n, t)| (n, t.size(), t.requires_grad())).collect();
+        v.sort_by_key(|x| natural_key(&x.0));
+        v
+    };
+    let (gl, dl) = (list(&gen.vs), list(&disc.vs));
+    let (gp, dp) = (num_params(&gen.vs), num_params(&disc.vs));
+    if a.json {
+        let layers = |l: &[(String, Vec<i64>, bool)]| {
+            l.iter().map(|(n, s, t)| json!({"name": n, "shape": s, "trainable": t})).collect::<Vec<Value>>()
+        };
+        println!(
+            "{}",
+            json!({"config": cfg, "generator": {"params": gp, "variables": layers(&gl)},
+                   "discriminator": {"params": dp, "variables": layers(&dl)}})
+        );
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string(&cfg)?);
+    for (what, l, p) in [("generator", &gl, gp), ("discriminator", &dl, dp)] {
+        println!("{what}: {p} parameters");
+        for (n, s, t) in l {
+            println!("  {n:<32} {s:?}{}", if *t { "" } else { " (buffer)" });
+        }
+    }
+    Ok(())
+}
+
+/// Sorts `main.10.weight` after `main.9.weight`.
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    name.split('.')
+        .map(|p| p.parse::<u64>().map(|n| (n, String::new())).unwrap_or((u64::MAX, p.to_string())))
+        .collect()
+}
+
+fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    let spec: DataSpec = a.data.parse()?;
+    if g.dtype.kind() != Kind::Float {
+        bail!("--dtype: GAN training runs in f32 (sample in f16/bf16 with `zoo gan sample`)");
+    }
+    // 1. The recipe: the preset's, or the run's own on --resume.
+    let (preset_name, model_cfg, mut train_cfg) = match (&a.preset, a.resume) {
+        (Some(name), _) => {
+            let p = resolve_preset(name)?;
+            (name.clone(), p.model, p.train)
+        }
+        (None, true) => {
+            let cfg = RunDir::open(&a.out)?.config()?;
+            let model: ModelConfig = serde_json::from_value(cfg["model"].clone())
+                .with_context(|| format!("{}: config.json has no valid model", a.out.display()))?;
+            let train = serde_json::from_value(cfg["train"].clone())
+                .with_context(|| format!("{}: config.json has no valid train settings", a.out.display()))?;
+            (cfg["preset"].as_str().unwrap_or("").to_string(), model, train)
+        }
+        (None, false) => bail!("--preset is required for a new run (see models/gan/)"),
+    };
+    let old = if a.resume { Some(RunDir::open(&a.out)?.config()?) } else { None };
+    // The run's length is not part of its identity: a resumed run may go further.
+    let steps = a.steps.or_else(|| old.as_ref().and_then(|o| o["steps"].as_u64())).unwrap_or(train_cfg.steps);
+    train_cfg.steps = steps;
+    if let Some(b) = a.batch_size {
+        train_cfg.batch_size = b;
+    }
+    if let Some(s) = a.sample_every {
+        train_cfg.sample_every = s;
+        train_cfg.checkpoint_every = s;
+    }
+    train_cfg.validate(&model_cfg)?;
+
+    // 2. Networks (initial weights from --seed) and data.
+    let device = g.device()?;
+    zoo_core::seed::seed_all(g.seed);
+    let gen = Generator::new(&model_cfg, device)?;
+    let disc = Discriminator::new(&model_cfg, device)?;
+    let (nc, size) = model_cfg.image_shape();
+    let data = Dataset::open(&spec, nc, size, g.seed)?;
+    check_setup(&model_cfg, &data, &train_cfg)?;
+
+    // 3. The run folder; a resumed run must be the same recipe.
+    let mut run_cfg = run_config(&preset_name, &spec, g.seed, &model_cfg, &train_cfg);
+    if let Some(old) = &old {
+        for key in ["model", "train", "seed", "data"] {
+            if old[key] != run_cfg[key] {
+                bail!(
+                    "--resume: {} was started with another {key}; resume with the run's own settings or choose another --out",
+                    a.out.display()
+                );
+            }
+        }
+    }
+    run_cfg["steps"] = json!(steps);
+    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, train_cfg.clone(), g.seed)?;
+    let start = trainer.resume()?;
+    g.note(format!(
+        "gan train: {} ({}) on {} ({} images), {} steps{}, batch {}, G {} / D {} parameters, run in {}",
+        if preset_name.is_empty() { "resumed run" } else { &preset_name },
+        model_cfg.arch(),
+        spec,
+        data.len(),
+        steps,
+        if start > 0 { format!(" from step {start}") } else { String::new() },
+        train_cfg.batch_size,
+        num_params(&gen.vs),
+        num_params(&disc.vs),
+        a.out.display()
+    ));
+    let mut reporter: Box<dyn Reporter> = if a.json {
+        Box::new(JsonLines)
+    } else if g.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(ProgressBar::new())
+    };
+    let t0 = Instant::now();
+    let outcome = trainer.run(start, reporter.as_mut())?;
+    if outcome.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+        return Ok(());
+    }
+    let model = trainer.save_model(&a.out.join("model"))?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            json!({"steps": outcome.steps, "train_seconds": secs, "model": model.display().to_string(), "last": outcome.last})
+        );
+    } else {
+        let f = |k: &str| outcome.last.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        println!(
+            "step {}: loss_d {:.4} loss_g {:.4} D(x) {:.3} D(G(z)) {:.3} ({:.1} s)",
+            outcome.steps,
+            f("loss_d"),
+            f("loss_g"),
+            f("d_x"),
+            f("d_g_z1"),
+            secs
+        );
+        println!("samples: {}", run.samples_dir().display());
+        println!("model: {}", model.display());
+    }
+    Ok(())
+}
+
+/// `zoo demo`'s part: a small DCGAN trained for a few hundred steps on the procedural shapes.
+pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
+    let run_dir = dir.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let preset: Preset = serde_json::from_value(json!({
+        "model": {"arch": "dcgan", "nz": 32, "ngf": 16, "ndf": 16, "nc": 3, "image_size": 32},
+        "train": {"batch_size": 32, "steps": DEMO_STEPS, "loss": "bce", "lr_g": 0.0005, "lr_d": 0.0002,
+                  "beta1": 0.5, "beta2": 0.999, "log_every": 25, "sample_every": DEMO_STEPS, "checkpoint_every": DEMO_STEPS}
+    }))?;
+    let t0 = Instant::now();
+    zoo_core::seed::seed_all(g.seed);
+    let gen = Generator::new(&preset.model, device)?;
+    let disc = Discriminator::new(&preset.model, device)?;
+    let data = Dataset::open(&DataSpec::Shapes, 3, 32, g.seed)?;
+    let run = RunDir::create(&run_dir, &json!({"demo": "gan", "preset": preset}), false)?;
+    let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, preset.train.clone(), g.seed)?;
+    let mut reporter: Box<dyn Reporter> =
+        if g.quiet { Box::new(Silent) } else { Box::new(ProgressBar::new()) };
+    let outcome = trainer.run(0, reporter.as_mut())?;
+    let mut written = Vec::new();
+    let samples = dir.join("samples.png");
+    std::fs::copy(run.samples_dir().join(format!("step-{DEMO_STEPS:06}.png")), &samples)
+        .with_context(|| format!("writing {}", samples.display()))?;
+    written.push(samples);
+    let real = dir.join("real.png");
+    std::fs::copy(run.samples_dir().join("real.png"), &real)
+        .with_context(|| format!("writing {}", real.display()))?;
+    written.push(real);
+    let loss = dir.join("loss.png");
+    std::fs::copy(run.root().join("loss.png"), &loss)
+        .with_context(|| format!("writing {}", loss.display()))?;
+    written.push(loss);
+    // A slerp strip between two latents of the trained generator.
+    let za = seeded_latents(&gen, 1, g.seed, None)?;
+    let zb = seeded_latents(&gen, 1, g.seed + 1, None)?;
+    let ts: Vec<f64> = (0..8).map(|i| i as f64 / 7.0).collect();
+    let x = gen.generate(&slerp(&za, &zb, &ts)?, None)?;
+    let strip = dir.join("interpolation.png");
+    save_image(&image_strip(&(0..8).map(|i| x.get(i)).collect::<Vec<_>>())?, &strip)?;
+    written.push(strip);
+    let f = |k: &str| outcome.last.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    g.note(format!(
+        "gan: a small DCGAN (32x32, G {} / D {} parameters) trained for {} steps ({:.1} s) on the procedural \
+         shapes; last D(x) {:.2}, D(G(z)) {:.2}. Coloured blobs on shaded backgrounds after so few steps, not a \
+         finished model",
+        num_params(&gen.vs),
+        num_params(&disc.vs),
+        outcome.steps,
+        t0.elapsed().as_secs_f64(),
+        f("d_x"),
+        f("d_g_z1"),
+    ));
+    Ok(written)
+}
+
+const DEMO_STEPS: u64 = 300;

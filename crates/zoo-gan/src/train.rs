@@ -1,0 +1,433 @@
+//! Adversarial training: alternating discriminator and generator steps, each network with its
+//! own Adam, fixed-noise sample grids, metrics, checkpoints and exact resume.
+//!
+//! zoo_core's `Trainer` drives one optimiser; a GAN needs two, so this loop is its own but
+//! keeps the core's conventions: a [`RunDir`], step `s` drawing all its randomness from
+//! `seed_step(seed, s)` (data order comes from an [`EpochShuffler`] over the run's seed), and
+//! checkpoints holding the weights and optimiser moments of both networks (and the BatchNorm
+//! buffers and spectral-norm vectors, which are variables of their VarStores). A run resumed
+//! at step k therefore computes the very losses the uninterrupted run computed from step k on.
+//!
+//! Step s (the recipe's order, `examples/dcgan/main.py`):
+//! 1. `d_steps` times: a real batch and z; fake = G(z); D loss on D(real) and D(fake.detach()),
+//!    plus WGAN-GP's penalty or R1 (every `r1_every` D steps, scaled by it); Adam step on D.
+//! 2. G loss on D(fake) with the updated D, for the last fake of step 1; Adam step on G;
+//!    EMA update.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use serde_json::{json, Map, Value};
+use tch::{Device, Kind, Tensor};
+use zoo_core::data::{DataSpec, EpochShuffler, ImageFolder, ImageFolderOptions, Mnist, Split};
+use zoo_core::run::{CheckpointState, RunDir};
+use zoo_core::train::trainer::Reporter;
+use zoo_core::train::{AdamW, AdamWConfig, Ema};
+use zoo_core::{seed, weights};
+
+use crate::loss::{gradient_penalty, r1_penalty, Loss};
+use crate::model::{save_model, Discriminator, Generator, ModelConfig, TrainConfig};
+use crate::{Error, Result};
+
+/// Images (and labels) to train on.
+pub enum Dataset {
+    /// Everything in memory: (N, C, S, S) f32 in [-1, 1] or u8 (MNIST), and (N) labels.
+    Tensors { images: Tensor, labels: Tensor, bytes: bool, num_classes: i64 },
+    /// A folder of images, decoded on access; no labels.
+    Folder(ImageFolder),
+}
+
+/// The fixed-noise grid's size.
+pub const GRID_SAMPLES: i64 = 64;
+/// Images the procedural shapes set is made of.
+pub const SHAPES_IMAGES: i64 = 4096;
+
+impl Dataset {
+    /// Opens `spec` for a model of `channels` x `size` x `size` images.
+    /// MNIST (28x28) is padded to 32x32; shapes are drawn at the model's size.
+    pub fn open(spec: &DataSpec, channels: i64, size: i64, seed: u64) -> Result<Dataset> {
+        match spec {
+            DataSpec::Mnist(dir) => {
+                if channels != 1 || size != 32 {
+                    return Err(Error::Config(format!(
+                        "MNIST is grey and padded to 32x32 here: the model must have nc 1 and image_size 32, not nc {channels} and {size}"
+                    )));
+                }
+                let m = Mnist::load(dir, Split::Train)?.pad_to_32()?;
+                Ok(Dataset::Tensors { images: m.images, labels: m.labels, bytes: true, num_classes: 10 })
+            }
+            DataSpec::Shapes => {
+                let (images, labels) = zoo_core::data::shapes(SHAPES_IMAGES, size, seed);
+                let images = zoo_core::image::to_channels(&images, channels)?;
+                Ok(Dataset::Tensors { images, labels, bytes: false, num_classes: 3 })
+            }
+            DataSpec::Images(dir) => {
+                let opts =
+                    ImageFolderOptions { size: (size, size), center_crop: true, random_flip: true, channels };
+                Ok(Dataset::Folder(ImageFolder::open(dir, opts)?))
+            }
+            other => {
+                Err(Error::Config(format!("--data {other}: a GAN trains on mnist:DIR, images:DIR or shapes")))
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::Tensors { labels, .. } => labels.size()[0] as usize,
+            Dataset::Folder(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Classes of the labels (0 for an unlabelled folder).
+    pub fn num_classes(&self) -> i64 {
+        match self {
+            Dataset::Tensors { num_classes, .. } => *num_classes,
+            Dataset::Folder(_) => 0,
+        }
+    }
+
+    /// Images (B, C, S, S) f32 in [-1, 1] and labels (B) i64 (for a labelled set) at `indices`.
+    pub fn batch(&self, indices: &[usize], rng: &mut StdRng) -> Result<(Tensor, Option<Tensor>)> {
+        match self {
+            Dataset::Tensors { images, labels, bytes, .. } => {
+                let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::f_from_slice(&idx)?;
+                let x = images.f_index_select(0, &idx)?;
+                let x = if *bytes {
+                    x.f_to_kind(Kind::Float)?.f_div_scalar(127.5)?.f_sub_scalar(1.0)?
+                } else {
+                    x
+                };
+                Ok((x, Some(labels.f_index_select(0, &idx)?)))
+            }
+            Dataset::Folder(f) => Ok((f.batch(indices, rng)?, None)),
+        }
+    }
+}
+
+/// Checks that `model` can train on `data` with `cfg` (before a run folder is made).
+pub fn check_setup(model: &ModelConfig, data: &Dataset, cfg: &TrainConfig) -> Result<()> {
+    cfg.validate(model)?;
+    let nc = model.num_classes();
+    if nc > 0 && data.num_classes() != nc {
+        return Err(Error::Config(format!(
+            "the model is conditional on {nc} classes but the data has {}",
+            if data.num_classes() == 0 {
+                "no labels".to_string()
+            } else {
+                format!("{} classes", data.num_classes())
+            }
+        )));
+    }
+    if data.len() < cfg.batch_size {
+        return Err(Error::Config(format!(
+            "{} training images, fewer than one batch of {}",
+            data.len(),
+            cfg.batch_size
+        )));
+    }
+    Ok(())
+}
+
+/// One adversarial training run.
+pub struct GanTrainer<'a> {
+    pub run: &'a RunDir,
+    pub g: &'a Generator,
+    pub d: &'a Discriminator,
+    pub data: &'a Dataset,
+    pub cfg: TrainConfig,
+    pub seed: u64,
+    pub opt_g: AdamW,
+    pub opt_d: AdamW,
+    /// The EMA of G's weights, and a generator to sample from it.
+    ema: Option<(Ema, Generator)>,
+    shuffler: EpochShuffler,
+    fixed: (Tensor, Option<Tensor>),
+    /// Checked between steps; `zoo_core::train::interrupt_requested` by default.
+    pub should_stop: fn() -> bool,
+    /// Checkpoints to keep, newest first (0 keeps all).
+    pub keep_checkpoints: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub steps: u64,
+    pub interrupted: bool,
+    /// The last logged record.
+    pub last: Value,
+}
+
+impl<'a> GanTrainer<'a> {
+    pub fn new(
+        run: &'a RunDir,
+        g: &'a Generator,
+        d: &'a Discriminator,
+        data: &'a Dataset,
+        cfg: TrainConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        check_setup(&g.cfg, data, &cfg)?;
+        let nc = g.cfg.num_classes();
+        let adam = |lr| AdamWConfig { lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: 0.0 };
+        let opt_g = AdamW::new(&g.vs, adam(cfg.lr_g));
+        let opt_d = AdamW::new(&d.vs, adam(cfg.lr_d));
+        let ema = match cfg.ema_decay {
+            Some(decay) => Some((Ema::new(&g.vs, decay, false)?, Generator::new(&g.cfg, g.vs.device())?)),
+            None => None,
+        };
+        // The fixed noise comes from a stream of its own, the same on every resume.
+        seed::seed_all(seed::step_seed(seed, 1, 0));
+        let z = Tensor::f_randn(g.latent_shape(GRID_SAMPLES), (Kind::Float, Device::Cpu))?;
+        let y = if nc > 0 {
+            Some(Tensor::f_arange(GRID_SAMPLES, (Kind::Int64, Device::Cpu))?.f_remainder(nc)?)
+        } else {
+            None
+        };
+        let shuffler = EpochShuffler::new(data.len(), cfg.batch_size, seed);
+        Ok(GanTrainer {
+            run,
+            g,
+            d,
+            data,
+            cfg,
+            seed,
+            opt_g,
+            opt_d,
+            ema,
+            shuffler,
+            fixed: (z, y),
+            should_stop: zoo_core::train::interrupt_requested,
+            keep_checkpoints: 3,
+        })
+    }
+
+    /// Loads the run's latest checkpoint, if any; drops metrics logged after it. Returns the
+    /// step to start from (0 without a checkpoint).
+    pub fn resume(&mut self) -> Result<u64> {
+        let Some((dir, state)) = self.run.latest_checkpoint()? else {
+            return Ok(0);
+        };
+        if state.seed != self.seed {
+            return Err(Error::Config(format!(
+                "--resume: the run was started with seed {}, not {}; resume with the same seed",
+                state.seed, self.seed
+            )));
+        }
+        weights::load_into(&self.g.vs, &dir.join("generator.safetensors"), &weights::keep_names)?;
+        weights::load_into(&self.d.vs, &dir.join("discriminator.safetensors"), &weights::keep_names)?;
+        self.opt_g.load_state(&weights::load(&dir.join("optimizer_g.safetensors"))?)?;
+        self.opt_d.load_state(&weights::load(&dir.join("optimizer_d.safetensors"))?)?;
+        if let Some((ema, _)) = &mut self.ema {
+            ema.load_state(&weights::load(&dir.join("ema.safetensors"))?)?;
+        }
+        self.run.truncate_metrics_after(state.step)?;
+        Ok(state.step)
+    }
+
+    fn checkpoint(&self, step: u64) -> Result<PathBuf> {
+        let vars = |vs: &tch::nn::VarStore| {
+            let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let mut parts = vec![
+            ("generator", vars(&self.g.vs)),
+            ("discriminator", vars(&self.d.vs)),
+            ("optimizer_g", self.opt_g.state()),
+            ("optimizer_d", self.opt_d.state()),
+        ];
+        if let Some((ema, _)) = &self.ema {
+            parts.push(("ema", ema.state()));
+        }
+        let state = CheckpointState { step, seed: self.seed, extra: Value::Null };
+        let dir = self.run.save_checkpoint(&state, &parts)?;
+        self.run.prune_checkpoints(self.keep_checkpoints)?;
+        self.run.plot_losses()?;
+        Ok(dir)
+    }
+
+    /// The generator to sample from: the EMA's when there is one (its weights refreshed).
+    pub fn sampling_generator(&self) -> Result<&Generator> {
+        match &self.ema {
+            Some((ema, g)) => {
+                ema.copy_to(&g.vs)?;
+                Ok(g)
+            }
+            None => Ok(self.g),
+        }
+    }
+
+    /// Writes the fixed-noise grid after `step` steps to samples/step-NNNNNN.png.
+    pub fn write_samples(&self, step: u64) -> Result<PathBuf> {
+        let g = self.sampling_generator()?;
+        let x = g.generate(&self.fixed.0, self.fixed.1.as_ref())?;
+        let p = self.run.samples_dir().join(format!("step-{step:06}.png"));
+        zoo_core::image::save_image(&x, &p)?;
+        Ok(p)
+    }
+
+    /// Writes the model folder (config.json, the sampling generator, the discriminator).
+    pub fn save_model(&self, dir: &Path) -> Result<PathBuf> {
+        save_model(dir, self.sampling_generator()?, Some(self.d))
+    }
+
+    /// Random class labels for fakes of a conditional model. Shapes: -> (B) i64.
+    fn fake_labels(&self, b: i64, device: Device) -> Result<Option<Tensor>> {
+        let nc = self.g.cfg.num_classes();
+        Ok(if nc > 0 { Some(Tensor::f_randint(nc, [b], (Kind::Int64, device))?) } else { None })
+    }
+
+    /// One generator step (with its `d_steps` discriminator steps); returns the step's numbers.
+    pub fn step(&mut self, step: u64) -> Result<Vec<(&'static str, f64)>> {
+        let device = self.g.vs.device();
+        let loss = self.cfg.loss;
+        let mut rng = seed::seed_step(self.seed, step);
+        let mut m: Vec<(&'static str, f64)> = Vec::new();
+        let mut fake = Tensor::new();
+        let mut yf = None;
+        // 1. Discriminator.
+        for k in 0..self.cfg.d_steps {
+            let d_index = step * self.cfg.d_steps as u64 + k as u64;
+            let (real, y) = self.data.batch(&self.shuffler.batch_at(d_index), &mut rng)?;
+            let real = real.f_to_device(device)?;
+            let y = match y {
+                Some(y) if self.g.cfg.num_classes() > 0 => Some(y.f_to_device(device)?),
+                _ => None,
+            };
+            let b = real.size()[0];
+            let z = Tensor::f_randn(self.g.latent_shape(b), (Kind::Float, device))?;
+            yf = self.fake_labels(b, device)?;
+            fake = self.g.forward_t(&z, yf.as_ref(), true)?;
+            let r1 = self.cfg.r1_gamma > 0.0 && d_index % self.cfg.r1_every == 0;
+            let real = if r1 { real.f_detach()?.f_set_requires_grad(true)? } else { real };
+            self.opt_d.zero_grad();
+            let out_real = self.d.forward_t(&real, y.as_ref(), true)?;
+            let out_fake = self.d.forward_t(&fake.f_detach()?, yf.as_ref(), true)?;
+            let mut loss_d = loss.d_loss(&out_real, &out_fake)?;
+            if loss == Loss::WganGp {
+                // Interpolates between reals and fakes of different classes carry the real labels.
+                let d = |x: &Tensor| self.d.forward_t(x, y.as_ref(), true);
+                let gp = gradient_penalty(&d, &real.f_detach()?, &fake)?;
+                m.push(("gp", gp.f_double_value(&[])?));
+                loss_d = loss_d.f_add(&gp.f_mul_scalar(self.cfg.gp_weight)?)?;
+            }
+            if r1 {
+                let pen = r1_penalty(&out_real, &real)?;
+                m.push(("r1", pen.f_double_value(&[])?));
+                let w = self.cfg.r1_gamma / 2.0 * self.cfg.r1_every as f64;
+                loss_d = loss_d.f_add(&pen.f_mul_scalar(w)?)?;
+            }
+            let ld = loss_d.f_double_value(&[])?;
+            if !ld.is_finite() {
+                return Err(Error::Config(format!(
+                    "the discriminator's loss is {ld} at step {step}: lower the learning rates or check the data"
+                )));
+            }
+            loss_d.backward();
+            self.opt_d.step(self.cfg.lr_d)?;
+            m.push(("loss_d", ld));
+            m.push(("d_x", loss.report(&out_real)?));
+            m.push(("d_g_z1", loss.report(&out_fake)?));
+        }
+        // 2. Generator, against the updated discriminator.
+        self.opt_g.zero_grad();
+        let out = self.d.forward_t(&fake, yf.as_ref(), true)?;
+        let loss_g = loss.g_loss(&out)?;
+        let lg = loss_g.f_double_value(&[])?;
+        if !lg.is_finite() {
+            return Err(Error::Config(format!(
+                "the generator's loss is {lg} at step {step}: lower the learning rates or check the data"
+            )));
+        }
+        loss_g.backward();
+        self.opt_g.step(self.cfg.lr_g)?;
+        if let Some((ema, _)) = &mut self.ema {
+            ema.update()?;
+        }
+        m.push(("loss_g", lg));
+        m.push(("d_g_z2", loss.report(&out)?));
+        Ok(m)
+    }
+
+    /// Runs from `start` (see [`GanTrainer::resume`]) to `cfg.steps`.
+    pub fn run(&mut self, start: u64, reporter: &mut dyn Reporter) -> Result<Outcome> {
+        let total = self.cfg.steps;
+        if start == 0 {
+            let mut rng = seed::seed_step(self.seed, u64::MAX);
+            let (real, _) =
+                self.data.batch(&self.shuffler.batch_at(0)[..self.cfg.batch_size.min(64)], &mut rng)?;
+            zoo_core::image::save_image(&real, &self.run.samples_dir().join("real.png"))?;
+        }
+        reporter.start(start, total);
+        let t0 = Instant::now();
+        let mut last = Value::Null;
+        let mut sums: Vec<(&'static str, f64, u32)> = Vec::new();
+        for step in start..total {
+            if (self.should_stop)() {
+                let dir = self.checkpoint(step)?;
+                reporter.event(&json!({"note": format!("interrupted at step {step}; checkpoint saved in {}", dir.display())}));
+                reporter.finish();
+                return Ok(Outcome { steps: step, interrupted: true, last });
+            }
+            let m = self.step(step)?;
+            for (k, v) in &m {
+                match sums.iter_mut().find(|(n, _, _)| n == k) {
+                    Some(e) => {
+                        e.1 += v;
+                        e.2 += 1;
+                    }
+                    None => sums.push((k, *v, 1)),
+                }
+            }
+            let done = step + 1;
+            let mut rec = Map::new();
+            rec.insert("step".into(), json!(done));
+            if done % self.cfg.log_every == 0 || done == total {
+                // Means over the steps since the last record.
+                for (k, s, n) in sums.drain(..) {
+                    rec.insert(k.into(), json!(s / n as f64));
+                }
+                rec.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
+                last = Value::Object(rec.clone());
+                self.run.log(&last)?;
+                reporter.logged(&last);
+            } else {
+                for (k, v) in &m {
+                    rec.insert((*k).into(), json!(v));
+                }
+            }
+            reporter.step(&Value::Object(rec));
+            if done % self.cfg.sample_every == 0 || done == total {
+                self.write_samples(done)?;
+            }
+            if done % self.cfg.checkpoint_every == 0 || done == total {
+                self.checkpoint(done)?;
+            }
+        }
+        reporter.finish();
+        Ok(Outcome { steps: total.max(start), interrupted: false, last })
+    }
+}
+
+/// The model config with nothing but what the run needs, for a run's config.json.
+pub fn run_config(
+    preset_name: &str,
+    data: &DataSpec,
+    seed: u64,
+    model: &ModelConfig,
+    train: &TrainConfig,
+) -> Value {
+    json!({
+        "preset": preset_name,
+        "data": data.to_string(),
+        "seed": seed,
+        "model": model,
+        "train": TrainConfig { steps: 0, ..train.clone() },
+    })
+}
