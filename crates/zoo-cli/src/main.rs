@@ -34,6 +34,8 @@ enum Command {
     Vae(commands::vae::Args),
     /// GANs (DCGAN, conditional DCGAN): train on real images, sample, interpolate between seeds, arch.
     Gan(commands::gan::Args),
+    /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
+    Flow(commands::flow::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(&cli.global, a),
         Command::Llm(a) => commands::llm::run(&cli.global, a),
         Command::Gan(a) => commands::gan::run(&cli.global, a),
+        Command::Flow(a) => commands::flow::run(&cli.global, a),
         Command::Vae(a) => commands::vae::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());

@@ -1,3 +1,18 @@
 //! zoo-flow: normalizing flows: flow layers, WaveGlow and density flows.
 //!
-//! The models land here with their issues; see docs/architecture.md for the plan of the crate.
+//! - [`layers`]: the invertible layers (1x1 conv, affine coupling, ActNorm, squeeze, early
+//!   outputs), each with a forward pass that returns its log-determinant and an inverse;
+//! - [`wn`]: WaveGlow's WaveNet-like coupling conditioner;
+//! - [`waveglow`]: the WaveGlow vocoder (NVIDIA's module names), its loss, presets, model folders;
+//! - [`denoiser`]: WaveGlow's bias-spectrum denoiser;
+//! - [`train`]: training WaveGlow on a folder of WAVs, and copy-synthesis metrics;
+//! - [`density`]: RealNVP / Glow on 2-D toy densities.
+pub mod denoiser;
+pub mod density;
+pub mod error;
+pub mod layers;
+pub mod train;
+pub mod waveglow;
+pub mod wn;
+
+pub use error::{Error, Result};

@@ -22,8 +22,13 @@ pub struct Args {
 type Part = fn(&Global, &Path, tch::Device) -> Result<Vec<PathBuf>>;
 
 /// Every part, in order: (name = sub-folder of --out, function). Each family adds its line.
-const PARTS: &[(&str, Part)] =
-    &[("core", core_demo), ("vae", super::vae::demo), ("llm", super::llm::demo), ("gan", super::gan::demo)];
+const PARTS: &[(&str, Part)] = &[
+    ("core", core_demo),
+    ("vae", super::vae::demo),
+    ("llm", super::llm::demo),
+    ("gan", super::gan::demo),
+    ("flow", super::flow::demo),
+];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let device = g.device()?;

@@ -16,6 +16,10 @@ pub struct Args {
 /// when its commands work.
 pub const FAMILIES: &[(&str, &str)] = &[
     (
+        "flow",
+        "zoo flow: WaveGlow vocoder (NVIDIA's layout; train on WAVs, vocode with sigma and denoiser, mel), RealNVP/Glow 2-D densities",
+    ),
+    (
         "gan",
         "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
     ),

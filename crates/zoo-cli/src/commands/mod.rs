@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod demo;
 pub mod eval;
+pub mod flow;
 pub mod gan;
 pub mod info;
 pub mod inspect;

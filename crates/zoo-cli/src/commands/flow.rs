@@ -1,0 +1,537 @@
+//! `zoo flow ...`: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
+//!
+//! A WaveGlow model folder (`--model DIR`) is `config.json` (NVIDIA's layout: waveglow_config,
+//! data_config, train_config) plus `model.safetensors`; `zoo flow train` writes one to
+//! `<out>/model/`, and `tools/convert_waveglow.py` makes one from NVIDIA's checkpoint.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use zoo_core::audio::{self, Audio, MelConfig, MelSpectrogram, WavFormat};
+use zoo_core::data::DataSpec;
+use zoo_core::presets;
+use zoo_core::run::RunDir;
+use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
+use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
+use zoo_flow::denoiser::Denoiser;
+use zoo_flow::density::{density_picture, DensityFlow, Kind2d, Toy};
+use zoo_flow::train::{load_wav_dir, WaveGlowTask};
+use zoo_flow::waveglow::{ModelFile, Vocoder};
+
+use crate::global::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Trains a WaveGlow from a preset on a folder of WAVs into a run folder; writes the model
+    /// to <out>/model/.
+    Train(TrainArgs),
+    /// Mel spectrogram -> waveform with a WaveGlow model folder (from a WAV: copy synthesis).
+    Vocode(VocodeArgs),
+    /// Copy synthesis on the test split of a WAV folder: log-mel L1, mel-cepstral distortion,
+    /// NLL in bits per sample and real-time factor; real and vocoded WAVs and spectrograms.
+    Eval(EvalArgs),
+    /// Draws the log-mel spectrogram of a WAV file as a picture.
+    Mel(MelArgs),
+    /// Fits a RealNVP or Glow to a 2-D toy density and draws data, density and samples.
+    Density(DensityArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Training audio: wav:DIR (every .wav in DIR; FSDD names `{digit}_{speaker}_{take}.wav`
+    /// keep takes 0-4 for testing, other names every 10th file).
+    #[arg(long)]
+    data: String,
+    /// A preset of models/flow/ (waveglow-8k-small, waveglow-22k); with --resume it may be left out.
+    #[arg(long)]
+    preset: Option<String>,
+    /// The run folder: config.json, metrics.jsonl, loss.png, checkpoints/, model/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Optimiser steps in total (overrides the preset's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Continues the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Evaluate (test NLL) and checkpoint every this many steps (default: steps / 5).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Test clips used by each evaluation.
+    #[arg(long, default_value_t = 64)]
+    eval_clips: usize,
+    /// Prints one JSON object per logged step and per evaluation on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct VocodeArgs {
+    /// The WaveGlow model folder (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// A WAV file (its log-mel is vocoded: copy synthesis) or a safetensors file with a "mel"
+    /// tensor, (n_mels, frames) or (1, n_mels, frames), natural-log mel magnitudes.
+    #[arg(long)]
+    input: PathBuf,
+    /// Standard deviation of the noise z (WaveGlow's inference sigma; 0 is deterministic).
+    #[arg(long, default_value_t = 0.6)]
+    sigma: f64,
+    /// Denoiser strength: subtracts this much of the model's bias spectrum (0 = off; NVIDIA
+    /// suggests 0.01 to 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    denoiser: f64,
+    /// The WAV file to write (16-bit PCM at the model's rate).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// The WaveGlow model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The audio: wav:DIR; its test split is used (as in `zoo flow train`).
+    #[arg(long)]
+    data: String,
+    /// Test clips to use (the first ones in sorted order; default: all).
+    #[arg(long)]
+    clips: Option<usize>,
+    /// Inference sigma.
+    #[arg(long, default_value_t = 0.6)]
+    sigma: f64,
+    /// Denoiser strength (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    denoiser: f64,
+    /// Folder for real/vocoded WAVs and spectrogram pictures of the first --examples clips.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How many clips to write into --out.
+    #[arg(long, default_value_t = 3)]
+    examples: usize,
+    /// Prints one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct MelArgs {
+    /// The WAV file.
+    #[arg(long)]
+    input: PathBuf,
+    /// The picture (.png or .jpg): time left to right, low bands at the bottom.
+    #[arg(long)]
+    out: PathBuf,
+    /// Take the mel settings of this WaveGlow model folder (default: WaveGlow's 22.05 kHz front
+    /// end for 22.05 kHz files, else 80 mels up to the Nyquist frequency, FFT 1024, hop 256).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DensityArgs {
+    /// The toy density: two-moons or rings.
+    #[arg(long)]
+    preset: String,
+    /// The flow: glow (ActNorm, LU 1x1 conv, coupling) or realnvp (couplings and reversals).
+    #[arg(long, default_value = "glow")]
+    flow: String,
+    /// Flow steps.
+    #[arg(long, default_value_t = 8)]
+    depth: i64,
+    /// Optimiser steps (Adam, full batch of 2048 points).
+    #[arg(long, default_value_t = 1500)]
+    steps: u64,
+    /// The picture: data histogram, model density, histogram of model samples.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<()> {
+    match a.command {
+        Command::Train(a) => train(g, a),
+        Command::Vocode(a) => vocode(g, a),
+        Command::Eval(a) => eval(g, a),
+        Command::Mel(a) => mel(g, a),
+        Command::Density(a) => density(g, a),
+    }
+}
+
+fn resolve_preset(name: &str) -> Result<ModelFile> {
+    let p = presets::find(&presets::models_dir(), "flow", name)?;
+    Ok(ModelFile::from_json_file(&p.path)?)
+}
+
+fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    let spec: DataSpec = a.data.parse()?;
+    let DataSpec::Wav(dir) = &spec else {
+        bail!("--data {spec}: zoo flow train reads audio: use wav:DIR");
+    };
+    // 1. the recipe: the preset's, or the run's own on --resume
+    let (preset_name, mut file) = match (&a.preset, a.resume) {
+        (Some(name), _) => (name.clone(), resolve_preset(name)?),
+        (None, true) => {
+            let cfg = RunDir::open(&a.out)?.config()?;
+            let f: ModelFile = serde_json::from_value(cfg["model_file"].clone())
+                .with_context(|| format!("{}: config.json has no valid model_file", a.out.display()))?;
+            (cfg["preset"].as_str().unwrap_or("").to_string(), f)
+        }
+        (None, false) => bail!("--preset is required for a new run (see models/flow/)"),
+    };
+    if let Some(s) = a.steps {
+        file.train_config.steps = s;
+    }
+    if g.dtype.kind() != Kind::Float {
+        bail!("zoo flow train trains in f32; drop --dtype");
+    }
+    let steps = file.train_config.steps;
+    // 2. data and model (initial weights from --seed)
+    let device = g.device()?;
+    let (train_set, test_set) = load_wav_dir(dir, file.data_config.sampling_rate)?;
+    zoo_core::seed::seed_all(g.seed);
+    let vocoder = Vocoder::new(&file, device)?;
+    let mut task = WaveGlowTask::new(&vocoder, &train_set, &test_set, device)?;
+    task.eval_clips = a.eval_clips;
+    let every = a.eval_every.unwrap_or((steps / 5).max(1)).max(1);
+    let loop_cfg = LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad: file.train_config.clip_grad,
+        log_every: every.min(10),
+        eval_every: Some(every),
+        sample_every: None,
+        checkpoint_every: Some(every),
+        keep_checkpoints: 2,
+        seed: g.seed,
+    };
+    // 3. the run folder; a resumed run must be the same recipe (its length may change)
+    let mut stored = file.clone();
+    stored.train_config.steps = 0;
+    let run_cfg =
+        json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "model_file": stored});
+    if a.resume {
+        let old = RunDir::open(&a.out)?.config()?;
+        for key in ["model_file", "seed"] {
+            if old[key] != run_cfg[key] {
+                bail!(
+                    "--resume: {} was started with another {key}; resume with the run's own settings",
+                    a.out.display()
+                );
+            }
+        }
+    }
+    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let lr = file.train_config.learning_rate;
+    let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
+    let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
+    let start = trainer.resume(&mut task)?;
+    let n_params: i64 = vocoder.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    g.note(format!(
+        "flow train: {} ({:.2}M parameters) on {} ({} train / {} test clips), {} steps{} of batch {} x {} samples",
+        if preset_name.is_empty() { "resumed run" } else { &preset_name },
+        n_params as f64 / 1e6,
+        spec,
+        train_set.len(),
+        test_set.len(),
+        steps,
+        if start > 0 { format!(" from step {start}") } else { String::new() },
+        file.train_config.batch_size,
+        file.data_config.segment_length,
+    ));
+    let mut reporter: Box<dyn Reporter> = if a.json {
+        Box::new(JsonLines)
+    } else if g.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(ProgressBar::new())
+    };
+    let t0 = Instant::now();
+    let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
+    if outcome.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+        return Ok(());
+    }
+    let model_dir = a.out.join("model");
+    vocoder.save(&model_dir)?;
+    let last = run.metrics()?.iter().rev().find_map(|r| r.get("test_nll_bits").and_then(Value::as_f64));
+    g.note(format!(
+        "done in {:.0} s; test NLL {} bits/sample; model in {}",
+        t0.elapsed().as_secs_f64(),
+        last.map_or("n/a".into(), |b| format!("{b:.3}")),
+        model_dir.display()
+    ));
+    Ok(())
+}
+
+/// A mel from a safetensors file: the "mel" tensor (or the only one), as (1, M, F).
+fn read_mel(path: &Path) -> Result<Tensor> {
+    let f = zoo_core::weights::SafetensorsFile::open(path)?;
+    let infos = f.infos()?;
+    let name = if infos.iter().any(|i| i.name == "mel") {
+        "mel".to_string()
+    } else if let [only] = &infos[..] {
+        only.name.clone()
+    } else {
+        bail!("{}: no tensor named \"mel\" (found {} tensors)", path.display(), infos.len());
+    };
+    let t = f.tensor(&name)?.f_to_kind(Kind::Float)?;
+    Ok(match t.size()[..] {
+        [m, fr] => t.f_reshape([1, m, fr])?,
+        [1, _, _] => t,
+        ref s => {
+            bail!("{}: \"{name}\" must be (n_mels, frames) or (1, n_mels, frames), got {s:?}", path.display())
+        }
+    })
+}
+
+fn is_wav(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+}
+
+fn vocode(g: &Global, a: VocodeArgs) -> Result<()> {
+    if !(a.sigma.is_finite() && a.sigma >= 0.0 && a.denoiser.is_finite() && a.denoiser >= 0.0) {
+        bail!("--sigma and --denoiser must be numbers >= 0");
+    }
+    let device = g.device()?;
+    let v = Vocoder::load(&a.model, device, g.dtype.kind())?;
+    let mel_cfg = v.file.mel_config();
+    let sr = mel_cfg.sample_rate;
+    let (mel, n) = if is_wav(&a.input) {
+        let clip = audio::read_wav_mono(&a.input)?;
+        let mut x = clip.samples.f_reshape([-1])?;
+        if clip.sample_rate != sr {
+            g.note(format!("resampling {} Hz -> {sr} Hz", clip.sample_rate));
+            x = audio::resample(&x, clip.sample_rate, sr)?;
+        }
+        let fe = MelSpectrogram::new(&mel_cfg, device)?;
+        let mel = fe.forward(&x.f_unsqueeze(0)?).with_context(|| a.input.display().to_string())?;
+        (mel, Some(x.size()[0]))
+    } else {
+        (read_mel(&a.input)?.f_to_device(device)?, None)
+    };
+    zoo_core::seed::seed_all(g.seed);
+    let t0 = Instant::now();
+    let mut y = tch::no_grad(|| v.model.infer(&mel, a.sigma))?.f_to_kind(Kind::Float)?;
+    if a.denoiser > 0.0 {
+        y = Denoiser::new(&v.model)?.forward(&y, a.denoiser)?;
+    }
+    if let Some(n) = n {
+        y = y.f_narrow(1, 0, n)?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let samples = y.f_clamp(-1.0, 1.0)?.f_to_device(Device::Cpu)?;
+    let len = samples.size()[1];
+    audio::write_wav(&a.out, &Audio::new(samples, sr)?, WavFormat::Pcm16)?;
+    let dur = len as f64 / f64::from(sr);
+    g.note(format!(
+        "vocoded {} mel frames -> {:.2} s at {sr} Hz in {secs:.2} s (real-time factor {:.3}); wrote {}",
+        mel.size()[2],
+        dur,
+        secs / dur.max(1e-9),
+        a.out.display()
+    ));
+    Ok(())
+}
+
+fn eval(g: &Global, a: EvalArgs) -> Result<()> {
+    let spec: DataSpec = a.data.parse()?;
+    let DataSpec::Wav(dir) = &spec else {
+        bail!("--data {spec}: zoo flow eval reads audio: use wav:DIR");
+    };
+    let device = g.device()?;
+    let v = Vocoder::load(&a.model, device, Kind::Float)?;
+    let sr = v.file.data_config.sampling_rate;
+    let (_, mut test) = load_wav_dir(dir, sr)?;
+    if let Some(n) = a.clips {
+        test.truncate(n.max(1));
+    }
+    let fe = MelSpectrogram::new(&v.file.mel_config(), device)?;
+    let den = if a.denoiser > 0.0 { Some(Denoiser::new(&v.model)?) } else { None };
+    zoo_core::seed::seed_all(g.seed);
+    let (mut l1, mut mcd, mut secs, mut dur, mut used) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    for (i, c) in test.iter().enumerate() {
+        let x = c.samples.f_to_device(device)?;
+        if x.size()[0] <= v.file.mel_config().n_fft / 2 {
+            continue;
+        }
+        let t0 = Instant::now();
+        let y = zoo_flow::train::copy_synthesis(&v, &fe, &x, a.sigma, den.as_ref().map(|d| (d, a.denoiser)))?;
+        secs += t0.elapsed().as_secs_f64();
+        dur += x.size()[0] as f64 / f64::from(sr);
+        let (mr, mv) = (fe.forward(&x)?, fe.forward(&y)?);
+        l1 += zoo_flow::train::log_mel_l1(&mr, &mv)?;
+        mcd += zoo_flow::train::mel_cepstral_distortion(&mr, &mv, 13)?;
+        used += 1;
+        if let (Some(out), true) = (&a.out, i < a.examples) {
+            let stem = c.name.trim_end_matches(".wav");
+            for (tag, w, m) in [("real", &x, &mr), ("vocoded", &y, &mv)] {
+                let wav = Audio::new(w.f_clamp(-1.0, 1.0)?.f_to_device(Device::Cpu)?, sr)?;
+                audio::write_wav(&out.join(format!("{stem}-{tag}.wav")), &wav, WavFormat::Pcm16)?;
+                save_mel_picture(m, &out.join(format!("{stem}-{tag}.png")), 4)?;
+            }
+        }
+    }
+    if used == 0 {
+        bail!("no test clip is long enough to vocode");
+    }
+    let task = WaveGlowTask::new(&v, &[], &test, device)?;
+    let (bits, bits16) = task.nll_bits(&test)?;
+    let r = json!({
+        "clips": used, "sigma": a.sigma, "denoiser": a.denoiser,
+        "log_mel_l1": l1 / used as f64, "mcd_db": mcd / used as f64,
+        "nll_bits_per_sample": bits, "nll_bits_per_pcm16_sample": bits16,
+        "real_time_factor": secs / dur,
+    });
+    if a.json {
+        println!("{r}");
+    } else {
+        println!(
+            "{used} test clips: log-mel L1 {:.3}, MCD {:.2} dB, NLL {bits:.3} bits/sample ({bits16:.2} bits per 16-bit sample), real-time factor {:.3}",
+            l1 / used as f64,
+            mcd / used as f64,
+            secs / dur
+        );
+    }
+    Ok(())
+}
+
+/// The mel settings for a file at `sample_rate` without a model: WaveGlow's at 22.05 kHz, else
+/// speech_8k's geometry with the filters up to Nyquist.
+fn default_mel(sample_rate: u32) -> MelConfig {
+    if sample_rate == 22050 {
+        MelConfig::waveglow_22k()
+    } else {
+        MelConfig { sample_rate, fmax: None, ..MelConfig::speech_8k() }
+    }
+}
+
+/// Saves a (M, F) log-mel as a picture, each cell `scale` pixels.
+fn save_mel_picture(mel: &Tensor, path: &Path, scale: u32) -> Result<()> {
+    let img = audio::spectrogram_image(&mel.f_to_device(Device::Cpu)?)?;
+    let (w, h) = (img.width() * scale, img.height() * scale);
+    let img = image::imageops::resize(&img, w, h, image::imageops::FilterType::Nearest);
+    zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), path)?;
+    Ok(())
+}
+
+fn mel(g: &Global, a: MelArgs) -> Result<()> {
+    let clip = audio::read_wav_mono(&a.input)?;
+    let cfg = match &a.model {
+        Some(dir) => ModelFile::from_json_file(&dir.join(zoo_flow::waveglow::CONFIG_FILE))?.mel_config(),
+        None => default_mel(clip.sample_rate),
+    };
+    let mut x = clip.samples.f_reshape([-1])?;
+    if clip.sample_rate != cfg.sample_rate {
+        x = audio::resample(&x, clip.sample_rate, cfg.sample_rate)?;
+    }
+    let m =
+        MelSpectrogram::new(&cfg, Device::Cpu)?.forward(&x).with_context(|| a.input.display().to_string())?;
+    save_mel_picture(&m, &a.out, 3)?;
+    g.note(format!(
+        "log-mel {:?} ({} Hz, hop {}) -> {}",
+        m.size(),
+        cfg.sample_rate,
+        cfg.hop_length,
+        a.out.display()
+    ));
+    Ok(())
+}
+
+/// Fits a 2-D flow with Adam; returns the flow, its data and the final NLL in nats.
+fn fit_density(
+    toy: Toy,
+    kind: Kind2d,
+    depth: i64,
+    steps: u64,
+    seed: u64,
+    device: Device,
+    vs: &tch::nn::VarStore,
+) -> Result<(DensityFlow, Tensor, f64)> {
+    // Thousands of tiny ops: libtorch's intra-op threads only add synchronisation here (10x
+    // slower with 2 threads on a busy machine), so the fit runs on one and restores the setting.
+    let threads = zoo_core::device::threads();
+    tch::set_num_threads(1);
+    let fitted = fit_density_1(toy, kind, depth, steps, seed, device, vs);
+    tch::set_num_threads(threads as i32);
+    fitted
+}
+
+fn fit_density_1(
+    toy: Toy,
+    kind: Kind2d,
+    depth: i64,
+    steps: u64,
+    seed: u64,
+    device: Device,
+    vs: &tch::nn::VarStore,
+) -> Result<(DensityFlow, Tensor, f64)> {
+    let mut rng = zoo_core::seed::seed_all(seed);
+    let flow = DensityFlow::new(vs.root(), kind, depth, 64)?;
+    let data = toy.sample(2048, &mut rng).f_to_device(device)?;
+    let lr = 2e-3;
+    let mut opt = AdamW::new(vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
+    let mut nll = f64::NAN;
+    for _ in 0..steps {
+        opt.zero_grad();
+        let loss = flow.log_prob(&data)?.f_mean(Kind::Float)?.f_neg()?;
+        nll = loss.f_double_value(&[])?;
+        if !nll.is_finite() {
+            bail!("the density fit diverged (NLL {nll}); try fewer --depth or another --seed");
+        }
+        loss.backward();
+        opt.step(lr)?;
+    }
+    Ok((flow, data, nll))
+}
+
+fn density(g: &Global, a: DensityArgs) -> Result<()> {
+    let toy: Toy = a.preset.parse()?;
+    let kind: Kind2d = a.flow.parse()?;
+    if !(1..=64).contains(&a.depth) {
+        bail!("--depth must be 1..=64, got {}", a.depth);
+    }
+    let device = g.device()?;
+    let vs = tch::nn::VarStore::new(device);
+    let t0 = Instant::now();
+    let (flow, data, nll) = fit_density(toy, kind, a.depth, a.steps, g.seed, device, &vs)?;
+    let pic = density_picture(&flow, &data, toy, 200, 20000, device)?;
+    zoo_core::image::save_image(&pic, &a.out)?;
+    g.note(format!(
+        "{} on {}: NLL {nll:.3} nats/point after {} steps in {:.1} s; wrote {} (data | density | samples)",
+        a.flow,
+        a.preset,
+        a.steps,
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    ));
+    Ok(())
+}
+
+/// The flow part of `zoo demo`: a Glow fitted to two moons for a few hundred steps (its
+/// density and samples), and the log-mel of a chirp through the WaveGlow front end.
+pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let t0 = Instant::now();
+    let vs = tch::nn::VarStore::new(device);
+    let steps = 300;
+    let (flow, data, nll) = fit_density(Toy::TwoMoons, Kind2d::Glow, 6, steps, g.seed, device, &vs)?;
+    let p = dir.join("two-moons-density.png");
+    zoo_core::image::save_image(&density_picture(&flow, &data, Toy::TwoMoons, 160, 20000, device)?, &p)?;
+    g.note(format!(
+        "flow: Glow (6 steps) fitted to two moons, {steps} Adam steps in {:.1} s: NLL {nll:.3} nats/point; \
+         picture = data | model density | model samples",
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(vec![p])
+}
