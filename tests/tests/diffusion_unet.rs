@@ -94,6 +94,7 @@ fn pipelines_match_diffusers_with_the_same_seed() {
             num_samples: meta["batch_size"].as_i64().unwrap(),
             steps: meta["steps"].as_u64().unwrap() as usize,
             class: None,
+            class_offset: 0,
             guidance_scale: 1.0,
             seed: meta["seed"].as_u64().unwrap(),
             keep_frames: 0,

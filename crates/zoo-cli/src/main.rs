@@ -36,6 +36,8 @@ enum Command {
     Gan(commands::gan::Args),
     /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
     Flow(commands::flow::Args),
+    /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
+    Diffusion(commands::diffusion::Args),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Llm(a) => commands::llm::run(&cli.global, a),
         Command::Gan(a) => commands::gan::run(&cli.global, a),
         Command::Flow(a) => commands::flow::run(&cli.global, a),
+        Command::Diffusion(a) => commands::diffusion::run(&cli.global, a),
         Command::Vae(a) => commands::vae::run(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());

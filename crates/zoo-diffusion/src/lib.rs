@@ -6,8 +6,11 @@
 //!   Models"), with diffusers' weight names so a `unet/` folder loads 1:1.
 //! - [`pipeline`]: the denoising loop (unconditional and class-conditional, classifier-free
 //!   guidance) and model folders.
+//! - [`train`]: the denoising objective (epsilon or v), EMA and class dropout on zoo-core's
+//!   training loop; presets under models/diffusion/.
 pub mod pipeline;
 pub mod schedulers;
+pub mod train;
 pub mod unet;
 
 pub use pipeline::{DiffusionModel, ModelSpec, SampleOptions};

@@ -207,9 +207,11 @@ impl DiffusionModel {
 pub struct SampleOptions {
     pub num_samples: i64,
     pub steps: usize,
-    /// One class for every sample, or None: classes 0, 1, 2, ... in turn (class-conditional
-    /// models only).
+    /// One class for every sample, or None: classes `class_offset`, `class_offset + 1`, ...
+    /// in turn, modulo the number of classes (class-conditional models only).
     pub class: Option<i64>,
+    /// Where the classes in turn start (for a batch that continues another).
+    pub class_offset: i64,
     /// Classifier-free guidance scale (1: no guidance).
     pub guidance_scale: f64,
     pub seed: u64,
@@ -251,7 +253,7 @@ pub fn sample(
             return Err(Error::Config(format!("--class {c}: this model has classes 0..={}", k - 1)))
         }
         (Some(_), Some(c)) => Some(vec![c; o.num_samples as usize]),
-        (Some(k), None) => Some((0..o.num_samples).map(|i| i % k).collect()),
+        (Some(k), None) => Some((0..o.num_samples).map(|i| (o.class_offset + i).rem_euclid(k)).collect()),
     };
     let guided = o.guidance_scale != 1.0;
     let null = match (guided, &labels, model.spec.meta.null_class) {

@@ -28,6 +28,7 @@ const PARTS: &[(&str, Part)] = &[
     ("llm", super::llm::demo),
     ("gan", super::gan::demo),
     ("flow", super::flow::demo),
+    ("diffusion", super::diffusion::demo),
 ];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {

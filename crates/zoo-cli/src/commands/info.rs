@@ -16,6 +16,10 @@ pub struct Args {
 /// when its commands work.
 pub const FAMILIES: &[(&str, &str)] = &[
     (
+        "diffusion",
+        "zoo diffusion: diffusers' UNet2DModel, DDPM/DDIM/Euler/Euler-a/DPM++ schedulers; sample (guidance), arch, train",
+    ),
+    (
         "flow",
         "zoo flow: WaveGlow vocoder (NVIDIA's layout; train on WAVs, vocode with sigma and denoiser, mel), RealNVP/Glow 2-D densities",
     ),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod demo;
+pub mod diffusion;
 pub mod eval;
 pub mod flow;
 pub mod gan;
