@@ -18,11 +18,21 @@ Writes tests/fixtures/llm/ (about 1 MB), read by tests/tests/llm_golden.rs:
   and reference.safetensors / reference.json in each: the prompts' token ids, logits of each
   prompt alone, logits of the left-padded batch (with its mask), and greedy continuations from
   model.generate(do_sample=False).
+- chat_templates.json: four real chat templates (ChatML as Qwen2 ships it, Llama-3, Zephyr,
+  Llama-2 with raise_exception), conversations, and what transformers' apply_chat_template
+  renders (or the error it raises), read by tests/tests/llm_chat.rs;
+- llama-gqa/tokenizer_config.json with a short chat template (the real ones above spend most
+  of the 128-token context of these models on headers), and llama-gqa/chat_reference.json: a
+  conversation of user turns and transformers' greedy replies, each reply appended to the
+  history before the next turn (read by crates/zoo-cli/tests/llm.rs, which drives `zoo llm chat`).
+
+`--only chat` remakes just those two steps (the models' files stay as they are).
 
 Weights are random but larger than transformers' init (std 0.02 gives near-uniform logits,
 whose argmax would hinge on rounding): every tensor is redrawn with a std that makes the
 logits spread over several units, so greedy tokens are decided by clear margins.
 """
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -31,6 +41,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -38,6 +49,7 @@ from transformers import (
     MistralConfig,
     MistralForCausalLM,
     Qwen2Config,
+    PreTrainedTokenizerFast,
     Qwen2ForCausalLM,
 )
 
@@ -224,12 +236,101 @@ def llama(tok):
     reference(m, tok, OUT / "mistral")
 
 
+# Chat templates as the models ship them in tokenizer_config.json (raw strings: the `\n` inside
+# Jinja string literals is Jinja's escape, not Python's).
+CHAT_TEMPLATES = {
+    "chatml-qwen2": r"""{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}""",
+    "llama-3": r"""{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}""",
+    "zephyr": """{% for message in messages %}
+{% if message['role'] == 'user' %}
+{{ '<|user|>
+' + message['content'] + eos_token }}
+{% elif message['role'] == 'system' %}
+{{ '<|system|>
+' + message['content'] + eos_token }}
+{% elif message['role'] == 'assistant' %}
+{{ '<|assistant|>
+'  + message['content'] + eos_token }}
+{% endif %}
+{% if loop.last and add_generation_prompt %}
+{{ '<|assistant|>' }}
+{% endif %}
+{% endfor %}""",
+    "llama-2": r"""{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}""",
+}
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello, lighthouse!"}],
+    [
+        {"role": "system", "content": "You answer like a sailor."},
+        {"role": "user", "content": "  Where is the café? "},
+        {"role": "assistant", "content": "By the harbour.\n"},
+        {"role": "user", "content": "And the crème brûlée?"},
+    ],
+    # Two user turns in a row: Llama-2's template raises.
+    [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}],
+]
+# Short, so that three turns fit the fixtures' context; the BOS token comes from the config.
+FIXTURE_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<|' + message['role'] + '|>' + "
+                    "message['content'] }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+CHAT_TURNS = ["Hello, world!", "The café", "Ships passed"]
+CHAT_NEW_TOKENS = 8
+
+
+def chat_templates(tok):
+    """Renders each template with transformers' apply_chat_template."""
+    out = []
+    for name, template in CHAT_TEMPLATES.items():
+        t = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tok.to_str()), **SPECIAL)
+        t.chat_template = template
+        cases = []
+        for msgs in CONVERSATIONS:
+            for gen in (False, True):
+                case = {"messages": msgs, "add_generation_prompt": gen}
+                try:
+                    case["rendered"] = t.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+                except Exception as e:  # the template's raise_exception
+                    case["error"] = str(e)
+                cases.append(case)
+        out.append({"name": name, "template": template, **SPECIAL, "cases": cases})
+    (OUT / "chat_templates.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+
+
+def chat_model():
+    """Gives the llama-gqa fixture a chat template and records a greedy conversation."""
+    folder = OUT / "llama-gqa"
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": "<|endoftext|>",
+           "chat_template": FIXTURE_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = LlamaForCausalLM.from_pretrained(folder).eval()
+    history, replies = [], []
+    for turn in CHAT_TURNS:
+        history.append({"role": "user", "content": turn})
+        text = tok.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+        ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=CHAT_NEW_TOKENS, pad_token_id=0, eos_token_id=0)
+        reply = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        replies.append(reply)
+        history.append({"role": "assistant", "content": reply})
+    ref = {"turns": CHAT_TURNS, "max_new_tokens": CHAT_NEW_TOKENS, "replies": replies}
+    (folder / "chat_reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["chat"], help="remake only these fixtures")
+    args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer()
-    tok.save(str(OUT / "tokenizer.json"))
-    gpt2(tok)
-    llama(with_bos(tok))
+    if args.only is None:
+        tok.save(str(OUT / "tokenizer.json"))
+        gpt2(tok)
+        llama(with_bos(tok))
+    chat_templates(tok)
+    chat_model()
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
 

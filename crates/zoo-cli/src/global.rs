@@ -14,7 +14,8 @@ pub struct Global {
     /// Seed for every random draw (libtorch's generator and the data order); same seed, same output.
     #[arg(long, global = true, default_value_t = 0)]
     pub seed: u64,
-    /// CPU threads for libtorch's operators (0: one per core).
+    /// CPU threads for libtorch's operators (0: auto: one per core; token-by-token decoding in
+    /// `zoo llm` takes the cores the load average leaves idle).
     #[arg(long, global = true, default_value_t = 0)]
     pub threads: usize,
     /// Print only results and errors: no progress bars or notes.

@@ -239,3 +239,42 @@ fn bad_checkpoints_name_the_problem() {
     );
     check(s(t.path()), "no config.json");
 }
+
+/// `zoo llm chat` with piped stdin on the llama-gqa fixture (which has a chat template):
+/// greedy replies equal transformers' for the same conversation (each reply in the history of
+/// the next turn), /reset starts over, blank lines are skipped, /exit ends the chat.
+#[test]
+fn chat_replies_as_transformers_with_history_reset_and_exit() {
+    let dir = fixture("llama-gqa");
+    let text = std::fs::read_to_string(dir.join("chat_reference.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let strs = |k: &str| -> Vec<String> {
+        v[k].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+    };
+    let (turns, replies) = (strs("turns"), strs("replies"));
+    assert_eq!(turns.len(), 3);
+    let new = v["max_new_tokens"].as_i64().unwrap().to_string();
+    // The first turn, a reset, then the whole conversation, and a line after /exit.
+    let input =
+        format!("{}\n/reset\n{}\n\n{}\n{}\n/exit\nnot read\n", turns[0], turns[0], turns[1], turns[2]);
+    let out = zoo()
+        .args(["llm", "chat", "--model", &s(&dir), "--temperature", "0", "--max-new-tokens", &new])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{e}");
+    let want = format!("{}\n{}\n{}\n{}\n", replies[0], replies[0], replies[1], replies[2]);
+    assert_eq!(o, want);
+    assert!(e.contains("conversation reset"), "{e}");
+    assert_eq!(e.matches("tokens/s").count(), 4, "{e}");
+}
+
+#[test]
+fn chat_needs_a_chat_template() {
+    let no_template = s(&fixture("gpt2"));
+    fails(&["llm", "chat", "--model", &no_template], 1, "no chat template");
+    fails(&["llm", "chat", "--model", "tiny-gpt2"], 1, "is not a model folder");
+    let dir = s(&fixture("llama-gqa"));
+    fails(&["llm", "chat", "--model", &dir, "--top-p", "2"], 1, "--top-p");
+}

@@ -8,6 +8,8 @@
 //! 3. each step feeds the B new tokens (mask grows by a column of ones) and samples again;
 //! 4. a row finishes at an EOS id, a stop string or `max_new_tokens`; the batch stops when
 //!    every row has finished (finished rows keep being fed, their tokens ignored).
+use std::time::Instant;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::model::Model;
@@ -113,6 +115,24 @@ pub fn left_pad(prompts: &[Vec<i64>], device: Device) -> Result<(Tensor, Tensor)
     ))
 }
 
+/// Where the time of a [`generate_timed`] call went, in seconds (for `zoo llm generate -v`
+/// and profiling: the decoding loop's own work is `sample + rows + inputs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// The prompt forward (the first token's logits included).
+    pub prefill: f64,
+    /// Decoding steps: the transformer blocks (embedding to final norm).
+    pub blocks: f64,
+    /// Decoding steps: the LM head.
+    pub lm_head: f64,
+    /// Logits processors, the choice of tokens and their copy to the CPU.
+    pub sample: f64,
+    /// Per-row bookkeeping: EOS, streaming decode, stop strings, the text callback.
+    pub rows: f64,
+    /// The next step's input ids and attention mask.
+    pub inputs: f64,
+}
+
 /// Holds back text that could be the start of a stop string, and finds stop strings.
 struct StopFilter {
     stops: Vec<String>,
@@ -172,6 +192,18 @@ pub fn generate(
     cfg: &GenerateConfig,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>> {
+    Ok(generate_timed(model, tokenizer, prompts, context_len, cfg, on_text)?.0)
+}
+
+/// [`generate`], and where its time went.
+pub fn generate_timed(
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<i64>],
+    context_len: i64,
+    cfg: &GenerateConfig,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<(Vec<Generation>, Timings)> {
     if tokenizer.is_none() && !cfg.stop.is_empty() {
         return Err(Error::Input("stop strings need a tokenizer".into()));
     }
@@ -193,9 +225,11 @@ pub fn generate(
             finish: None,
         })
         .collect();
+    let mut time = Timings::default();
     if cfg.max_new_tokens == 0 {
-        return Ok(finish_rows(rows, on_text));
+        return Ok((finish_rows(rows, on_text), time));
     }
+    let clock = Instant::now();
 
     let (ids, mut mask) = left_pad(&prompts, device)?;
     let mut cache = model.new_cache();
@@ -204,11 +238,15 @@ pub fn generate(
     let hidden = tch::no_grad(|| model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false))?;
     let t = hidden.size()[1];
     let mut logits = tch::no_grad(|| model.lm_head(&hidden.f_narrow(1, t - 1, 1)?))?.f_squeeze_dim(1)?;
+    time.prefill = clock.elapsed().as_secs_f64();
     for _ in 0..cfg.max_new_tokens {
+        let clock = Instant::now();
         let all: Vec<Vec<i64>> = rows.iter().map(|r| r.tokens.clone()).collect();
         let lens: Vec<usize> = rows.iter().map(|r| r.prompt_len).collect();
         let next = sampler.sample(&logits, &Context { tokens: &all, prompt_lens: &lens })?;
         let next: Vec<i64> = Vec::<i64>::try_from(next.f_to_device(Device::Cpu)?)?;
+        time.sample += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         for (i, (row, &tok)) in rows.iter_mut().zip(&next).enumerate() {
             if row.finish.is_some() {
                 continue;
@@ -234,15 +272,22 @@ pub fn generate(
                 row.finish = Some(Finish::Length);
             }
         }
+        time.rows += clock.elapsed().as_secs_f64();
         if rows.iter().all(|r| r.finish.is_some()) {
             break;
         }
+        let clock = Instant::now();
         let step = Tensor::from_slice(&next).f_view([b, 1])?.f_to_device(device)?;
         mask = Tensor::f_cat(&[&mask, &Tensor::f_ones([b, 1], (Kind::Int64, device))?], 1)?;
-        logits =
-            tch::no_grad(|| model.forward(&step, Some(&mask), Some(&mut cache), false))?.f_squeeze_dim(1)?;
+        time.inputs += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let hidden = tch::no_grad(|| model.forward_hidden(&step, Some(&mask), Some(&mut cache), false))?;
+        time.blocks += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        logits = tch::no_grad(|| model.lm_head(&hidden))?.f_squeeze_dim(1)?;
+        time.lm_head += clock.elapsed().as_secs_f64();
     }
-    Ok(finish_rows(rows, on_text))
+    Ok((finish_rows(rows, on_text), time))
 }
 
 fn finish_rows(rows: Vec<Row>, on_text: &mut dyn FnMut(usize, &str)) -> Vec<Generation> {

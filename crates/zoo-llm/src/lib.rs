@@ -7,10 +7,12 @@
 //! - [`attention`]: the KV cache, masks for left padding and sliding windows, fused attention.
 //! - [`tokenizer`]: `tokenizer.json`, char-level and byte tokenizers, BPE training, streaming decode.
 //! - [`sampling`] and [`generate`]: logits processors and the KV-cached generation loop.
+//! - [`chat`]: chat templates from `tokenizer_config.json`, rendered as transformers does.
 //! - [`arch`]: the architecture of a model as a diagram with shapes and parameter counts.
 //! - [`demo`]: a tiny char-level GPT trained in seconds, for `zoo demo`.
 pub mod arch;
 pub mod attention;
+pub mod chat;
 pub mod config;
 pub mod demo;
 pub mod error;

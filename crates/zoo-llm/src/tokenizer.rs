@@ -153,6 +153,19 @@ impl Tokenizer {
         }
     }
 
+    /// Token ids of `text` without the special tokens the tokenizer would add: for text that
+    /// already holds them, such as a rendered chat template (transformers'
+    /// `apply_chat_template` encodes with `add_special_tokens=False` for the same reason).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        match self {
+            Tokenizer::Hf(t) => {
+                let enc = t.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+            }
+            _ => self.encode(text),
+        }
+    }
+
     /// Text of `ids`, special tokens left out. Incomplete UTF-8 sequences become U+FFFD.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let bad = |i: i64| Error::Tokenizer(format!("token id {i} is outside the vocabulary"));

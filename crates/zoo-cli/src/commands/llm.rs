@@ -1,11 +1,12 @@
 //! `zoo llm`: run and study decoder-only language models (GPT-2, Llama, Mistral, Qwen2).
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
-use zoo_llm::generate::{fit_prompts, generate, Finish, GenerateConfig};
+use zoo_llm::chat::{ChatTemplate, Message};
+use zoo_llm::generate::{fit_prompts, generate, generate_timed, Finish, GenerateConfig, Timings};
 use zoo_llm::sampling::{Sampler, SamplingConfig};
 use zoo_llm::{arch, LoadedModel, Tokenizer, Weights};
 
@@ -21,6 +22,9 @@ pub struct Args {
 enum Command {
     /// Continues a prompt, streaming the text as it is made; tokens/s go to stderr.
     Generate(GenerateArgs),
+    /// Chats with a chat model: one user turn per line of stdin (typed or piped), replies
+    /// streamed to stdout; /reset forgets the conversation, /exit (or end of input) ends it.
+    Chat(ChatArgs),
     /// Prints the tokens of a text and their count.
     Tokens(TokensArgs),
     /// Draws the architecture: each part with its tensor shapes and parameter count.
@@ -43,7 +47,20 @@ struct GenerateArgs {
     /// Read the prompt from this UTF-8 text file.
     #[arg(long)]
     prompt_file: Option<PathBuf>,
-    /// Most tokens to generate per sample.
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Samples to generate, as one batch.
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// When prompt + new tokens exceed the context, keep the prompt's last tokens instead of failing.
+    #[arg(long)]
+    truncate: bool,
+}
+
+/// The sampling flags of `generate` and `chat`.
+#[derive(ClapArgs, Debug)]
+struct SamplingArgs {
+    /// Most tokens to generate per sample (per reply in chat).
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// Softmax temperature; 0 picks the most likely token (greedy).
@@ -73,12 +90,39 @@ struct GenerateArgs {
     /// Stop a sample when this text appears (repeatable); the text before it is kept.
     #[arg(long)]
     stop: Vec<String>,
-    /// Samples to generate, as one batch.
-    #[arg(long, default_value_t = 1)]
-    num_samples: usize,
-    /// When prompt + new tokens exceed the context, keep the prompt's last tokens instead of failing.
+}
+
+impl SamplingArgs {
+    fn config(&self, eos_token_ids: Vec<i64>, truncate: bool) -> GenerateConfig {
+        GenerateConfig {
+            max_new_tokens: self.max_new_tokens,
+            sampling: SamplingConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                repeat_last_n: self.repeat_last_n,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+            },
+            stop: self.stop.clone(),
+            eos_token_ids,
+            truncate,
+        }
+    }
+}
+
+#[derive(ClapArgs, Debug)]
+struct ChatArgs {
+    /// A model folder whose tokenizer_config.json (or chat_template.jinja) has a chat template.
     #[arg(long)]
-    truncate: bool,
+    model: String,
+    /// A system message to start the conversation with (kept by /reset).
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -141,6 +185,7 @@ struct TrainTokenizerArgs {
 pub fn run(g: &Global, a: Args) -> Result<()> {
     match a.command {
         Command::Generate(a) => run_generate(g, a),
+        Command::Chat(a) => run_chat(g, a),
         Command::Tokens(a) => run_tokens(a),
         Command::Arch(a) => run_arch(g, a),
         Command::Score(a) => run_score(g, a),
@@ -198,27 +243,14 @@ fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
     if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
         bail!("the prompt has token id {bad}, outside the model's vocabulary of {vocab}");
     }
-    let cfg = GenerateConfig {
-        max_new_tokens: a.max_new_tokens,
-        sampling: SamplingConfig {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repetition_penalty: a.repetition_penalty,
-            repeat_last_n: a.repeat_last_n,
-            frequency_penalty: a.frequency_penalty,
-            presence_penalty: a.presence_penalty,
-        },
-        stop: a.stop.clone(),
-        eos_token_ids: m.config.eos_token_ids().into_iter().filter(|&i| i < vocab).collect(),
-        truncate: a.truncate,
-    };
+    let cfg =
+        a.sampling.config(m.config.eos_token_ids().into_iter().filter(|&i| i < vocab).collect(), a.truncate);
     let prompts = vec![ids.clone(); a.num_samples];
     // Settings and lengths are checked before anything is printed.
     Sampler::new(&cfg.sampling, None)?;
     fit_prompts(&prompts, cfg.max_new_tokens, m.config.context_len(), cfg.truncate)?;
     g.note(format!("{} ({}), {}", m.config.model_type(), arch::commas(m.num_params()), describe_weights(&m)));
+    set_decode_threads(g)?;
     // Sampling draws start from the seed (see zoo_llm::sampling for the order of draws).
     zoo_core::seed::seed_all(g.seed);
     let stream = a.num_samples == 1;
@@ -229,13 +261,14 @@ fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let mut io_err = None;
-    let results = generate(&m.model, Some(tok), &prompts, m.config.context_len(), &cfg, &mut |_, text| {
-        if stream {
-            if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
-                io_err.get_or_insert(e);
+    let (results, timings) =
+        generate_timed(&m.model, Some(tok), &prompts, m.config.context_len(), &cfg, &mut |_, text| {
+            if stream {
+                if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                    io_err.get_or_insert(e);
+                }
             }
-        }
-    })?;
+        })?;
     let secs = t0.elapsed().as_secs_f64();
     if let Some(e) = io_err {
         return Err(e).context("writing to stdout");
@@ -271,6 +304,208 @@ fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
         ids.len(),
         why.join(", ")
     ));
+    if g.verbose {
+        g.note(describe_timings(&timings, secs));
+    }
+    Ok(())
+}
+
+/// `-v`: where the time of a generation went (on the CPU, where libtorch's ops are synchronous).
+fn describe_timings(t: &Timings, total: f64) -> String {
+    let pct = |x: f64| 100.0 * x / total.max(1e-9);
+    format!(
+        "time: prefill {:.3} s ({:.1}%), blocks {:.3} s ({:.1}%), LM head {:.3} s ({:.1}%), sampling {:.3} s \
+         ({:.2}%), rows/decoding {:.3} s ({:.2}%), step inputs {:.3} s ({:.2}%)",
+        t.prefill,
+        pct(t.prefill),
+        t.blocks,
+        pct(t.blocks),
+        t.lm_head,
+        pct(t.lm_head),
+        t.sample,
+        pct(t.sample),
+        t.rows,
+        pct(t.rows),
+        t.inputs,
+        pct(t.inputs)
+    )
+}
+
+/// Threads for token-by-token decoding when the user left `--threads` at 0 (auto): the cores
+/// not busy with other work (cores minus the 1-minute load average, rounded; at least 1).
+/// A decoding step is a chain of small matrix-vector products, one OpenMP parallel region
+/// each, and libtorch's libgomp spins at every barrier: on cores that other processes keep
+/// busy, a descheduled thread stalls every region. Measured on a shared 2-core machine
+/// (docs/benchmarks.md): 2 threads gave 14.4 tokens/s where 1 thread gave 41.9.
+fn decode_threads(g: &Global) -> Option<usize> {
+    if g.threads != 0 {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0);
+    let idle = (cores as f64 - load).round();
+    Some(if idle >= cores as f64 {
+        cores
+    } else if idle >= 1.0 {
+        idle as usize
+    } else {
+        1
+    })
+}
+
+fn set_decode_threads(g: &Global) -> Result<()> {
+    if let Some(n) = decode_threads(g) {
+        zoo_core::device::set_threads(n)?;
+        if g.verbose {
+            g.note(format!(
+                "--threads 0 (auto): {n} thread(s) for decoding, from the cores and load average"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What one chat turn does, given its line of input.
+enum Turn<'a> {
+    Skip,
+    Exit,
+    Reset,
+    User(&'a str),
+}
+
+fn parse_turn(line: &str) -> Turn<'_> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    match line.trim() {
+        "" => Turn::Skip,
+        "/exit" | "/quit" => Turn::Exit,
+        "/reset" => Turn::Reset,
+        _ => Turn::User(line),
+    }
+}
+
+fn run_chat(g: &Global, a: ChatArgs) -> Result<()> {
+    let dir = Path::new(&a.model);
+    if !dir.is_dir() {
+        bail!(
+            "'{}' is not a model folder: chat needs a chat model's folder (config.json, model.safetensors, \
+             tokenizer.json, and a chat template in tokenizer_config.json)",
+            a.model
+        );
+    }
+    // The template first: a base model is refused before its weights are read.
+    let template = ChatTemplate::from_dir(dir)?;
+    let m = open(g, &a.model)?;
+    let tok = m.tokenizer()?;
+    let vocab = m.config.vocab_size();
+    // A chat model's turn ends at the template's eos_token (e.g. <|im_end|>, <|eot_id|>), which
+    // config.json's eos_token_id does not always name.
+    let mut eos = m.config.eos_token_ids();
+    if let Some(id) = template.special_token("eos_token").and_then(|t| tok.token_id(t)) {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    eos.retain(|&i| (0..vocab).contains(&i));
+    let cfg = a.sampling.config(eos, false);
+    Sampler::new(&cfg.sampling, None)?;
+    let context = usize::try_from(m.config.context_len()).unwrap_or(0);
+    if cfg.max_new_tokens >= context {
+        bail!("--max-new-tokens {} leaves no room for the conversation in the model's context of {context} tokens", cfg.max_new_tokens);
+    }
+    let start: Vec<Message> = a.system.iter().map(|s| Message::new("system", s)).collect();
+    let interactive = std::io::stdin().is_terminal();
+    g.note(format!("{} ({}), {}", m.config.model_type(), arch::commas(m.num_params()), describe_weights(&m)));
+    if interactive {
+        g.note("one message per line; /reset forgets the conversation, /exit (or Ctrl-D) ends it");
+    }
+    set_decode_threads(g)?;
+    zoo_core::seed::seed_all(g.seed);
+    let mut history = start.clone();
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush()?;
+        }
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                bail!("standard input is not UTF-8 text")
+            }
+            Err(e) => return Err(e).context("reading standard input"),
+        }
+        let text = match parse_turn(&line) {
+            Turn::Skip => continue,
+            Turn::Exit => break,
+            Turn::Reset => {
+                history.clone_from(&start);
+                g.note("conversation reset");
+                continue;
+            }
+            Turn::User(text) => text,
+        };
+        history.push(Message::new("user", text));
+        // The oldest exchanges go first when the conversation outgrows the context.
+        let mut dropped = 0;
+        let ids = loop {
+            let ids = tok.encode_plain(&template.render(&history, true)?)?;
+            if ids.len() + cfg.max_new_tokens <= context {
+                break Some(ids);
+            }
+            if history.len() - start.len() <= 1 {
+                break None;
+            }
+            let n = 2.min(history.len() - start.len() - 1);
+            history.drain(start.len()..start.len() + n);
+            dropped += n;
+        };
+        let Some(ids) = ids else {
+            history.pop();
+            let msg = format!(
+                "this message with the chat template + --max-new-tokens {} exceeds the model's context of \
+                 {context} tokens: write a shorter one or lower --max-new-tokens",
+                cfg.max_new_tokens
+            );
+            if interactive {
+                eprintln!("error: {msg}");
+                continue;
+            }
+            bail!(msg);
+        };
+        if dropped > 0 {
+            g.note(format!("the conversation outgrew the context: forgot its {dropped} oldest messages"));
+        }
+        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+            bail!("the conversation has token id {bad}, outside the model's vocabulary of {vocab}");
+        }
+        let t0 = Instant::now();
+        let mut io_err = None;
+        let results = generate(&m.model, Some(tok), &[ids], m.config.context_len(), &cfg, &mut |_, text| {
+            if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                io_err.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = io_err {
+            return Err(e).context("writing to stdout");
+        }
+        writeln!(out)?;
+        out.flush()?;
+        let reply = results.into_iter().next().context("generation returned no reply")?;
+        let secs = t0.elapsed().as_secs_f64();
+        g.note(format!(
+            "{} tokens, {:.1} tokens/s",
+            reply.tokens.len(),
+            reply.tokens.len() as f64 / secs.max(1e-9)
+        ));
+        history.push(Message::new("assistant", &reply.text));
+    }
     Ok(())
 }
 
