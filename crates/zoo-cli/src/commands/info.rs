@@ -16,25 +16,26 @@ pub struct Args {
 /// when its commands work.
 pub const FAMILIES: &[(&str, &str)] = &[
     (
+        "llm",
+        "zoo llm: GPT-2, Llama, Mistral, Qwen2 from HF checkpoints; generate (KV cache, samplers), chat, tokens, arch, score, tokenizer train",
+    ),
+    (
         "diffusion",
         "zoo diffusion: diffusers' UNet2DModel, DDPM/DDIM/Euler/Euler-a/DPM++ schedulers; sample (guidance), arch, train",
-    ),
-    (
-        "flow",
-        "zoo flow: WaveGlow vocoder (NVIDIA's layout; train on WAVs, vocode with sigma and denoiser, mel), RealNVP/Glow 2-D densities",
-    ),
-    (
-        "gan",
-        "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
     ),
     (
         "vae",
         "zoo vae: MLP, conv and beta-VAEs, diffusers' AutoencoderKL; train, eval, sample, reconstruct, interpolate, encode, decode",
     ),
     (
-    "llm",
-    "zoo llm: GPT-2, Llama, Mistral, Qwen2 from HF checkpoints; generate (KV cache, samplers), tokens, arch, score, tokenizer train",
-)];
+        "gan",
+        "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
+    ),
+    (
+        "flow",
+        "zoo flow: WaveGlow vocoder (NVIDIA's layout; train on WAVs, vocode with sigma and denoiser, mel), RealNVP/Glow 2-D densities",
+    ),
+];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
     let libtorch = device::libtorch_version();
