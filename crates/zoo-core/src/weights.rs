@@ -294,25 +294,27 @@ pub struct LoadStats {
 /// filled and every checkpoint key must be used or skipped by `remap`, with matching shapes.
 /// Values are converted to each variable's dtype and device. Nothing is copied unless all fit.
 pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> Result<LoadStats> {
-    let files = weight_files(path)?;
+    let paths = weight_files(path)?;
     let vars = vs.variables();
-    let mut pending: Vec<(Tensor, Tensor)> = Vec::new();
+    // 1. Check names and shapes from the headers alone, before reading any tensor data.
+    let files = paths.iter().map(|p| SafetensorsFile::open(p)).collect::<Result<Vec<_>>>()?;
+    let mut targets: HashMap<(usize, String), Tensor> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
     let (mut unexpected, mut mismatched, mut skipped) = (Vec::new(), Vec::new(), 0);
-    for file in &files {
-        let f = SafetensorsFile::open(file)?;
-        for (key, src) in f.tensors()? {
-            let name = match remap(&key) {
+    for (i, f) in files.iter().enumerate() {
+        for info in f.infos()? {
+            let name = match remap(&info.name) {
                 Remap::Skip => {
                     skipped += 1;
                     continue;
                 }
                 Remap::To(n) => n,
             };
+            let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
             match vars.get(&name) {
-                None => unexpected.push(key),
-                Some(var) if var.size() != src.size() => {
-                    mismatched.push(format!("{name}: model {:?}, file {:?}", var.size(), src.size()));
+                None => unexpected.push(info.name),
+                Some(var) if var.size() != shape => {
+                    mismatched.push(format!("{name}: model {:?}, file {shape:?}", var.size()));
                     seen.insert(name);
                 }
                 Some(var) => {
@@ -322,7 +324,7 @@ pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> R
                             path.display()
                         )));
                     }
-                    pending.push((var.shallow_clone(), src));
+                    targets.insert((i, info.name), var.shallow_clone());
                 }
             }
         }
@@ -346,10 +348,17 @@ pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> R
             parts.join("; ")
         )));
     }
-    let loaded = pending.len();
+    // 2. Copy tensor by tensor out of the mapped files, so at most one tensor is held twice.
+    let loaded = targets.len();
     tch::no_grad(|| -> Result<()> {
-        for (mut var, src) in pending {
-            var.f_copy_(&src)?;
+        for (i, f) in files.iter().enumerate() {
+            let st = f.parse()?;
+            for (key, view) in st.iter() {
+                if let Some(var) = targets.get(&(i, key.to_string())) {
+                    let src = to_tensor(f.path(), key, &view)?;
+                    var.shallow_clone().f_copy_(&src)?;
+                }
+            }
         }
         Ok(())
     })?;
