@@ -162,9 +162,9 @@ UNETS = {
                   up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
                   attention_head_dim=4, num_class_embeds=11, mid_block_scale_factor=1.4142135623730951,
                   norm_eps=1e-6),
-    "google": dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32),
+    "google": dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16, 16),
                    layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                   up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                   up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
                    attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
                    act_fn="silu", mid_block_scale_factor=1, center_input_sample=False),
 }
