@@ -5,8 +5,9 @@
 use tch::Tensor;
 
 use super::{
-    check_steps, index_for_timestep, interp_index, karras_sigmas, sigma_to_t, spaced_timesteps, FinalSigmas,
-    NoiseTable, PredictionType, Scheduler, SchedulerConfig, SchedulerOutput, TimestepSpacing,
+    cached_step_index, check_steps, index_for_timestep, interp_index, karras_sigmas, scale_by_sigma,
+    sigma_to_t, spaced_timesteps, FinalSigmas, NoiseTable, PredictionType, Scheduler, SchedulerConfig,
+    SchedulerOutput, TimestepSpacing,
 };
 use crate::{Error, Result};
 
@@ -69,14 +70,7 @@ impl Euler {
     }
 
     fn index(&mut self, timestep: f64) -> Result<usize> {
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => {
-                let i = index_for_timestep(&self.timesteps, timestep)?;
-                self.step_index = Some(i);
-                Ok(i)
-            }
-        }
+        cached_step_index(&mut self.step_index, &self.timesteps, timestep)
     }
 }
 
@@ -124,8 +118,7 @@ impl Scheduler for Euler {
 
     fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
         let i = self.index(timestep)?;
-        let sigma = self.sigmas[i];
-        Ok(sample.f_div_scalar((sigma * sigma + 1.0).powf(0.5) as f64)?)
+        scale_by_sigma(sample, self.sigmas[i])
     }
 
     fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<SchedulerOutput> {

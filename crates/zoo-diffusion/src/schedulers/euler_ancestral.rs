@@ -5,8 +5,8 @@ use tch::Tensor;
 
 use super::euler::{float_timesteps, init_sigma, sigma_add_noise, train_sigmas};
 use super::{
-    check_steps, index_for_timestep, interp_index, NoiseTable, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerOutput,
+    cached_step_index, check_steps, interp_index, scale_by_sigma, NoiseTable, PredictionType, Scheduler,
+    SchedulerConfig, SchedulerOutput,
 };
 use crate::{Error, Result};
 
@@ -44,14 +44,7 @@ impl EulerAncestral {
     }
 
     fn index(&mut self, timestep: f64) -> Result<usize> {
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => {
-                let i = index_for_timestep(&self.timesteps, timestep)?;
-                self.step_index = Some(i);
-                Ok(i)
-            }
-        }
+        cached_step_index(&mut self.step_index, &self.timesteps, timestep)
     }
 }
 
@@ -85,8 +78,7 @@ impl Scheduler for EulerAncestral {
 
     fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
         let i = self.index(timestep)?;
-        let sigma = self.sigmas[i];
-        Ok(sample.f_div_scalar((sigma * sigma + 1.0).powf(0.5) as f64)?)
+        scale_by_sigma(sample, self.sigmas[i])
     }
 
     fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor) -> Result<SchedulerOutput> {

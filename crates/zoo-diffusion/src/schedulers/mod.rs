@@ -591,6 +591,28 @@ pub(crate) fn index_for_timestep(schedule: &[f64], timestep: f64) -> Result<usiz
     }
 }
 
+/// The step index of a sigma scheduler (Euler, Euler ancestral): found from `timestep` on the
+/// first call after `set_timesteps` (diffusers' `_init_step_index`), then the remembered one.
+pub(crate) fn cached_step_index(
+    cached: &mut Option<usize>,
+    schedule: &[f64],
+    timestep: f64,
+) -> Result<usize> {
+    match *cached {
+        Some(i) => Ok(i),
+        None => {
+            let i = index_for_timestep(schedule, timestep)?;
+            *cached = Some(i);
+            Ok(i)
+        }
+    }
+}
+
+/// The model input of a sigma scheduler: sample / sqrt(sigma^2 + 1).
+pub(crate) fn scale_by_sigma(sample: &Tensor, sigma: f32) -> Result<Tensor> {
+    Ok(sample.f_div_scalar((sigma * sigma + 1.0).powf(0.5) as f64)?)
+}
+
 pub(crate) fn check_steps(n: usize, t_train: usize) -> Result<()> {
     if n == 0 || n > t_train {
         return Err(Error::Config(format!(
