@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/make_diffusion_fixtures.py [part ...]
 
+(diffusers' LMSDiscreteScheduler needs scipy in the .venv for the schedulers part.)
+
 Writes tests/fixtures/diffusion/:
 - schedulers.json: every scheduler x beta schedule x prediction type (plus spacing, clipping,
   thresholding, eta and solver variants) run for a few steps on a fixed fake model,
@@ -26,7 +28,11 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
     UNet2DModel,
+    UniPCMultistepScheduler,
 )
 from safetensors.torch import save_file
 
@@ -50,13 +56,23 @@ CLASSES = {
     "euler-ancestral": EulerAncestralDiscreteScheduler,
     "dpm++2m": DPMSolverMultistepScheduler,
     "dpm++2m-karras": DPMSolverMultistepScheduler,
+    "pndm": PNDMScheduler,
+    "heun": HeunDiscreteScheduler,
+    "lms": LMSDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,
 }
+# Prediction types diffusers does not implement for a scheduler.
+UNSUPPORTED = {("euler-ancestral", "sample"), ("pndm", "sample")}
 # diffusers implements sigmoid betas only in DDPMScheduler; for the others the reference runs
 # with those betas passed as trained_betas, and zoo with beta_schedule "sigmoid".
 SIGMOID_NATIVE = {"ddpm"}
 
 
 def run_case(name, cfg, steps=STEPS, eta=0.0):
+    if name == "heun":
+        # HeunDiscreteScheduler's own defaults are 0.00085 / 0.012; zoo's config defaults are
+        # DDPM's for every scheduler, so the case states the betas.
+        cfg = {"beta_start": 0.0001, "beta_end": 0.02, **cfg}
     py_cfg = dict(cfg)
     if cfg.get("beta_schedule") == "sigmoid" and name not in SIGMOID_NATIVE:
         ref = DDPMScheduler(**{k: v for k, v in cfg.items() if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
@@ -111,8 +127,8 @@ def schedulers():
     for name in CLASSES:
         for b in betas.values():
             for pred in ["epsilon", "v_prediction", "sample"]:
-                if name == "euler-ancestral" and pred == "sample":
-                    continue  # diffusers: NotImplementedError
+                if (name, pred) in UNSUPPORTED:
+                    continue  # diffusers: NotImplementedError / ValueError
                 cfg = {"num_train_timesteps": 1000, "prediction_type": pred, **b}
                 try:
                     cases.append(run_case(name, cfg))
@@ -120,6 +136,10 @@ def schedulers():
                     # diffusers' own failure: Karras timesteps of the cosine schedule are not
                     # rounded but truncated, repeat, and index_for_timestep then skips ahead.
                     print(f"skipped {name} {cfg}: diffusers raised IndexError: {e}")
+    # PNDM as Stable Diffusion runs it: PLMS only
+    for b in betas.values():
+        for pred in ["epsilon", "v_prediction"]:
+            cases.append(run_case("pndm", {"num_train_timesteps": 1000, "prediction_type": pred, "skip_prk_steps": True, **b}))
     # spacings, clipping, thresholding and solver options
     for name in CLASSES:
         for sp in ["leading", "linspace", "trailing"]:
@@ -143,6 +163,32 @@ def schedulers():
     cases.append(run_case("dpm++2m", {"lower_order_final": False}))
     cases.append(run_case("dpm++2m", {"thresholding": True, "prediction_type": "sample"}))
     cases.append(run_case("dpm++2m-karras", {}, steps=25))
+    for sp in ["leading", "linspace", "trailing"]:
+        cases.append(run_case("pndm", {"skip_prk_steps": True, "timestep_spacing": sp, "steps_offset": 1 if sp == "leading" else 0}, steps=7))
+    cases.append(run_case("pndm", {"set_alpha_to_one": True, "skip_prk_steps": True}))
+    cases.append(run_case("pndm", {"set_alpha_to_one": True}, steps=4))
+    cases.append(run_case("pndm", {"skip_prk_steps": True}, steps=2))
+    cases.append(run_case("heun", {"use_karras_sigmas": True}))
+    cases.append(run_case("heun", {"clip_sample": True, "prediction_type": "sample"}))
+    cases.append(run_case("heun", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, steps=1))
+    cases.append(run_case("lms", {"use_karras_sigmas": True}))
+    cases.append(run_case("lms", {}, steps=25))
+    # diffusers' UniPC ends in inf or NaN on a last step to sigma 0 with bh1, with the noise form
+    # (predict_x0 false) or with a second-order last step: those cases end at sigma_min.
+    cases.append(run_case("unipc", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"solver_order": 1}))
+    cases.append(run_case("unipc", {"solver_order": 3}))
+    cases.append(run_case("unipc", {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"predict_x0": False, "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"predict_x0": False, "prediction_type": "v_prediction", "solver_type": "bh1", "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"predict_x0": False, "prediction_type": "sample", "final_sigmas_type": "sigma_min"}))
+    cases.append(run_case("unipc", {"disable_corrector": [0, 3]}))
+    cases.append(run_case("unipc", {"thresholding": True, "prediction_type": "sample"}))
+    cases.append(run_case("unipc", {"use_karras_sigmas": True}, steps=20))
+    cases.append(run_case("unipc", {"solver_type": "midpoint"}))
+    cases.append(run_case("unipc", {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}))
     with open(os.path.join(OUT, "schedulers.json"), "w") as f:
         json.dump({"shape": list(SHAPE), "noise_seed": NOISE_SEED, "cases": cases}, f)
     print(f"schedulers.json: {len(cases)} cases")

@@ -77,7 +77,8 @@ struct SampleArgs {
     /// come from the model's scheduler_config.json.
     #[arg(long, default_value = "ddim")]
     scheduler: String,
-    /// Denoising steps (at most the model's training timesteps; DDPM wants all of them).
+    /// Denoising steps (at most the model's training timesteps; DDPM wants all of them). Heun
+    /// calls the UNet 2n - 1 times, PNDM n + 9 (n + 1 with skip_prk_steps), the others n.
     #[arg(long, default_value_t = 50)]
     steps: usize,
     /// Classifier-free guidance scale for class-conditional models trained with a null class
@@ -228,10 +229,11 @@ fn sample(g: &Global, a: SampleArgs) -> Result<()> {
     }
     let images = Tensor::f_cat(&images, 0)?;
     g.note(format!(
-        "{} images of {:?} with {} ({} steps) in {:.1} s",
+        "{} images of {:?} with {} ({} steps, {} UNet calls per batch) in {:.1} s",
         a.num_samples,
         &images.size()[1..],
         sched.name(),
+        a.steps,
         sched.timesteps().len(),
         t0.elapsed().as_secs_f64()
     ));

@@ -22,7 +22,8 @@ impl Ddim {
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         cfg.validate()?;
         let table = NoiseTable::new(cfg)?;
-        let final_alpha_cumprod = if cfg.set_alpha_to_one { 1.0 } else { table.alphas_cumprod[0] };
+        let final_alpha_cumprod =
+            if cfg.set_alpha_to_one.unwrap_or(true) { 1.0 } else { table.alphas_cumprod[0] };
         let timesteps = (0..cfg.num_train_timesteps).rev().map(|t| t as f64).collect();
         Ok(Ddim {
             cfg: cfg.clone(),

@@ -5,7 +5,7 @@
 use tch::Tensor;
 
 use super::{
-    check_steps, index_for_timestep, interp_index, karras_sigmas, np_arange_desc, np_linspace, sigma_to_t,
+    check_steps, index_for_timestep, interp_index, karras_sigmas, multistep_timesteps, sigma_to_t,
     threshold_sample, BetaSchedule, FinalSigmas, NoiseTable, PredictionType, Scheduler, SchedulerConfig,
     SchedulerOutput, SolverType, TimestepSpacing,
 };
@@ -24,7 +24,7 @@ pub struct DpmSolverMultistep {
 }
 
 /// (alpha_t, sigma_t) of the VP process at sigma = sigma_t / alpha_t.
-fn alpha_sigma(sigma: f32) -> (f32, f32) {
+pub(crate) fn alpha_sigma(sigma: f32) -> (f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).powf(0.5);
     (alpha, sigma * alpha)
 }
@@ -32,6 +32,12 @@ fn alpha_sigma(sigma: f32) -> (f32, f32) {
 impl DpmSolverMultistep {
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         cfg.validate()?;
+        if cfg.solver_order > 2 {
+            return Err(Error::Config(format!(
+                "scheduler config key 'solver_order': {} is not supported by DPM-Solver++ (1 or 2)",
+                cfg.solver_order
+            )));
+        }
         let (table, train_sigmas) = super::euler::train_sigmas(cfg)?;
         let timesteps: Vec<f64> = (0..cfg.num_train_timesteps).rev().map(|t| t as f64).collect();
         let order = cfg.solver_order;
@@ -101,9 +107,10 @@ impl DpmSolverMultistep {
         let x = sample
             .f_mul_scalar((sigma_t / sigma_s0) as f64)?
             .f_sub(&m0.f_mul_scalar((alpha_t * em1) as f64)?)?;
+        // diffusers reads UniPC's rule names (bh1, bh2, logrho) as midpoint.
         Ok(match self.cfg.solver_type {
-            SolverType::Midpoint => x.f_sub(&d1.f_mul_scalar((0.5 * (alpha_t * em1)) as f64)?)?,
             SolverType::Heun => x.f_add(&d1.f_mul_scalar((alpha_t * (em1 / h + 1.0)) as f64)?)?,
+            _ => x.f_sub(&d1.f_mul_scalar((0.5 * (alpha_t * em1)) as f64)?)?,
         })
     }
 }
@@ -137,25 +144,8 @@ impl Scheduler for DpmSolverMultistep {
                 t_train - lambdas.iter().filter(|&&l| (l as f64) < clip).count()
             }
         };
-        let mut timesteps: Vec<f64> = match self.cfg.spacing(TimestepSpacing::Linspace) {
-            TimestepSpacing::Linspace => {
-                let mut v: Vec<f64> = np_linspace(0.0, last as f64 - 1.0, n + 1)
-                    .into_iter()
-                    .map(f64::round_ties_even)
-                    .rev()
-                    .collect();
-                v.pop();
-                v
-            }
-            TimestepSpacing::Leading => {
-                let ratio = last / (n + 1);
-                (1..=n).rev().map(|i| (i * ratio + self.cfg.steps_offset) as f64).collect()
-            }
-            TimestepSpacing::Trailing => np_arange_desc(last as f64, t_train as f64 / n as f64)
-                .into_iter()
-                .map(|v| v.round_ties_even() - 1.0)
-                .collect(),
-        };
+        let spacing = self.cfg.spacing(TimestepSpacing::Linspace);
+        let mut timesteps = multistep_timesteps(spacing, last, t_train, n, self.cfg.steps_offset);
         let mut sigmas: Vec<f64>;
         if self.cfg.use_karras_sigmas {
             let log_sigmas: Vec<f32> = self.train_sigmas.iter().map(|s| s.ln()).collect();
@@ -242,31 +232,42 @@ impl Scheduler for DpmSolverMultistep {
         Ok(SchedulerOutput { prev_sample: prev, pred_original_sample: Some(x0) })
     }
 
-    /// alpha_t x0 + sigma_t noise at the sigma of each (inference) timestep.
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        let ts = Vec::<f64>::try_from(timesteps.f_to_kind(tch::Kind::Double)?.f_view([-1])?)?;
-        let size = original.size();
-        if size.first() != Some(&(ts.len() as i64)) {
-            return Err(Error::Input(format!("{} timesteps for a batch of shape {size:?}", ts.len())));
-        }
-        let mut a = Vec::new();
-        let mut s = Vec::new();
-        for t in ts {
-            let (at, st) = alpha_sigma(self.sigmas[index_for_timestep(&self.timesteps, t)?]);
-            a.push(at);
-            s.push(st);
-        }
-        let mut shape = vec![a.len() as i64];
-        shape.extend(std::iter::repeat_n(1, size.len() - 1));
-        let dev = original.device();
-        let a = Tensor::from_slice(&a).to_device(dev).to_kind(original.kind()).f_view(shape.as_slice())?;
-        let s = Tensor::from_slice(&s).to_device(dev).to_kind(original.kind()).f_view(shape.as_slice())?;
-        Ok(original.f_mul(&a)?.f_add(&noise.f_mul(&s)?)?)
+        vp_add_noise(&self.timesteps, &self.sigmas, original, noise, timesteps)
     }
 
     fn is_stochastic(&self) -> bool {
         false
     }
+}
+
+/// alpha_t x0 + sigma_t noise at the sigma of each (inference) timestep, for the multistep
+/// solvers that work on alpha_t, sigma_t. Shapes: (B, ...), timesteps (B).
+pub(crate) fn vp_add_noise(
+    schedule: &[f64],
+    sigmas: &[f32],
+    original: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+) -> Result<Tensor> {
+    let ts = Vec::<f64>::try_from(timesteps.f_to_kind(tch::Kind::Double)?.f_view([-1])?)?;
+    let size = original.size();
+    if size.first() != Some(&(ts.len() as i64)) {
+        return Err(Error::Input(format!("{} timesteps for a batch of shape {size:?}", ts.len())));
+    }
+    let mut a = Vec::new();
+    let mut s = Vec::new();
+    for t in ts {
+        let (at, st) = alpha_sigma(sigmas[index_for_timestep(schedule, t)?]);
+        a.push(at);
+        s.push(st);
+    }
+    let mut shape = vec![a.len() as i64];
+    shape.extend(std::iter::repeat_n(1, size.len() - 1));
+    let dev = original.device();
+    let a = Tensor::from_slice(&a).to_device(dev).to_kind(original.kind()).f_view(shape.as_slice())?;
+    let s = Tensor::from_slice(&s).to_device(dev).to_kind(original.kind()).f_view(shape.as_slice())?;
+    Ok(original.f_mul(&a)?.f_add(&noise.f_mul(&s)?)?)
 }
 
 #[cfg(test)]

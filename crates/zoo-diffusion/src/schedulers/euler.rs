@@ -21,7 +21,7 @@ pub(crate) fn train_sigmas(cfg: &SchedulerConfig) -> Result<(NoiseTable, Vec<f32
             *last = 2f32.powi(-24);
         }
     }
-    let sigmas = table.sigmas();
+    let sigmas = table.sigmas()?;
     Ok((table, sigmas))
 }
 

@@ -13,7 +13,7 @@
 //! `torch.manual_seed`.
 //!
 //! Config keys: the field names of diffusers' scheduler configs. Keys zoo does not use
-//! (`_class_name`, `_diffusers_version`, `skip_prk_steps`, ...) are ignored; [`SchedulerConfig::from_json`]
+//! (`_class_name`, `_diffusers_version`, `use_exponential_sigmas`, ...) are ignored; [`SchedulerConfig::from_json`]
 //! returns their names so that the CLI can list them with `-v`. A key with a wrong value is an
 //! error that names the key.
 use serde::{Deserialize, Serialize};
@@ -27,12 +27,20 @@ pub mod ddpm;
 pub mod dpm_solver;
 pub mod euler;
 pub mod euler_ancestral;
+pub mod heun;
+pub mod lms;
+pub mod pndm;
+pub mod unipc;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverMultistep;
 pub use euler::Euler;
 pub use euler_ancestral::EulerAncestral;
+pub use heun::Heun;
+pub use lms::Lms;
+pub use pndm::Pndm;
+pub use unipc::UniPcMultistep;
 
 /// How the betas of the forward process are laid out over the training timesteps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,12 +95,17 @@ pub enum AlgorithmType {
     DpmSolverPlusPlus,
 }
 
-/// DPM-Solver's second-order update rule.
+/// The second-order update rule. DPM-Solver uses `midpoint` or `heun` and reads the UniPC names
+/// as `midpoint`; UniPC uses `bh1` or `bh2` and reads the DPM-Solver names as `bh2` (as diffusers
+/// does in both directions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SolverType {
     Midpoint,
     Heun,
+    Logrho,
+    Bh1,
+    Bh2,
 }
 
 /// The last sigma of a sigma schedule.
@@ -104,8 +117,9 @@ pub enum FinalSigmas {
 }
 
 /// A scheduler config with diffusers' key names. Keys whose default differs between diffusers'
-/// schedulers (`timestep_spacing`, `clip_sample`, `variance_type`) are options; each algorithm
-/// fills in its own default.
+/// schedulers (`timestep_spacing`, `clip_sample`, `variance_type`, `set_alpha_to_one`) are
+/// options; each algorithm fills in its own default. (Not so the betas: HeunDiscreteScheduler
+/// defaults to 0.00085 / 0.012, zoo to DDPM's 0.0001 / 0.02 for every algorithm.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SchedulerConfig {
@@ -133,17 +147,24 @@ pub struct SchedulerConfig {
     pub rescale_betas_zero_snr: bool,
     /// DDPM's reverse variance (default `fixed_small`).
     pub variance_type: Option<VarianceType>,
-    /// DDIM: alpha_bar before the first step is 1 (else alpha_bar[0]).
-    pub set_alpha_to_one: bool,
-    /// Euler, DPM-Solver: sigmas spaced as Karras et al. 2022 (rho = 7).
+    /// DDIM, PNDM: alpha_bar before the first step is 1 (else alpha_bar[0]). Default true for
+    /// DDIM, false for PNDM.
+    pub set_alpha_to_one: Option<bool>,
+    /// PNDM: PLMS steps only (Stable Diffusion's setting), without the Runge-Kutta warm-up.
+    pub skip_prk_steps: bool,
+    /// Euler, Heun, LMS, DPM-Solver, UniPC: sigmas spaced as Karras et al. 2022 (rho = 7).
     pub use_karras_sigmas: bool,
     pub sigma_min: Option<f64>,
     pub sigma_max: Option<f64>,
-    /// DPM-Solver: 1 or 2 (2M).
+    /// DPM-Solver: 1 or 2 (2M); UniPC: 1 to 3.
     pub solver_order: usize,
     pub algorithm_type: AlgorithmType,
     pub solver_type: SolverType,
     pub lower_order_final: bool,
+    /// UniPC: solve for the data prediction x0 (UniPC's default) rather than the noise.
+    pub predict_x0: bool,
+    /// UniPC: the step indices whose corrector is skipped.
+    pub disable_corrector: Vec<usize>,
     pub euler_at_final: bool,
     pub final_sigmas_type: FinalSigmas,
     pub lambda_min_clipped: Option<f64>,
@@ -169,7 +190,8 @@ impl Default for SchedulerConfig {
             sample_max_value: 1.0,
             rescale_betas_zero_snr: false,
             variance_type: None,
-            set_alpha_to_one: true,
+            set_alpha_to_one: None,
+            skip_prk_steps: false,
             use_karras_sigmas: false,
             sigma_min: None,
             sigma_max: None,
@@ -177,6 +199,8 @@ impl Default for SchedulerConfig {
             algorithm_type: AlgorithmType::DpmSolverPlusPlus,
             solver_type: SolverType::Midpoint,
             lower_order_final: true,
+            predict_x0: true,
+            disable_corrector: Vec::new(),
             euler_at_final: false,
             final_sigmas_type: FinalSigmas::Zero,
             lambda_min_clipped: None,
@@ -258,8 +282,8 @@ impl SchedulerConfig {
         if self.sample_max_value.is_nan() || self.sample_max_value < 1.0 {
             return bad("sample_max_value", format!("{} is below 1", self.sample_max_value));
         }
-        if !(1..=2).contains(&self.solver_order) {
-            return bad("solver_order", format!("{} is not supported (1 or 2)", self.solver_order));
+        if !(1..=3).contains(&self.solver_order) {
+            return bad("solver_order", format!("{} is not supported (1 to 3)", self.solver_order));
         }
         for (k, s) in [("sigma_min", self.sigma_min), ("sigma_max", self.sigma_max)] {
             if let Some(s) = s {
@@ -326,6 +350,16 @@ pub const SCHEDULERS: &[(&str, &str)] = &[
     ("euler-ancestral", "Euler ancestral: Euler with fresh noise each step, stochastic"),
     ("dpm++2m", "DPM-Solver++ 2M (Lu et al. 2022): second-order multistep, deterministic, good in 20 steps"),
     ("dpm++2m-karras", "DPM-Solver++ 2M with Karras sigmas"),
+    (
+        "pndm",
+        "PNDM/PLMS (Liu et al. 2022): 4th-order linear multistep; Runge-Kutta warm-up unless skip_prk_steps",
+    ),
+    ("heun", "Heun (Karras et al. 2022): second-order ODE solver, two model calls per step (2n-1 in all)"),
+    ("lms", "LMS: 4th-order linear multistep on sigmas (k-diffusion's sample_lms), deterministic"),
+    (
+        "unipc",
+        "UniPC (Zhao et al. 2023): bh2 predictor-corrector multistep, deterministic, good in 10-20 steps",
+    ),
 ];
 
 /// Makes scheduler `name` (see [`SCHEDULERS`]) from `cfg`. diffusers' class names
@@ -337,6 +371,10 @@ pub fn build(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
         "EulerDiscreteScheduler" => "euler",
         "EulerAncestralDiscreteScheduler" => "euler-ancestral",
         "DPMSolverMultistepScheduler" => "dpm++2m",
+        "PNDMScheduler" => "pndm",
+        "HeunDiscreteScheduler" => "heun",
+        "LMSDiscreteScheduler" => "lms",
+        "UniPCMultistepScheduler" => "unipc",
         other => other,
     };
     Ok(match key {
@@ -350,6 +388,10 @@ pub fn build(name: &str, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
             c.use_karras_sigmas = true;
             Box::new(DpmSolverMultistep::new(&c)?)
         }
+        "pndm" => Box::new(Pndm::new(cfg)?),
+        "heun" => Box::new(Heun::new(cfg)?),
+        "lms" => Box::new(Lms::new(cfg)?),
+        "unipc" => Box::new(UniPcMultistep::new(cfg)?),
         _ => {
             let names: Vec<&str> = SCHEDULERS.iter().map(|(n, _)| *n).collect();
             return Err(Error::Config(format!(
@@ -397,9 +439,13 @@ impl NoiseTable {
         Ok(NoiseTable { betas: to_vec(&betas)?, alphas_cumprod: to_vec(&alphas_cumprod)? })
     }
 
-    /// sigma_t = sqrt((1 - alpha_bar) / alpha_bar) for every training timestep (float32).
-    pub fn sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+    /// sigma_t = sqrt((1 - alpha_bar) / alpha_bar) for every training timestep (float32),
+    /// computed by libtorch on the whole table as diffusers does: libtorch's pow(x, 0.5) is not
+    /// always the correctly rounded square root (about 1 entry in 6 differs in the last bit),
+    /// and UniPC's noise form carries such differences to ~1e-5 of the sample.
+    pub fn sigmas(&self) -> Result<Vec<f32>> {
+        let ac = Tensor::from_slice(&self.alphas_cumprod);
+        to_vec(&ac.f_neg()?.f_add_scalar(1.0)?.f_div(&ac)?.f_pow_tensor_scalar(0.5)?)
     }
 
     /// sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) noise at each sample's timestep.
@@ -498,6 +544,36 @@ pub fn spaced_timesteps(spacing: TimestepSpacing, t_train: usize, n: usize, step
             let ratio = t_train as f64 / n as f64;
             np_arange_desc(t_train as f64, ratio).into_iter().map(|v| v.round_ties_even() - 1.0).collect()
         }
+    }
+}
+
+/// The inference timesteps of the multistep solvers (DPM-Solver, UniPC): `n` of the first
+/// `last` training timesteps, noisiest first, the clean end (t = 0 for `linspace`) left out.
+pub(crate) fn multistep_timesteps(
+    spacing: TimestepSpacing,
+    last: usize,
+    t_train: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
+    match spacing {
+        TimestepSpacing::Linspace => {
+            let mut v: Vec<f64> = np_linspace(0.0, last as f64 - 1.0, n + 1)
+                .into_iter()
+                .map(f64::round_ties_even)
+                .rev()
+                .collect();
+            v.pop();
+            v
+        }
+        TimestepSpacing::Leading => {
+            let ratio = last / (n + 1);
+            (1..=n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+        }
+        TimestepSpacing::Trailing => np_arange_desc(last as f64, t_train as f64 / n as f64)
+            .into_iter()
+            .map(|v| v.round_ties_even() - 1.0)
+            .collect(),
     }
 }
 
@@ -731,11 +807,11 @@ mod tests {
         let e = SchedulerConfig::from_json(r#"{"trained_betas": [0.1, 0.2]}"#).unwrap_err().to_string();
         assert!(e.contains("'trained_betas'") && e.contains("2 values"), "{e}");
         let (c, ignored) = SchedulerConfig::from_json(
-            r#"{"_class_name": "DDIMScheduler", "_diffusers_version": "0.1", "skip_prk_steps": true,
+            r#"{"_class_name": "DDIMScheduler", "_diffusers_version": "0.1", "use_beta_sigmas": true,
                 "prediction_type": "v_prediction", "lambda_min_clipped": -Infinity}"#,
         )
         .unwrap();
-        assert_eq!(ignored, vec!["skip_prk_steps".to_string()]);
+        assert_eq!(ignored, vec!["use_beta_sigmas".to_string()]);
         assert_eq!(c.class_name.as_deref(), Some("DDIMScheduler"));
         assert_eq!(c.prediction_type, PredictionType::VPrediction);
     }
@@ -752,7 +828,7 @@ mod tests {
     #[test]
     fn sigma_to_t_inverts_the_table() {
         let t = NoiseTable::new(&SchedulerConfig::default()).unwrap();
-        let sig = t.sigmas();
+        let sig = t.sigmas().unwrap();
         let logs: Vec<f32> = sig.iter().map(|s| s.ln()).collect();
         assert!((sigma_to_t(sig[321] as f64, &logs) - 321.0).abs() < 1e-3);
         let mid = ((sig[10] as f64).ln() + (sig[11] as f64).ln()) / 2.0;
