@@ -14,7 +14,7 @@ use zoo_core::train::trainer::Reporter;
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, StepOutput, TrainTask, Trainer};
 
 use crate::config::ModelConfig;
-use crate::generate::{generate, GenerateConfig};
+use crate::generate::{generate_sliding, GenerateConfig};
 use crate::model::Model;
 use crate::sampling::SamplingConfig;
 use crate::tokenizer::{CharTokenizer, Tokenizer};
@@ -157,7 +157,7 @@ pub fn run(
         sampling: SamplingConfig { temperature: 0.8, ..Default::default() },
         ..Default::default()
     };
-    let sample = sample_sliding(&model, &tokenizer, &prompt_ids, cfg.block, &gen)?;
+    let sample = generate_sliding(&model, &tokenizer, &prompt_ids, cfg.block, &gen)?;
     Ok(DemoOutcome {
         params,
         vocab,
@@ -167,29 +167,6 @@ pub fn run(
         prompt: prompt.to_string(),
         sample,
     })
-}
-
-/// Samples `gen.max_new_tokens` characters from a model whose context is shorter than that:
-/// chunks of at most `block / 2` new tokens, each from the last `block / 2` tokens so far.
-fn sample_sliding(
-    model: &Model,
-    tok: &Tokenizer,
-    prompt: &[i64],
-    block: i64,
-    gen: &GenerateConfig,
-) -> Result<String> {
-    let chunk = (block / 2).max(1) as usize;
-    let mut ids = prompt.to_vec();
-    let mut text = String::new();
-    while text.chars().count() < gen.max_new_tokens {
-        let g = GenerateConfig { max_new_tokens: chunk, ..gen.clone() };
-        let ctx = &ids[ids.len().saturating_sub(chunk)..];
-        let out = generate(model, Some(tok), &[ctx.to_vec()], block, &g, &mut |_, _| {})?;
-        let Some(o) = out.into_iter().next() else { break };
-        ids.extend(&o.tokens);
-        text.push_str(&o.text);
-    }
-    Ok(text.chars().take(gen.max_new_tokens).collect())
 }
 
 #[cfg(test)]

@@ -319,6 +319,34 @@ fn finish_rows(rows: Vec<Row>, on_text: &mut dyn FnMut(usize, &str)) -> Vec<Gene
         .collect()
 }
 
+/// Samples `gen.max_new_tokens` tokens of text from a model whose context `block` is shorter
+/// than that: chunks of at most `block / 2` new tokens, each from the last `block / 2` tokens
+/// so far (for the samples of small-context models in training and the demo). Returns at most
+/// `gen.max_new_tokens` characters.
+pub fn generate_sliding(
+    model: &Model,
+    tok: &Tokenizer,
+    prompt: &[i64],
+    block: i64,
+    gen: &GenerateConfig,
+) -> Result<String> {
+    let chunk = (block / 2).max(1) as usize;
+    let mut ids = prompt.to_vec();
+    let mut text = String::new();
+    while text.chars().count() < gen.max_new_tokens {
+        let g = GenerateConfig { max_new_tokens: chunk, ..gen.clone() };
+        let ctx = &ids[ids.len().saturating_sub(chunk)..];
+        let out = generate(model, Some(tok), &[ctx.to_vec()], block, &g, &mut |_, _| {})?;
+        let Some(o) = out.into_iter().next() else { break };
+        ids.extend(&o.tokens);
+        text.push_str(&o.text);
+        if o.finish != Finish::Length || o.tokens.is_empty() {
+            break;
+        }
+    }
+    Ok(text.chars().take(gen.max_new_tokens).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

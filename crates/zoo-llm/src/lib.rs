@@ -9,6 +9,7 @@
 //! - [`sampling`] and [`generate`]: logits processors and the KV-cached generation loop.
 //! - [`chat`]: chat templates from `tokenizer_config.json`, rendered as transformers does.
 //! - [`arch`]: the architecture of a model as a diagram with shapes and parameter counts.
+//! - [`train`]: the training stages: pretraining, SFT, reward model, PPO and DPO.
 //! - [`demo`]: a tiny char-level GPT trained in seconds, for `zoo demo`.
 pub mod arch;
 pub mod attention;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod sampling;
 pub mod score;
 pub mod tokenizer;
+pub mod train;
 
 pub use attention::KvCache;
 pub use config::ModelConfig;

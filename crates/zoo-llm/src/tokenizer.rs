@@ -13,7 +13,12 @@ use tokenizers::AddedToken;
 use crate::{Error, Result};
 
 /// A character-level tokenizer: one id per distinct character of a text, in code-point order
-/// (nanoGPT's `shakespeare_char`). Saved as `{"type": "char", "chars": [...]}`.
+/// (nanoGPT's `shakespeare_char`). Saved as a Hugging Face `tokenizer.json` that the
+/// `tokenizers` library (and so transformers) reads too: a BPE model whose vocabulary is the
+/// characters, with no merges, no pre-tokenizer and a `Fuse` decoder, which splits text into
+/// characters and joins them back. zoo recognises that shape and encodes with this type, which
+/// reports a character outside the vocabulary instead of dropping it as BPE without an
+/// unknown token does. The older `{"type": "char", "chars": [...]}` files still load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharTokenizer {
     #[serde(rename = "type")]
@@ -62,6 +67,61 @@ impl CharTokenizer {
             })
             .collect()
     }
+
+    /// The Hugging Face `tokenizer.json` form (see the type's documentation).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            self.chars.iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::json!(i))).collect();
+        serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Fuse"},
+            "model": {
+                "type": "BPE",
+                "dropout": null,
+                "unk_token": null,
+                "continuing_subword_prefix": null,
+                "end_of_word_suffix": null,
+                "fuse_unk": false,
+                "byte_fallback": false,
+                "ignore_merges": false,
+                "vocab": vocab,
+                "merges": []
+            }
+        })
+    }
+
+    /// The char tokenizer a `tokenizer.json` holds in [`CharTokenizer::to_hf_json`]'s shape:
+    /// a merge-less BPE over single characters with ids 0..n, a `Fuse` decoder and nothing
+    /// else; `None` for any other tokenizer.
+    fn from_hf_json(v: &serde_json::Value) -> Option<Self> {
+        let model = v.get("model")?;
+        let plain = |k: &str| v.get(k).is_none_or(serde_json::Value::is_null);
+        let shape_ok = model.get("type")?.as_str()? == "BPE"
+            && model.get("merges")?.as_array()?.is_empty()
+            && v.get("decoder")?.get("type")?.as_str()? == "Fuse"
+            && v.get("added_tokens").and_then(|a| a.as_array()).is_none_or(Vec::is_empty)
+            && ["normalizer", "pre_tokenizer", "post_processor"].iter().all(|k| plain(k));
+        if !shape_ok {
+            return None;
+        }
+        let vocab = model.get("vocab")?.as_object()?;
+        let mut chars = vec![None; vocab.len()];
+        for (piece, id) in vocab {
+            let mut it = piece.chars();
+            let (Some(c), None) = (it.next(), it.next()) else { return None };
+            let slot = chars.get_mut(usize::try_from(id.as_u64()?).ok()?)?;
+            if slot.replace(c).is_some() {
+                return None;
+            }
+        }
+        Some(Self::from_chars(chars.into_iter().collect::<Option<Vec<char>>>()?))
+    }
 }
 
 /// Any of the tokenizers zoo reads.
@@ -95,6 +155,9 @@ impl Tokenizer {
                 .map_err(|e| Error::Tokenizer(format!("{}: bad char tokenizer: {e}", path.display())))?;
             return Ok(Tokenizer::Char(CharTokenizer::from_chars(c.chars)));
         }
+        if let Some(c) = CharTokenizer::from_hf_json(&v) {
+            return Ok(Tokenizer::Char(c));
+        }
         let t = text.parse::<tokenizers::Tokenizer>().map_err(tok_err(path))?;
         Ok(Tokenizer::Hf(Box::new(t)))
     }
@@ -113,7 +176,9 @@ impl Tokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = match self {
             Tokenizer::Hf(t) => t.to_string(true).map_err(tok_err(path))?,
-            Tokenizer::Char(c) => serde_json::to_string(c).map_err(|e| Error::Tokenizer(e.to_string()))?,
+            Tokenizer::Char(c) => {
+                serde_json::to_string_pretty(&c.to_hf_json()).map_err(|e| Error::Tokenizer(e.to_string()))?
+            }
             Tokenizer::Bytes => return Err(Error::Tokenizer("the byte tokenizer has no file".into())),
         };
         zoo_core::fsutil::atomic_write(path, |w| {
@@ -308,7 +373,12 @@ mod tests {
         let p = dir.path().join("tokenizer.json");
         t.save(&p).unwrap();
         let back = Tokenizer::from_file(&p).unwrap();
+        assert!(matches!(back, Tokenizer::Char(_)));
         assert_eq!(back.encode("world").unwrap(), t.encode("world").unwrap());
+        // The same file is a Hugging Face tokenizer with the same ids and text.
+        let hf = tokenizers::Tokenizer::from_file(&p).unwrap();
+        assert_eq!(hf.encode("hold", true).unwrap().get_ids(), [3, 5, 4, 1]);
+        assert_eq!(hf.decode(&[3, 5, 4, 1], true).unwrap(), "hold");
         let e = t.encode("hex").unwrap_err().to_string();
         assert!(e.contains("'x'"), "{e}");
         assert!(t.decode(&[8]).is_err());

@@ -33,6 +33,18 @@ enum Command {
     Score(ScoreArgs),
     /// Tokenizers: train one on your text.
     Tokenizer(TokenizerArgs),
+    /// Pretrains on text (next-token prediction); writes a model folder generate and transformers load.
+    Train(super::llm_train::TrainArgs),
+    /// Supervised fine-tuning on prompt/response (or chat) records; loss on the responses only.
+    Sft(super::llm_train::SftArgs),
+    /// Reward models for RLHF: train one on preference pairs.
+    Reward(super::llm_train::RewardArgs),
+    /// RLHF with PPO: the policy against a reward model, with a KL penalty to the start model.
+    Ppo(super::llm_train::PpoArgs),
+    /// Direct preference optimisation on preference pairs (no reward model).
+    Dpo(super::llm_train::DpoArgs),
+    /// Writes a synthetic fine-tuning task made from a text (reverse words; prefer capitals).
+    Task(super::llm_train::TaskArgs),
 }
 
 #[derive(ClapArgs, Debug)]
@@ -192,6 +204,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Command::Tokenizer(TokenizerArgs { command: TokenizerCommand::Train(a) }) => {
             run_train_tokenizer(g, a)
         }
+        Command::Train(a) => super::llm_train::run_train(g, a),
+        Command::Sft(a) => super::llm_train::run_sft(g, a),
+        Command::Reward(a) => super::llm_train::run_reward(g, a),
+        Command::Ppo(a) => super::llm_train::run_ppo(g, a),
+        Command::Dpo(a) => super::llm_train::run_dpo(g, a),
+        Command::Task(a) => super::llm_train::run_task(g, a),
     }
 }
 

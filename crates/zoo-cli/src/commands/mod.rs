@@ -7,4 +7,5 @@ pub mod gan;
 pub mod info;
 pub mod inspect;
 pub mod llm;
+pub mod llm_train;
 pub mod vae;

@@ -84,6 +84,12 @@ pub trait TrainTask {
         Ok(())
     }
 
+    /// Lines for the user that `eval` or `sample` produced (e.g. a text sample, "new best
+    /// model saved"), handed to the reporter as notes after each of them.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Tensors to checkpoint besides the model and optimiser, by file stem (e.g. "ema").
     fn extra_state(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
         Vec::new()
@@ -193,9 +199,7 @@ impl Reporter for JsonLines {
     }
 }
 
-/// Installs the Ctrl-C handler (once) and says whether Ctrl-C was pressed. A second Ctrl-C
-/// exits at once, for a run stuck in a long step.
-pub fn interrupt_requested() -> bool {
+fn interrupt_flag() -> &'static Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -208,7 +212,23 @@ pub fn interrupt_requested() -> bool {
         });
         flag
     })
-    .load(Ordering::SeqCst)
+}
+
+/// Installs the Ctrl-C handler (once) and says whether Ctrl-C was pressed (or
+/// [`request_interrupt`] called). A second Ctrl-C exits at once, for a run stuck in a long step.
+pub fn interrupt_requested() -> bool {
+    interrupt_flag().load(Ordering::SeqCst)
+}
+
+/// Asks running loops to stop at the next step boundary, as Ctrl-C does (they checkpoint
+/// first): for programs that drive training, e.g. a reporter that stops a run after N steps.
+pub fn request_interrupt() {
+    interrupt_flag().store(true, Ordering::SeqCst);
+}
+
+/// Forgets an earlier interrupt, so that the next loop runs.
+pub fn clear_interrupt() {
+    interrupt_flag().store(false, Ordering::SeqCst);
 }
 
 /// How a run ended.
@@ -357,6 +377,9 @@ impl<'a> Trainer<'a> {
             }
             if every(cfg.sample_every, done) || (cfg.sample_every.is_some() && done == cfg.steps) {
                 task.sample(done, &self.run.samples_dir())?;
+            }
+            for note in task.take_notes() {
+                reporter.event(&json!({"step": done, "note": note}));
             }
             if every(cfg.checkpoint_every, done) || done == cfg.steps {
                 self.checkpoint(task, done)?;
