@@ -35,7 +35,13 @@ impl Conv1D {
 
     /// Shapes: (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_matmul(&self.weight)?.f_add(&self.bias)?)
+        // One addmm (the bias as the GEMM's starting value), as nn.Linear does: a separate
+        // matmul and add cost a pass over the output and a zeroing pass in the GEMM.
+        let mut shape = x.size();
+        let n_in = shape.pop().unwrap_or(0);
+        let y = self.bias.f_addmm(&x.f_reshape([-1, n_in])?, &self.weight)?;
+        shape.push(self.weight.size()[1]);
+        Ok(y.f_view(shape.as_slice())?)
     }
 }
 
