@@ -278,3 +278,109 @@ fn chat_needs_a_chat_template() {
     let dir = s(&fixture("llama-gqa"));
     fails(&["llm", "chat", "--model", &dir, "--top-p", "2"], 1, "--top-p");
 }
+
+/// The training stages end to end through the CLI (tiny model, a few steps), and one clear
+/// line for each kind of bad training input.
+#[test]
+fn training_stages_run_and_refuse_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let text = t.join("text.txt");
+    std::fs::write(
+        &text,
+        "the cat sat on the mat; the dog ate the log; then: a frog jumped over eight green hills.\n"
+            .repeat(30),
+    )
+    .unwrap();
+    let run = t.join("pre");
+    let (out, _) = ok(&[
+        "-q",
+        "llm",
+        "train",
+        "--data",
+        &s(&text),
+        "--model",
+        "tiny-gpt2",
+        "--out",
+        &s(&run),
+        "--steps",
+        "20",
+        "--block-size",
+        "16",
+        "--eval-every",
+        "10",
+        "--sample-chars",
+        "20",
+    ]);
+    assert!(out.contains("val loss") && out.contains("tokens/s"), "{out}");
+    let fin = run.join("final");
+    let (gen, _) =
+        ok(&["-q", "llm", "generate", "--model", &s(&fin), "--prompt", "the ", "--max-new-tokens", "8"]);
+    assert!(gen.starts_with("the "), "{gen}");
+    fails(
+        &["-q", "llm", "train", "--data", &s(&text), "--model", "tiny-gpt2", "--out", &s(&run)],
+        1,
+        "--resume",
+    );
+    fails(
+        &["-q", "llm", "train", "--data", &s(&t.join("none.txt")), "--out", &s(&t.join("x"))],
+        1,
+        "no such file",
+    );
+    fails(
+        &["-q", "llm", "train", "--data", &s(&text), "--model", "nope", "--out", &s(&t.join("y"))],
+        1,
+        "nope",
+    );
+
+    let data = t.join("rev.jsonl");
+    ok(&["-q", "llm", "task", "reverse", "--text", &s(&text), "--out", &s(&data)]);
+    let (out, _) = ok(&[
+        "-q",
+        "llm",
+        "sft",
+        "--data",
+        &s(&data),
+        "--model",
+        &s(&fin),
+        "--out",
+        &s(&t.join("sft")),
+        "--steps",
+        "5",
+        "--batch-size",
+        "4",
+        "--val-fraction",
+        "0.3",
+    ]);
+    assert!(out.contains("exact match"), "{out}");
+    let bad = t.join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n").unwrap();
+    fails(
+        &["-q", "llm", "sft", "--data", &s(&bad), "--model", &s(&fin), "--out", &s(&t.join("z"))],
+        1,
+        "bad.jsonl:2",
+    );
+    std::fs::write(&bad, "\n").unwrap();
+    fails(
+        &["-q", "llm", "dpo", "--data", &s(&bad), "--model", &s(&fin), "--out", &s(&t.join("z"))],
+        1,
+        "no records",
+    );
+    fails(
+        &[
+            "-q",
+            "llm",
+            "ppo",
+            "--data",
+            &s(&data),
+            "--model",
+            &s(&fin),
+            "--reward-model",
+            &s(t),
+            "--out",
+            &s(&t.join("z")),
+        ],
+        1,
+        "no config.json",
+    );
+}

@@ -25,6 +25,10 @@ pub struct PreferenceRecord {
     pub rejected: String,
 }
 
+impl super::examples::JsonlRecord for PreferenceRecord {
+    const SHAPE: &'static str = r#"{"prompt": ..., "chosen": ..., "rejected": ...}"#;
+}
+
 /// A preference pair as token examples (prompt masked out of both).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferencePair {

@@ -20,17 +20,27 @@ use crate::{Error, Result};
 /// Label of a position that is not trained on.
 pub const IGNORE: i64 = -100;
 
+/// A kind of JSONL record, with the shape its lines must have (for error messages).
+pub trait JsonlRecord: DeserializeOwned {
+    const SHAPE: &'static str;
+}
+
 /// Every line of a JSONL file as a `T`; blank lines are skipped, a bad line is an error that
-/// names the file and line.
-pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+/// names the file and line and says what a line must hold.
+pub fn read_jsonl<T: JsonlRecord>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_str(line)
-            .map_err(|e| Error::Input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let v = serde_json::from_str(line).map_err(|e| {
+            // serde's message for untagged enums names no field; the expected shape says more.
+            let m = e.to_string();
+            let m =
+                if m.contains("did not match any variant") { "unexpected keys or values".into() } else { m };
+            Error::Input(format!("{}:{}: {m}; each line must be {}", path.display(), i + 1, T::SHAPE))
+        })?;
         out.push(v);
     }
     if out.is_empty() {
@@ -45,6 +55,11 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 pub enum SftRecord {
     Pair { prompt: String, response: String },
     Chat { messages: Vec<Message> },
+}
+
+impl JsonlRecord for SftRecord {
+    const SHAPE: &'static str =
+        r#"{"prompt": ..., "response": ...} or {"messages": [{"role": ..., "content": ...}, ...]}"#;
 }
 
 /// Token ids and their labels (see the module documentation).

@@ -314,7 +314,7 @@ pub struct StageOutcome<E> {
 
 /// Records of `data`, and the held-out ones: those of `val_data`, else the last
 /// `val_fraction` of `data`.
-pub fn read_split<T: serde::de::DeserializeOwned>(
+pub fn read_split<T: examples::JsonlRecord>(
     data: &Path,
     val_data: Option<&Path>,
     val_fraction: f64,

@@ -38,6 +38,10 @@ pub struct PromptRecord {
     pub prompt: String,
 }
 
+impl super::examples::JsonlRecord for PromptRecord {
+    const SHAPE: &'static str = r#"an object with a "prompt""#;
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PpoOptions {
     /// JSONL whose records have a "prompt".
