@@ -112,10 +112,15 @@ impl AdamW {
                 }
                 let _ = p.m.f_lerp_(&g, 1.0 - c.beta1)?;
                 let _ = p.v.f_lerp_(&g.f_square()?, 1.0 - c.beta2)?;
+                if lr == 0.0 {
+                    continue; // the moments move, the weights do not
+                }
+                // var -= lr/bc1 * m / (sqrt(v)/bc2_sqrt + eps), as one addcdiv_ into var with the
+                // step size folded into the denominator (tch's addcdiv_ has no `value`): two
+                // passes and two temporaries fewer than dividing and scaling separately.
                 let mut denom = p.v.f_sqrt()?;
-                let _ = denom.f_div_scalar_(bc2_sqrt)?.f_add_scalar_(c.eps)?;
-                let update = p.m.f_div(&denom)?;
-                let _ = p.var.f_sub_(&update.f_mul_scalar(lr / bc1)?)?;
+                let _ = denom.f_div_scalar_(bc2_sqrt)?.f_add_scalar_(c.eps)?.f_mul_scalar_(-bc1 / lr)?;
+                let _ = p.var.f_addcdiv_(&p.m, &denom)?;
             }
             Ok(())
         })
