@@ -32,7 +32,7 @@ enum Command {
     Llm(commands::llm::Args),
     /// VAEs and diffusers' AutoencoderKL: train, eval, sample, reconstruct, interpolate, encode, decode.
     Vae(commands::vae::Args),
-    /// GANs (DCGAN, conditional DCGAN): train on real images, sample, interpolate between seeds, arch.
+    /// GANs (DCGAN, conditional DCGAN, StyleGAN2-style): train on real images, sample, interpolate, arch.
     Gan(commands::gan::Args),
     /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
     Flow(commands::flow::Args),

@@ -4,6 +4,9 @@
 //!   `weight_u`, `weight_v`) and a BatchNorm that keeps PyTorch's three buffers.
 //! - [`dcgan`]: the DCGAN of the PyTorch examples repo (Radford et al. 2016), parameter names
 //!   of its `main.N` `nn.Sequential`, plus a class-conditional variant.
+//! - [`stylegan2`]: a StyleGAN2-style generator (mapping network, modulated convolutions, noise,
+//!   ToRGB skips, style mixing, truncation) and residual discriminator, with the names and
+//!   semantics of NVIDIA's stylegan2-ada-pytorch.
 //! - [`loss`]: non-saturating BCE, hinge and WGAN-GP losses; gradient penalty and R1.
 //! - [`model`]: one type over the generators and discriminators, presets and model folders.
 //! - [`train`]: the adversarial training loop (two networks, two optimisers, exact resume).
@@ -13,6 +16,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod sample;
+pub mod stylegan2;
 pub mod train;
 
 /// Errors of zoo-gan.

@@ -1,8 +1,9 @@
 //! One type over the architectures, presets, and the model folder format of `zoo gan`.
 //!
-//! A model folder is `config.json` (a [`ModelConfig`]: `{"arch": "dcgan", "nz": 100, ...}`),
-//! `generator.safetensors` and, when training wrote it, `discriminator.safetensors`. The
-//! generator file of a DCGAN is the recipe's netG state dict, key for key.
+//! A model folder is `config.json` (a [`ModelConfig`]: `{"arch": "dcgan", "nz": 100, ...}` or
+//! `{"arch": "stylegan2", "z_dim": 128, ...}`), `generator.safetensors` and, when training wrote
+//! it, `discriminator.safetensors`. The generator file of a DCGAN is the recipe's netG state
+//! dict, key for key; a StyleGAN2's has stylegan2-ada-pytorch's names.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use zoo_core::weights;
 
 use crate::dcgan::{self, DcganConfig};
 use crate::loss::Loss;
+use crate::stylegan2;
 use crate::{Error, Result};
 
 /// The architecture and its settings.
@@ -21,12 +23,24 @@ use crate::{Error, Result};
 pub enum ModelConfig {
     #[serde(rename = "dcgan")]
     Dcgan(DcganConfig),
+    #[serde(rename = "stylegan2")]
+    StyleGan2(stylegan2::Config),
+}
+
+/// What `--truncation` acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncationSpace {
+    /// Latent values outside [-T, T] are redrawn (BigGAN's trick; DCGAN).
+    Z,
+    /// w is pulled towards the mean w: w_avg + psi (w - w_avg) (StyleGAN's trick).
+    W,
 }
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Dcgan(c) => c.validate(),
+            ModelConfig::StyleGan2(c) => c.validate(),
         }
     }
 
@@ -34,6 +48,7 @@ impl ModelConfig {
     pub fn image_shape(&self) -> (i64, i64) {
         match self {
             ModelConfig::Dcgan(c) => (c.nc, c.image_size),
+            ModelConfig::StyleGan2(c) => (c.img_channels, c.img_resolution),
         }
     }
 
@@ -41,12 +56,21 @@ impl ModelConfig {
     pub fn num_classes(&self) -> i64 {
         match self {
             ModelConfig::Dcgan(c) => c.num_classes,
+            ModelConfig::StyleGan2(_) => 0,
         }
     }
 
     pub fn arch(&self) -> &'static str {
         match self {
             ModelConfig::Dcgan(_) => "dcgan",
+            ModelConfig::StyleGan2(_) => "stylegan2",
+        }
+    }
+
+    pub fn truncation_space(&self) -> TruncationSpace {
+        match self {
+            ModelConfig::Dcgan(_) => TruncationSpace::Z,
+            ModelConfig::StyleGan2(_) => TruncationSpace::W,
         }
     }
 
@@ -66,10 +90,20 @@ impl ModelConfig {
 
 enum GenNet {
     Dcgan(dcgan::Generator),
+    StyleGan2(stylegan2::Generator),
 }
 
 enum DiscNet {
     Dcgan(dcgan::Discriminator),
+    StyleGan2(stylegan2::Discriminator),
+}
+
+/// StyleGAN2 is unconditional.
+fn no_labels(labels: Option<&Tensor>) -> Result<()> {
+    match labels {
+        Some(_) => Err(Error::Input("this model is unconditional: it takes no class labels".into())),
+        None => Ok(()),
+    }
 }
 
 /// A generator with its own VarStore.
@@ -86,6 +120,7 @@ impl Generator {
         let vs = VarStore::new(device);
         let net = match cfg {
             ModelConfig::Dcgan(c) => GenNet::Dcgan(dcgan::Generator::new(&vs.root(), c)?),
+            ModelConfig::StyleGan2(c) => GenNet::StyleGan2(stylegan2::Generator::new(&vs.root(), c)?),
         };
         Ok(Generator { cfg: cfg.clone(), vs, net })
     }
@@ -106,23 +141,99 @@ impl Generator {
         Ok(g)
     }
 
-    /// The latent shape for `n` samples ((n, nz, 1, 1) for DCGAN).
+    /// The latent shape for `n` samples ((n, nz, 1, 1) for DCGAN, (n, z_dim) for StyleGAN2).
     pub fn latent_shape(&self, n: i64) -> Vec<i64> {
         match &self.net {
             GenNet::Dcgan(g) => g.latent_shape(n),
+            GenNet::StyleGan2(g) => vec![n, g.cfg.z_dim],
         }
     }
 
-    /// Shapes: z (latent_shape(B)) [, labels (B) i64] -> images (B, C, S, S) in [-1, 1].
+    /// Training mode: BatchNorm batch statistics (DCGAN); random noise, unfused modulated
+    /// convs and w_avg tracking (StyleGAN2). Eval mode: running statistics; constant noise.
+    /// Shapes: z (latent_shape(B)) [, labels (B) i64] -> images (B, C, S, S) in [-1, 1]
+    /// (StyleGAN2's have no tanh: roughly in [-1, 1]).
     pub fn forward_t(&self, z: &Tensor, labels: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        self.forward_psi(z, labels, train, None)
+    }
+
+    fn forward_psi(
+        &self,
+        z: &Tensor,
+        labels: Option<&Tensor>,
+        train: bool,
+        psi: Option<f64>,
+    ) -> Result<Tensor> {
         match &self.net {
-            GenNet::Dcgan(g) => g.forward_t(z, labels, train),
+            GenNet::Dcgan(g) => match psi {
+                None => g.forward_t(z, labels, train),
+                Some(_) => Err(Error::Input(
+                    "a DCGAN truncates its latents, not w: draw them with sample::seeded_latents".into(),
+                )),
+            },
+            GenNet::StyleGan2(g) => {
+                no_labels(labels)?;
+                let mode = if train { stylegan2::Mode::train() } else { stylegan2::Mode::eval() };
+                g.forward(z, psi.unwrap_or(1.0), None, mode)
+            }
         }
+    }
+
+    /// A training forward with StyleGAN2's style mixing regularisation: with probability
+    /// `style_mixing_prob` the ws from a random layer on come from a second random latent
+    /// (drawn from libtorch's generator). Without mixing it is `forward_t(z, labels, true)`.
+    pub fn forward_train(
+        &self,
+        z: &Tensor,
+        labels: Option<&Tensor>,
+        style_mixing_prob: f64,
+    ) -> Result<Tensor> {
+        match &self.net {
+            GenNet::StyleGan2(g) if style_mixing_prob > 0.0 => {
+                no_labels(labels)?;
+                let mix = g.draw_mixing(z, style_mixing_prob)?;
+                let mix = mix.as_ref().map(|(z2, cutoff)| stylegan2::StyleMix { z: z2, cutoff: *cutoff });
+                g.forward(z, 1.0, mix.as_ref(), stylegan2::Mode::train())
+            }
+            GenNet::Dcgan(_) if style_mixing_prob > 0.0 => {
+                Err(Error::Config("style mixing needs a StyleGAN2 model".into()))
+            }
+            _ => self.forward_t(z, labels, true),
+        }
+    }
+
+    /// Copies the variables that are not trained (buffers) from `src`, a generator of the same
+    /// config. For a StyleGAN2 EMA generator: its `w_avg` then follows the live generator's, as
+    /// NVIDIA copies buffers into G_ema instead of averaging them. A DCGAN keeps the average of
+    /// its BatchNorm statistics (nothing is copied).
+    pub fn copy_buffers_from(&self, src: &Generator) -> Result<()> {
+        if !matches!(self.net, GenNet::StyleGan2(_)) {
+            return Ok(());
+        }
+        let theirs = src.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut ours) in self.vs.variables() {
+                if ours.requires_grad() {
+                    continue;
+                }
+                let t = theirs
+                    .get(&name)
+                    .ok_or_else(|| Error::Config(format!("copying buffers: the source has no '{name}'")))?;
+                ours.f_copy_(t)?;
+            }
+            Ok(())
+        })
     }
 
     /// Images for latents in eval mode, without gradients, in batches of at most 256.
     /// Shapes: z (N, ...) [, labels (N)] -> (N, C, S, S) f32 in [-1, 1] on the CPU.
     pub fn generate(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.generate_with(z, labels, None)
+    }
+
+    /// [`Generator::generate`] with StyleGAN's truncation `psi` on w (see
+    /// [`ModelConfig::truncation_space`]; a DCGAN refuses it).
+    pub fn generate_with(&self, z: &Tensor, labels: Option<&Tensor>, psi: Option<f64>) -> Result<Tensor> {
         let n = z.size().first().copied().unwrap_or(0);
         let (device, kind) = (self.vs.device(), self.vs.kind());
         let mut out = Vec::new();
@@ -134,7 +245,7 @@ impl Generator {
                     Some(y) => Some(y.f_narrow(0, start, len)?.f_to_device(device)?),
                     None => None,
                 };
-                let x = self.forward_t(&zb, yb.as_ref(), false)?;
+                let x = self.forward_psi(&zb, yb.as_ref(), false, psi)?;
                 out.push(x.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?);
             }
             Ok(())
@@ -159,6 +270,7 @@ impl Discriminator {
         let vs = VarStore::new(device);
         let net = match cfg {
             ModelConfig::Dcgan(c) => DiscNet::Dcgan(dcgan::Discriminator::new(&vs.root(), c)?),
+            ModelConfig::StyleGan2(c) => DiscNet::StyleGan2(stylegan2::Discriminator::new(&vs.root(), c)?),
         };
         Ok(Discriminator { cfg: cfg.clone(), vs, net })
     }
@@ -167,6 +279,10 @@ impl Discriminator {
     pub fn forward_t(&self, x: &Tensor, labels: Option<&Tensor>, train: bool) -> Result<Tensor> {
         match &self.net {
             DiscNet::Dcgan(d) => d.forward_t(x, labels, train),
+            DiscNet::StyleGan2(d) => {
+                no_labels(labels)?;
+                d.forward(x)
+            }
         }
     }
 }
@@ -224,6 +340,14 @@ pub struct TrainConfig {
     /// Decay of an EMA of the generator's weights, which is what gets saved (none: the raw weights).
     #[serde(default)]
     pub ema_decay: Option<f64>,
+    /// Ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) at update n, so early
+    /// samples are not dominated by the initial weights (short runs).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ema_warmup: bool,
+    /// StyleGAN2's style mixing regularisation: the probability that a training fake takes its
+    /// later ws from a second latent (0.9 in the paper; 0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub style_mixing_prob: f64,
     #[serde(default = "fifty")]
     pub log_every: u64,
     #[serde(default = "five_hundred")]
@@ -246,6 +370,14 @@ fn fifty() -> u64 {
 }
 fn five_hundred() -> u64 {
     500
+}
+// Settings added later are left out of a run's config.json at their defaults, so runs started
+// before them still resume (a resumed run must have the same settings).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl TrainConfig {
@@ -274,13 +406,28 @@ impl TrainConfig {
                 return Err(Error::Config(format!("ema_decay must be in [0, 1), got {d}")));
             }
         }
-        let ModelConfig::Dcgan(c) = model;
-        if self.loss == Loss::WganGp && c.d_norm == dcgan::Norm::Batch {
-            return Err(Error::Config(
-                "WGAN-GP penalises each sample's gradient, which BatchNorm in the discriminator mixes across \
-                 the batch: set the model's d_norm to \"none\" (or \"spectral\")"
-                    .into(),
-            ));
+        if !(0.0..=1.0).contains(&self.style_mixing_prob) {
+            return Err(Error::Config(format!(
+                "style_mixing_prob must be in [0, 1], got {}",
+                self.style_mixing_prob
+            )));
+        }
+        match model {
+            ModelConfig::Dcgan(c) => {
+                if self.loss == Loss::WganGp && c.d_norm == dcgan::Norm::Batch {
+                    return Err(Error::Config(
+                        "WGAN-GP penalises each sample's gradient, which BatchNorm in the discriminator mixes across \
+                         the batch: set the model's d_norm to \"none\" (or \"spectral\")"
+                            .into(),
+                    ));
+                }
+                if self.style_mixing_prob > 0.0 {
+                    return Err(Error::Config(
+                        "style_mixing_prob needs a StyleGAN2 model; set it to 0".into(),
+                    ));
+                }
+            }
+            ModelConfig::StyleGan2(c) => c.check_batch(self.batch_size as i64)?,
         }
         Ok(())
     }
@@ -353,6 +500,51 @@ mod tests {
         assert!(e.contains("config.json"), "{e}");
         let bad: Result<ModelConfig, _> = serde_json::from_str(r#"{"arch": "biggan"}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn stylegan2_model_folder_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ModelConfig::StyleGan2(stylegan2::Config::tiny());
+        let g = Generator::new(&cfg, Device::Cpu).unwrap();
+        assert_eq!(g.latent_shape(3), [3, 16]);
+        assert_eq!(cfg.truncation_space(), TruncationSpace::W);
+        save_model(dir.path(), &g, None).unwrap();
+        let back = Generator::load(dir.path(), Device::Cpu, Kind::Float).unwrap();
+        assert_eq!(back.cfg, cfg);
+        let z = Tensor::randn([2, 16], (Kind::Float, Device::Cpu));
+        // Eval mode uses the stored constant noise: same weights, same images.
+        assert!(g.generate(&z, None).unwrap().equal(&back.generate(&z, None).unwrap()));
+        assert!(!g.generate_with(&z, None, Some(0.5)).unwrap().equal(&g.generate(&z, None).unwrap()));
+        let e = back.generate(&z, Some(&Tensor::from_slice(&[0i64, 1]))).unwrap_err().to_string();
+        assert!(e.contains("unconditional"), "{e}");
+        // A DCGAN refuses psi and style mixing.
+        let dc = Generator::new(&ModelConfig::Dcgan(DcganConfig::tiny()), Device::Cpu).unwrap();
+        let zd = Tensor::randn(dc.latent_shape(2), (Kind::Float, Device::Cpu));
+        assert!(dc.generate_with(&zd, None, Some(0.5)).is_err());
+        assert!(dc.forward_train(&zd, None, 0.5).is_err());
+    }
+
+    #[test]
+    fn stylegan2_train_settings_are_checked() {
+        let model = ModelConfig::StyleGan2(stylegan2::Config::tiny());
+        let base: TrainConfig = serde_json::from_value(serde_json::json!({
+            "batch_size": 8, "steps": 1, "loss": "bce", "lr_g": 0.002, "lr_d": 0.002, "beta1": 0.0, "beta2": 0.99,
+            "style_mixing_prob": 0.9}))
+        .unwrap();
+        base.validate(&model).unwrap();
+        // Batches must split into minibatch-stddev groups of 4.
+        let e = TrainConfig { batch_size: 6, ..base.clone() }.validate(&model).unwrap_err().to_string();
+        assert!(e.contains("groups of 4"), "{e}");
+        let e =
+            TrainConfig { style_mixing_prob: 1.5, ..base.clone() }.validate(&model).unwrap_err().to_string();
+        assert!(e.contains("style_mixing_prob"), "{e}");
+        let dc = ModelConfig::Dcgan(DcganConfig::tiny());
+        assert!(base.validate(&dc).unwrap_err().to_string().contains("StyleGAN2"));
+        // The later settings are left out of a run's JSON at their defaults (old runs resume).
+        let plain = TrainConfig { style_mixing_prob: 0.0, ..base };
+        let v = serde_json::to_value(&plain).unwrap();
+        assert!(v.get("style_mixing_prob").is_none() && v.get("ema_warmup").is_none(), "{v}");
     }
 
     #[test]

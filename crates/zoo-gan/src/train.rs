@@ -9,10 +9,11 @@
 //! at step k therefore computes the very losses the uninterrupted run computed from step k on.
 //!
 //! Step s (the recipe's order, `examples/dcgan/main.py`):
-//! 1. `d_steps` times: a real batch and z; fake = G(z); D loss on D(real) and D(fake.detach()),
+//! 1. `d_steps` times: a real batch and z; fake = G(z) (with StyleGAN2's style mixing when
+//!    `style_mixing_prob` > 0); D loss on D(real) and D(fake.detach()),
 //!    plus WGAN-GP's penalty or R1 (every `r1_every` D steps, scaled by it); Adam step on D.
 //! 2. G loss on D(fake) with the updated D, for the last fake of step 1; Adam step on G;
-//!    EMA update.
+//!    EMA update. (The EMA generator takes StyleGAN2's `w_avg` from the live one, not averaged.)
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -178,7 +179,9 @@ impl<'a> GanTrainer<'a> {
         let opt_g = AdamW::new(&g.vs, adam(cfg.lr_g));
         let opt_d = AdamW::new(&d.vs, adam(cfg.lr_d));
         let ema = match cfg.ema_decay {
-            Some(decay) => Some((Ema::new(&g.vs, decay, false)?, Generator::new(&g.cfg, g.vs.device())?)),
+            Some(decay) => {
+                Some((Ema::new(&g.vs, decay, cfg.ema_warmup)?, Generator::new(&g.cfg, g.vs.device())?))
+            }
             None => None,
         };
         // The fixed noise comes from a stream of its own, the same on every resume.
@@ -257,6 +260,7 @@ impl<'a> GanTrainer<'a> {
         match &self.ema {
             Some((ema, g)) => {
                 ema.copy_to(&g.vs)?;
+                g.copy_buffers_from(self.g)?;
                 Ok(g)
             }
             None => Ok(self.g),
@@ -303,7 +307,7 @@ impl<'a> GanTrainer<'a> {
             let b = real.size()[0];
             let z = Tensor::f_randn(self.g.latent_shape(b), (Kind::Float, device))?;
             yf = self.fake_labels(b, device)?;
-            fake = self.g.forward_t(&z, yf.as_ref(), true)?;
+            fake = self.g.forward_train(&z, yf.as_ref(), self.cfg.style_mixing_prob)?;
             let r1 = self.cfg.r1_gamma > 0.0 && d_index % self.cfg.r1_every == 0;
             let real = if r1 { real.f_detach()?.f_set_requires_grad(true)? } else { real };
             self.opt_d.zero_grad();

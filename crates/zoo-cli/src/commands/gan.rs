@@ -16,7 +16,7 @@ use zoo_core::run::RunDir;
 use zoo_core::train::trainer::ProgressBar;
 use zoo_core::train::trainer::{JsonLines, Reporter, Silent};
 use zoo_gan::dcgan::num_params;
-use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset};
+use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
 use zoo_gan::train::{check_setup, run_config, Dataset, GanTrainer};
 
@@ -46,8 +46,8 @@ struct TrainArgs {
     /// Training images: mnist:DIR (IDX files, padded to 32x32), images:DIR (PNG/JPEG) or shapes.
     #[arg(long)]
     data: String,
-    /// A preset of models/gan/ (dcgan-64, dcgan-32, dcgan-mnist, cdcgan-mnist, ...); with
-    /// --resume it may be left out.
+    /// A preset of models/gan/ (dcgan-64, dcgan-32, dcgan-mnist, cdcgan-mnist, stylegan2-mnist,
+    /// ...); with --resume it may be left out.
     #[arg(long)]
     preset: Option<String>,
     /// The run folder: config.json, metrics.jsonl, loss.png, samples/, checkpoints/, model/.
@@ -92,8 +92,9 @@ struct SampleArgs {
     /// Images to draw.
     #[arg(long, default_value_t = 64)]
     num_samples: i64,
-    /// Redraw latent values outside [-T, T] (the truncation trick): smaller T, less variety,
-    /// cleaner images.
+    /// The truncation trick: smaller T, less variety, cleaner images. DCGAN: redraw latent
+    /// values outside [-T, T]. StyleGAN2: psi, w = w_avg + T (w - w_avg) (1: off, 0: the mean
+    /// image; 0.5-0.7 is usual).
     #[arg(long)]
     truncation: Option<f64>,
     /// The class of every image, for a conditional model (default: classes in turn).
@@ -117,7 +118,8 @@ struct InterpolateArgs {
     /// Frames from one latent to the other, both included.
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Redraw latent values outside [-T, T] (the truncation trick).
+    /// The truncation trick (see `zoo gan sample --help`): redraw z outside [-T, T] (DCGAN),
+    /// or psi towards the mean w (StyleGAN2).
     #[arg(long)]
     truncation: Option<f64>,
     /// The class of every frame, for a conditional model.
@@ -184,6 +186,14 @@ fn load_generator(g: &Global, m: &ModelArgs) -> Result<Generator> {
     }
 }
 
+/// Splits --truncation into the latent bound (DCGAN) and psi on w (StyleGAN2).
+fn truncation(gen: &Generator, t: Option<f64>) -> (Option<f64>, Option<f64>) {
+    match gen.cfg.truncation_space() {
+        TruncationSpace::Z => (t, None),
+        TruncationSpace::W => (None, t),
+    }
+}
+
 /// Fails early on an output name whose extension is not an image format we write.
 fn check_image_path(p: &Path) -> Result<()> {
     zoo_core::image::image_format(p)?;
@@ -211,8 +221,9 @@ fn sample(g: &Global, a: SampleArgs) -> Result<()> {
     check_image_path(&a.out)?;
     let gen = load_generator(g, &a.model)?;
     let y = labels(&gen, a.num_samples, a.class)?;
-    let z = seeded_latents(&gen, a.num_samples, g.seed, a.truncation)?;
-    let x = gen.generate(&z, y.as_ref())?;
+    let (z_bound, psi) = truncation(&gen, a.truncation);
+    let z = seeded_latents(&gen, a.num_samples, g.seed, z_bound)?;
+    let x = gen.generate_with(&z, y.as_ref(), psi)?;
     save_image(&x.f_clamp(-1.0, 1.0)?, &a.out)?;
     println!("{}", a.out.display());
     if let Some(p) = &a.save_tensors {
@@ -228,12 +239,13 @@ fn interpolate(g: &Global, a: InterpolateArgs) -> Result<()> {
     }
     check_image_path(&a.out)?;
     let gen = load_generator(g, &a.model)?;
-    let za = seeded_latents(&gen, 1, g.seed, a.truncation)?;
-    let zb = seeded_latents(&gen, 1, a.seed2, a.truncation)?;
+    let (z_bound, psi) = truncation(&gen, a.truncation);
+    let za = seeded_latents(&gen, 1, g.seed, z_bound)?;
+    let zb = seeded_latents(&gen, 1, a.seed2, z_bound)?;
     let ts: Vec<f64> = (0..a.steps).map(|i| i as f64 / (a.steps - 1) as f64).collect();
     let z = slerp(&za, &zb, &ts)?;
     let y = labels(&gen, a.steps as i64, a.class.or(if gen.cfg.num_classes() > 0 { Some(0) } else { None }))?;
-    let x = gen.generate(&z, y.as_ref())?.f_clamp(-1.0, 1.0)?;
+    let x = gen.generate_with(&z, y.as_ref(), psi)?.f_clamp(-1.0, 1.0)?;
     let frames: Vec<Tensor> = (0..a.steps as i64).map(|i| x.get(i)).collect();
     save_image(&image_strip(&frames)?, &a.out)?;
     println!("{}", a.out.display());

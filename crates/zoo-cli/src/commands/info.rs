@@ -29,7 +29,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "gan",
-        "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
+        "zoo gan: DCGAN (PyTorch recipe layout), conditional DCGAN, StyleGAN2-style; BCE, hinge, WGAN-GP, spectral norm, R1; train, sample, interpolate, arch",
     ),
     (
         "flow",
