@@ -34,7 +34,7 @@ enum Command {
     Vae(commands::vae::Args),
     /// GANs (DCGAN, conditional DCGAN, StyleGAN2-style): train on real images, sample, interpolate, arch.
     Gan(commands::gan::Args),
-    /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
+    /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures), Glow on MNIST (bits/dim), 2-D densities.
     Flow(commands::flow::Args),
     /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
     Diffusion(commands::diffusion::Args),

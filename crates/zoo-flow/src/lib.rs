@@ -6,10 +6,14 @@
 //! - [`waveglow`]: the WaveGlow vocoder (NVIDIA's module names), its loss, presets, model folders;
 //! - [`denoiser`]: WaveGlow's bias-spectrum denoiser;
 //! - [`train`]: training WaveGlow on a folder of WAVs, and copy-synthesis metrics;
-//! - [`density`]: RealNVP / Glow on 2-D toy densities.
+//! - [`density`]: RealNVP / Glow on 2-D toy densities;
+//! - [`glow`]: multi-scale Glow for images (MNIST), bits per dimension;
+//! - [`glow_train`]: training Glow on MNIST, model folders, test bits/dim and sample grids.
 pub mod denoiser;
 pub mod density;
 pub mod error;
+pub mod glow;
+pub mod glow_train;
 pub mod layers;
 pub mod train;
 pub mod waveglow;

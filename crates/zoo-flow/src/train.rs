@@ -167,7 +167,7 @@ impl TrainTask for WaveGlowTask<'_> {
 }
 
 /// zoo-core's Trainer speaks zoo_core::Error; ours wraps it or says it in one line.
-fn to_core(e: Error) -> zoo_core::Error {
+pub(crate) fn to_core(e: Error) -> zoo_core::Error {
     match e {
         Error::Core(c) => c,
         Error::Torch(t) => zoo_core::Error::Torch(t),

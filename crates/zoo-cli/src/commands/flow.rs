@@ -1,8 +1,11 @@
-//! `zoo flow ...`: WaveGlow (train on WAVs, vocode, mel pictures) and 2-D density flows.
+//! `zoo flow ...`: WaveGlow (train on WAVs, vocode, mel pictures), Glow on MNIST (train,
+//! evaluate bits/dim, sample) and 2-D density flows.
 //!
 //! A WaveGlow model folder (`--model DIR`) is `config.json` (NVIDIA's layout: waveglow_config,
 //! data_config, train_config) plus `model.safetensors`; `zoo flow train` writes one to
-//! `<out>/model/`, and `tools/convert_waveglow.py` makes one from NVIDIA's checkpoint.
+//! `<out>/model/`, and `tools/convert_waveglow.py` makes one from NVIDIA's checkpoint. A Glow
+//! model folder is `config.json` (glow_config, data_config, train_config) plus
+//! `model.safetensors`; the presets (and config.json files) with a `glow_config` are Glow's.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +20,7 @@ use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_flow::denoiser::Denoiser;
 use zoo_flow::density::{density_picture, DensityFlow, Kind2d, Toy};
+use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel, GlowTask};
 use zoo_flow::train::{load_wav_dir, WaveGlowTask};
 use zoo_flow::waveglow::{ModelFile, Vocoder};
 
@@ -30,14 +34,17 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Trains a WaveGlow from a preset on a folder of WAVs into a run folder; writes the model
-    /// to <out>/model/.
+    /// Trains a WaveGlow (on a folder of WAVs) or a Glow (on MNIST) from a preset into a run
+    /// folder; writes the model to <out>/model/.
     Train(TrainArgs),
     /// Mel spectrogram -> waveform with a WaveGlow model folder (from a WAV: copy synthesis).
     Vocode(VocodeArgs),
-    /// Copy synthesis on the test split of a WAV folder: log-mel L1, mel-cepstral distortion,
-    /// NLL in bits per sample and real-time factor; real and vocoded WAVs and spectrograms.
+    /// WaveGlow: copy synthesis on the test split of a WAV folder (log-mel L1, mel-cepstral
+    /// distortion, NLL in bits per sample, real-time factor; real and vocoded WAVs and
+    /// spectrograms). Glow: test bits per dimension on MNIST and a sample grid.
     Eval(EvalArgs),
+    /// Draws a grid of samples from a Glow model folder.
+    Sample(SampleArgs),
     /// Draws the log-mel spectrogram of a WAV file as a picture.
     Mel(MelArgs),
     /// Fits a RealNVP or Glow to a 2-D toy density and draws data, density and samples.
@@ -46,11 +53,13 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
-    /// Training audio: wav:DIR (every .wav in DIR; FSDD names `{digit}_{speaker}_{take}.wav`
-    /// keep takes 0-4 for testing, other names every 10th file).
+    /// Training data: wav:DIR for WaveGlow (every .wav in DIR; FSDD names
+    /// `{digit}_{speaker}_{take}.wav` keep takes 0-4 for testing, other names every 10th file),
+    /// mnist:DIR for Glow (the IDX files; t10k is the test split).
     #[arg(long)]
     data: String,
-    /// A preset of models/flow/ (waveglow-8k-small, waveglow-22k); with --resume it may be left out.
+    /// A preset of models/flow/ (waveglow-8k-small, waveglow-22k, glow-mnist, glow-mnist-binary);
+    /// with --resume it may be left out.
     #[arg(long)]
     preset: Option<String>,
     /// The run folder: config.json, metrics.jsonl, loss.png, checkpoints/, model/.
@@ -62,12 +71,17 @@ struct TrainArgs {
     /// Continues the run in --out from its latest checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Evaluate (test NLL) and checkpoint every this many steps (default: steps / 5).
+    /// Evaluate (test NLL; Glow: and a sample grid) and checkpoint every this many steps
+    /// (default: steps / 5).
     #[arg(long)]
     eval_every: Option<u64>,
-    /// Test clips used by each evaluation.
+    /// WaveGlow: test clips used by each evaluation.
     #[arg(long, default_value_t = 64)]
     eval_clips: usize,
+    /// Glow: test images used by each periodic evaluation (the first ones); the final
+    /// evaluation uses the whole test split.
+    #[arg(long, default_value_t = 1000)]
+    eval_images: usize,
     /// Prints one JSON object per logged step and per evaluation on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -96,22 +110,30 @@ struct VocodeArgs {
 
 #[derive(clap::Args, Debug)]
 struct EvalArgs {
-    /// The WaveGlow model folder.
+    /// The model folder (WaveGlow or Glow).
     #[arg(long)]
     model: PathBuf,
-    /// The audio: wav:DIR; its test split is used (as in `zoo flow train`).
+    /// The data whose test split is used (as in `zoo flow train`): wav:DIR for WaveGlow,
+    /// mnist:DIR for Glow.
     #[arg(long)]
     data: String,
-    /// Test clips to use (the first ones in sorted order; default: all).
+    /// WaveGlow: test clips to use (the first ones in sorted order; default: all).
     #[arg(long)]
     clips: Option<usize>,
+    /// Glow: test images to use (the first ones; default: all 10,000).
+    #[arg(long)]
+    images: Option<usize>,
+    /// Glow: temperature of the sample grid written into --out.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
     /// Inference sigma.
     #[arg(long, default_value_t = 0.6)]
     sigma: f64,
     /// Denoiser strength (0 = off).
     #[arg(long, default_value_t = 0.0)]
     denoiser: f64,
-    /// Folder for real/vocoded WAVs and spectrogram pictures of the first --examples clips.
+    /// Folder for real/vocoded WAVs and spectrogram pictures of the first --examples clips
+    /// (Glow: for samples.png, a grid of 64 samples).
     #[arg(long)]
     out: Option<PathBuf>,
     /// How many clips to write into --out.
@@ -120,6 +142,23 @@ struct EvalArgs {
     /// Prints one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct SampleArgs {
+    /// The Glow model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images to draw.
+    #[arg(long, default_value_t = 64)]
+    num_samples: i64,
+    /// Standard deviation of the latents relative to the priors' (openai/glow's eps_std; 1 is the
+    /// model's own distribution, lower gives cleaner, less varied samples).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    /// The grid image (.png or .jpg).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,31 +199,99 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Command::Train(a) => train(g, a),
         Command::Vocode(a) => vocode(g, a),
         Command::Eval(a) => eval(g, a),
+        Command::Sample(a) => sample(g, a),
         Command::Mel(a) => mel(g, a),
         Command::Density(a) => density(g, a),
     }
 }
 
-fn resolve_preset(name: &str) -> Result<ModelFile> {
+/// A flow preset: WaveGlow's layout, or Glow's (a file with `glow_config`).
+enum FlowPreset {
+    WaveGlow(ModelFile),
+    Glow(GlowFile),
+}
+
+fn resolve_preset(name: &str) -> Result<FlowPreset> {
     let p = presets::find(&presets::models_dir(), "flow", name)?;
-    Ok(ModelFile::from_json_file(&p.path)?)
+    let text = std::fs::read_to_string(&p.path).with_context(|| format!("reading {}", p.path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.path.display()))?;
+    Ok(if GlowFile::is_glow_json(&v) {
+        FlowPreset::Glow(GlowFile::from_json_file(&p.path)?)
+    } else {
+        FlowPreset::WaveGlow(ModelFile::from_json_file(&p.path)?)
+    })
+}
+
+/// The loop of `zoo flow train`: evaluate and checkpoint every --eval-every steps (default
+/// steps / 5), with sample grids at the same steps when `samples`.
+fn loop_config(g: &Global, a: &TrainArgs, steps: u64, clip_grad: Option<f64>, samples: bool) -> LoopConfig {
+    let every = a.eval_every.unwrap_or((steps / 5).max(1)).max(1);
+    LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad,
+        log_every: every.min(10),
+        eval_every: Some(every),
+        sample_every: samples.then_some(every),
+        checkpoint_every: Some(every),
+        keep_checkpoints: 2,
+        seed: g.seed,
+    }
+}
+
+/// Creates the run folder, or reopens it for --resume when it was started with the same
+/// recipe (`recipe_key` of its config.json) and seed.
+fn open_run(a: &TrainArgs, run_cfg: &Value, recipe_key: &str) -> Result<RunDir> {
+    if a.resume {
+        let old = RunDir::open(&a.out)?.config()?;
+        for key in [recipe_key, "seed"] {
+            if old[key] != run_cfg[key] {
+                bail!(
+                    "--resume: {} was started with another {key}; resume with the run's own settings",
+                    a.out.display()
+                );
+            }
+        }
+    }
+    Ok(RunDir::create(&a.out, run_cfg, a.resume)?)
+}
+
+fn reporter(g: &Global, json: bool) -> Box<dyn Reporter> {
+    if json {
+        Box::new(JsonLines)
+    } else if g.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(ProgressBar::new())
+    }
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let spec: DataSpec = a.data.parse()?;
-    let DataSpec::Wav(dir) = &spec else {
-        bail!("--data {spec}: zoo flow train reads audio: use wav:DIR");
-    };
     // 1. the recipe: the preset's, or the run's own on --resume
-    let (preset_name, mut file) = match (&a.preset, a.resume) {
+    let (preset_name, preset) = match (&a.preset, a.resume) {
         (Some(name), _) => (name.clone(), resolve_preset(name)?),
         (None, true) => {
             let cfg = RunDir::open(&a.out)?.config()?;
-            let f: ModelFile = serde_json::from_value(cfg["model_file"].clone())
-                .with_context(|| format!("{}: config.json has no valid model_file", a.out.display()))?;
-            (cfg["preset"].as_str().unwrap_or("").to_string(), f)
+            let name = cfg["preset"].as_str().unwrap_or("").to_string();
+            if cfg.get("glow_file").is_some() {
+                let f: GlowFile = serde_json::from_value(cfg["glow_file"].clone())
+                    .with_context(|| format!("{}: config.json has no valid glow_file", a.out.display()))?;
+                (name, FlowPreset::Glow(f))
+            } else {
+                let f: ModelFile = serde_json::from_value(cfg["model_file"].clone())
+                    .with_context(|| format!("{}: config.json has no valid model_file", a.out.display()))?;
+                (name, FlowPreset::WaveGlow(f))
+            }
         }
         (None, false) => bail!("--preset is required for a new run (see models/flow/)"),
+    };
+    let mut file = match preset {
+        FlowPreset::Glow(f) => return train_glow(g, a, spec, preset_name, f),
+        FlowPreset::WaveGlow(f) => f,
+    };
+    let DataSpec::Wav(dir) = &spec else {
+        bail!("--data {spec}: WaveGlow presets train on audio: use wav:DIR");
     };
     if let Some(s) = a.steps {
         file.train_config.steps = s;
@@ -200,35 +307,13 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let vocoder = Vocoder::new(&file, device)?;
     let mut task = WaveGlowTask::new(&vocoder, &train_set, &test_set, device)?;
     task.eval_clips = a.eval_clips;
-    let every = a.eval_every.unwrap_or((steps / 5).max(1)).max(1);
-    let loop_cfg = LoopConfig {
-        steps,
-        grad_accum: 1,
-        clip_grad: file.train_config.clip_grad,
-        log_every: every.min(10),
-        eval_every: Some(every),
-        sample_every: None,
-        checkpoint_every: Some(every),
-        keep_checkpoints: 2,
-        seed: g.seed,
-    };
+    let loop_cfg = loop_config(g, &a, steps, file.train_config.clip_grad, false);
     // 3. the run folder; a resumed run must be the same recipe (its length may change)
     let mut stored = file.clone();
     stored.train_config.steps = 0;
     let run_cfg =
         json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "model_file": stored});
-    if a.resume {
-        let old = RunDir::open(&a.out)?.config()?;
-        for key in ["model_file", "seed"] {
-            if old[key] != run_cfg[key] {
-                bail!(
-                    "--resume: {} was started with another {key}; resume with the run's own settings",
-                    a.out.display()
-                );
-            }
-        }
-    }
-    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let run = open_run(&a, &run_cfg, "model_file")?;
     let lr = file.train_config.learning_rate;
     let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
     let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
@@ -246,15 +331,8 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         file.train_config.batch_size,
         file.data_config.segment_length,
     ));
-    let mut reporter: Box<dyn Reporter> = if a.json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    };
     let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
+    let outcome = trainer.run(&mut task, start, reporter(g, a.json).as_mut())?;
     if outcome.interrupted {
         g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
         return Ok(());
@@ -343,8 +421,11 @@ fn vocode(g: &Global, a: VocodeArgs) -> Result<()> {
 
 fn eval(g: &Global, a: EvalArgs) -> Result<()> {
     let spec: DataSpec = a.data.parse()?;
+    if is_glow_folder(&a.model) {
+        return eval_glow(g, a, spec);
+    }
     let DataSpec::Wav(dir) = &spec else {
-        bail!("--data {spec}: zoo flow eval reads audio: use wav:DIR");
+        bail!("--data {spec}: zoo flow eval of a WaveGlow reads audio: use wav:DIR");
     };
     let device = g.device()?;
     let v = Vocoder::load(&a.model, device, Kind::Float)?;
@@ -403,6 +484,179 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
             secs / dur
         );
     }
+    Ok(())
+}
+
+/// Whether `dir/config.json` is a Glow model's (has `glow_config`).
+fn is_glow_folder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(zoo_flow::waveglow::CONFIG_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| GlowFile::is_glow_json(&v))
+}
+
+/// The MNIST folder of a Glow command's --data.
+fn mnist_dir(spec: &DataSpec) -> Result<&Path> {
+    match spec {
+        DataSpec::Mnist(dir) => Ok(dir),
+        other => bail!("--data {other}: Glow models train and evaluate on MNIST: use mnist:DIR"),
+    }
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    zoo_core::fsutil::atomic_write(path, |w| {
+        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| zoo_core::Error::io(path, e))
+    })?;
+    Ok(())
+}
+
+fn check_temperature(t: f64) -> Result<()> {
+    if !(t.is_finite() && t >= 0.0) {
+        bail!("--temperature must be a number >= 0, got {t}");
+    }
+    Ok(())
+}
+
+/// `zoo flow train` with a Glow preset: MNIST, zoo-core's Trainer, test bits/dim and a sample
+/// grid at every evaluation, the model in <out>/model/, the whole test split in <out>/eval.json.
+fn train_glow(
+    g: &Global,
+    a: TrainArgs,
+    spec: DataSpec,
+    preset_name: String,
+    mut file: GlowFile,
+) -> Result<()> {
+    let dir = mnist_dir(&spec)?;
+    if let Some(s) = a.steps {
+        file.train_config.steps = s;
+    }
+    if g.dtype.kind() != Kind::Float {
+        bail!("zoo flow train trains in f32; drop --dtype");
+    }
+    if a.eval_images == 0 {
+        bail!("--eval-images must be at least 1");
+    }
+    file.validate()?;
+    let steps = file.train_config.steps;
+    // 1. data and model (initial weights from --seed)
+    let device = g.device()?;
+    let (train_set, test_set) = load_mnist(dir, &file.glow_config)?;
+    zoo_core::seed::seed_all(g.seed);
+    let glow = GlowModel::new(&file, device)?;
+    let mut task = GlowTask::new(&glow, &train_set, &test_set, g.seed)?;
+    task.eval_images = a.eval_images;
+    let loop_cfg = loop_config(g, &a, steps, file.train_config.clip_grad, true);
+    // 2. the run folder; a resumed run must be the same recipe (its length may change)
+    let mut stored = file.clone();
+    stored.train_config.steps = 0;
+    let run_cfg =
+        json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "glow_file": stored});
+    let run = open_run(&a, &run_cfg, "glow_file")?;
+    let t = &file.train_config;
+    let opt =
+        AdamW::new(&glow.vs, AdamWConfig { lr: t.learning_rate, weight_decay: 0.0, ..Default::default() });
+    let mut trainer = Trainer::new(&run, &glow.vs, opt, file.schedule(), loop_cfg)?;
+    let start = trainer.resume(&mut task)?;
+    let c = &file.glow_config;
+    g.note(format!(
+        "flow train: {} (Glow, {} levels x {} steps, width {}, {:.2}M parameters) on {} ({} train / {} test images), {} steps{} of batch {}",
+        if preset_name.is_empty() { "resumed run" } else { &preset_name },
+        c.n_levels,
+        c.depth,
+        c.width,
+        glow.n_params() as f64 / 1e6,
+        spec,
+        train_set.size()[0],
+        test_set.size()[0],
+        steps,
+        if start > 0 { format!(" from step {start}") } else { String::new() },
+        t.batch_size,
+    ));
+    let t0 = Instant::now();
+    let outcome = trainer.run(&mut task, start, reporter(g, a.json).as_mut())?;
+    if outcome.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+        return Ok(());
+    }
+    let train_s = t0.elapsed().as_secs_f64();
+    let model_dir = a.out.join("model");
+    glow.save(&model_dir)?;
+    // 3. the whole test split
+    let t1 = Instant::now();
+    let bits = glow.test_bits_per_dim(&test_set)?;
+    let d = c.n_dims() as f64;
+    let summary = json!({
+        "steps": outcome.steps,
+        "train_seconds": train_s,
+        "test_images": test_set.size()[0],
+        "test_bits_per_dim": bits,
+        "test_nll_nats": bits * d * std::f64::consts::LN_2,
+        "eval_seconds": t1.elapsed().as_secs_f64(),
+        "model": model_dir.display().to_string(),
+    });
+    write_json(&a.out.join("eval.json"), &summary)?;
+    if a.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "test: {bits:.4} bits/dim ({:.1} nats/image) on {} images; trained in {train_s:.0} s; model in {}",
+            bits * d * std::f64::consts::LN_2,
+            test_set.size()[0],
+            model_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `zoo flow eval` of a Glow model folder: test bits/dim (and a sample grid with --out).
+fn eval_glow(g: &Global, a: EvalArgs, spec: DataSpec) -> Result<()> {
+    let dir = mnist_dir(&spec)?;
+    check_temperature(a.temperature)?;
+    let glow = GlowModel::load(&a.model, g.device()?)?;
+    let (_, test) = load_mnist(dir, &glow.file.glow_config)?;
+    let n = test.size()[0].min(a.images.map_or(i64::MAX, |n| n.max(1) as i64));
+    let t0 = Instant::now();
+    let bits = glow.test_bits_per_dim(&test.f_narrow(0, 0, n)?)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let d = glow.file.glow_config.n_dims() as f64;
+    let mut r = json!({
+        "test_images": n, "test_bits_per_dim": bits, "test_nll_nats": bits * d * std::f64::consts::LN_2,
+        "binarized": glow.file.data_config.binarize, "seconds": secs,
+    });
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let p = out.join("samples.png");
+        glow.write_samples(64, a.temperature, &p)?;
+        r["samples"] = json!(p.display().to_string());
+    }
+    if a.json {
+        println!("{r}");
+    } else {
+        println!(
+            "{n} test images: {bits:.4} bits/dim ({:.1} nats/image) in {secs:.1} s",
+            bits * d * std::f64::consts::LN_2
+        );
+    }
+    Ok(())
+}
+
+fn sample(g: &Global, a: SampleArgs) -> Result<()> {
+    if a.num_samples < 1 {
+        bail!("--num-samples must be at least 1, got {}", a.num_samples);
+    }
+    check_temperature(a.temperature)?;
+    if !is_glow_folder(&a.model) {
+        bail!("{} is not a Glow model folder (no config.json with glow_config)", a.model.display());
+    }
+    let glow = GlowModel::load(&a.model, g.device()?)?;
+    zoo_core::image::image_format(&a.out)?;
+    // the seed picks the latents: same --seed, same grid
+    tch::manual_seed(g.seed as i64);
+    let y = tch::no_grad(|| glow.model.sample(a.num_samples, a.temperature, glow.vs.device()))?;
+    let img = glow.model.postprocess(&y)?.f_to_device(Device::Cpu)?;
+    zoo_core::image::save_image(&img, &a.out)?;
+    g.note(format!("{} samples at temperature {} -> {}", a.num_samples, a.temperature, a.out.display()));
     Ok(())
 }
 
