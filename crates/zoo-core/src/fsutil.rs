@@ -23,6 +23,11 @@ where
     })
 }
 
+/// [`atomic_write`] of a whole buffer (a JSON or text file, a packed token file).
+pub fn atomic_write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
 /// Like [`atomic_write`] for writers that want a path (e.g. libraries that create the file
 /// themselves): `write` must create and fill the temporary path it is given.
 pub fn atomic_write_with<F>(path: &Path, write: F) -> Result<()>

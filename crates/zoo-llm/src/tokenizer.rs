@@ -181,11 +181,7 @@ impl Tokenizer {
             }
             Tokenizer::Bytes => return Err(Error::Tokenizer("the byte tokenizer has no file".into())),
         };
-        zoo_core::fsutil::atomic_write(path, |w| {
-            use std::io::Write;
-            w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(path, e))
-        })?;
-        Ok(())
+        Ok(zoo_core::fsutil::atomic_write_bytes(path, text.as_bytes())?)
     }
 
     pub fn describe(&self) -> &'static str {

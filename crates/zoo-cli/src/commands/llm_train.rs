@@ -135,7 +135,7 @@ pub fn run_train(g: &Global, a: TrainArgs) -> Result<()> {
     }
     let summary = serde_json::to_value(&r)?;
     let p = a.out.join("summary.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&summary)?)?;
+    zoo_core::fsutil::atomic_write_bytes(&p, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     if a.json {
         println!("{summary}");
     } else {
@@ -238,7 +238,10 @@ fn report<E: serde::Serialize>(
         return Ok(());
     }
     let v = serde_json::to_value(r)?;
-    std::fs::write(s.out.join("summary.json"), serde_json::to_string_pretty(&v)?)?;
+    zoo_core::fsutil::atomic_write_bytes(
+        &s.out.join("summary.json"),
+        serde_json::to_string_pretty(&v)?.as_bytes(),
+    )?;
     if s.json {
         println!("{v}");
         return Ok(());
@@ -483,9 +486,7 @@ pub fn run_task(g: &Global, a: TaskArgs) -> Result<()> {
         "reverse" => tasks::to_jsonl(&tasks::reverse(&text, a.n, g.seed)?)?,
         _ => tasks::to_jsonl(&tasks::shout(&text, a.n, a.prompt_chars, a.response_chars, g.seed)?)?,
     };
-    zoo_core::fsutil::atomic_write(&a.out, |w| {
-        std::io::Write::write_all(w, jsonl.as_bytes()).map_err(|e| zoo_core::Error::io(&a.out, e))
-    })?;
+    zoo_core::fsutil::atomic_write_bytes(&a.out, jsonl.as_bytes())?;
     println!("{} records in {}", jsonl.lines().count(), a.out.display());
     Ok(())
 }

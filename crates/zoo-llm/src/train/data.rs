@@ -124,9 +124,7 @@ impl TokenData {
         })?;
         let head = dir.join("tokens.json");
         let text = serde_json::to_string_pretty(&self.header).map_err(|e| Error::Input(e.to_string()))?;
-        zoo_core::fsutil::atomic_write(&head, |w| {
-            w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&head, e))
-        })?;
+        zoo_core::fsutil::atomic_write_bytes(&head, text.as_bytes())?;
         Ok(())
     }
 

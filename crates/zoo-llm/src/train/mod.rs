@@ -6,7 +6,6 @@
 //! writes Hugging Face-format model folders ([`save_model_dir`]) that `zoo llm generate` and
 //! transformers both load.
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -70,9 +69,7 @@ pub fn save_model_dir_except(
     }
     let p = dir.join("config.json");
     let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Input(e.to_string()))?;
-    zoo_core::fsutil::atomic_write(&p, |w| {
-        w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&p, e))
-    })?;
+    zoo_core::fsutil::atomic_write_bytes(&p, text.as_bytes())?;
     let mut vars: Vec<(String, Tensor)> =
         vs.variables().into_iter().filter(|(n, _)| !skip.iter().any(|s| n.starts_with(s))).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));

@@ -188,7 +188,7 @@ impl TrainTask for PretrainTask<'_> {
             let prompt_text = self.tokenizer.decode(&prompt)?;
             let p = dir.join(format!("step-{step:06}.txt"));
             let all = format!("{prompt_text}{text}");
-            std::fs::write(&p, &all).map_err(|e| Error::io(&p, e))?;
+            zoo_core::fsutil::atomic_write_bytes(&p, all.as_bytes())?;
             self.notes.push(format!("sample at step {step}:\n{all}\n"));
             Ok(())
         })();

@@ -275,5 +275,5 @@ fn mark_reward_config(dir: &Path) -> Result<()> {
         m.insert("num_labels".into(), serde_json::json!(1));
     }
     let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Input(e.to_string()))?;
-    std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    Ok(zoo_core::fsutil::atomic_write_bytes(&p, text.as_bytes())?)
 }
