@@ -160,3 +160,26 @@ fn bad_input_is_one_line() {
         "at least 2",
     );
 }
+
+/// A conditional model's `--save-tensors` carries the intended labels, which `zoo eval score`
+/// reads for class accuracy: the classes in turn, or `--class` for all.
+#[test]
+fn conditional_sample_saves_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("cond");
+    let cfg: zoo_gan::model::ModelConfig = serde_json::from_value(serde_json::json!({
+        "arch": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 16, "num_classes": 3
+    }))
+    .unwrap();
+    let gen = zoo_gan::model::Generator::new(&cfg, tch::Device::Cpu).unwrap();
+    zoo_gan::model::save_model(&m, &gen, None).unwrap();
+    let (png, st) = (tmp.path().join("g.png"), tmp.path().join("g.safetensors"));
+    let (png, st) = (png.to_str().unwrap(), st.to_str().unwrap());
+    let model = m.to_str().unwrap();
+    let args = ["gan", "sample", "--model", model, "--num-samples", "5", "--out", png, "--save-tensors", st];
+    ok(&args);
+    assert_eq!(Vec::<i64>::try_from(tensor(Path::new(st), "labels")).unwrap(), [0, 1, 2, 0, 1]);
+    assert_eq!(tensor(Path::new(st), "images").size(), [5, 1, 16, 16]);
+    ok(&[&args[..], &["--class", "2"]].concat());
+    assert_eq!(Vec::<i64>::try_from(tensor(Path::new(st), "labels")).unwrap(), [2; 5]);
+}

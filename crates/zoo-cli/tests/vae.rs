@@ -107,8 +107,17 @@ fn train_resume_and_pictures() {
     let b = rgb_png(&dir.path().join("b.png"), 16, 16);
     let out = |name: &str| dir.path().join(name);
 
-    ok(&models, &["vae", "sample", "--model", &model, "--num-samples", "4", "--out", &s(&out("s.png"))]);
+    let st = s(&out("s.safetensors"));
+    let sample = ["vae", "sample", "--model", &model, "--num-samples", "4", "--out", &s(&out("s.png"))];
+    ok(&models, &[&sample[..], &["--save-tensors", &st]].concat());
     assert_eq!(dims(&out("s.png")), (2 * 18 + 2, 2 * 18 + 2));
+    // The saved images are the grid's, in [-1, 1], as `zoo eval score` reads them.
+    let saved = zoo_core::weights::SafetensorsFile::open(Path::new(&st)).unwrap();
+    let images = saved.tensor("images").unwrap();
+    assert_eq!(images.size(), [4, 3, 16, 16]);
+    assert_eq!(saved.tensor("z").unwrap().size()[0], 4);
+    let (lo, hi) = (images.min().double_value(&[]), images.max().double_value(&[]));
+    assert!((-1.0..=1.0).contains(&lo) && (-1.0..=1.0).contains(&hi) && hi > lo, "{lo} {hi}");
 
     // Reconstruction: deterministic (posterior mean), input above output.
     for name in ["r1.png", "r2.png"] {

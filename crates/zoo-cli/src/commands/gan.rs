@@ -103,7 +103,8 @@ struct SampleArgs {
     /// The grid image (.png or .jpg).
     #[arg(long)]
     out: PathBuf,
-    /// Also write the latents and images to this safetensors file ("z", "images").
+    /// Also write the latents and images to this safetensors file ("z", "images", and "labels"
+    /// for a conditional model): what `zoo eval score --samples` reads.
     #[arg(long)]
     save_tensors: Option<PathBuf>,
 }
@@ -227,7 +228,11 @@ fn sample(g: &Global, a: SampleArgs) -> Result<()> {
     save_image(&x.f_clamp(-1.0, 1.0)?, &a.out)?;
     println!("{}", a.out.display());
     if let Some(p) = &a.save_tensors {
-        zoo_core::weights::save(p, &[("z".into(), z), ("images".into(), x)], None)?;
+        let mut tensors = vec![("z".to_string(), z), ("images".to_string(), x)];
+        if let Some(y) = y {
+            tensors.push(("labels".to_string(), y));
+        }
+        zoo_core::weights::save(p, &tensors, None)?;
         println!("{}", p.display());
     }
     Ok(())

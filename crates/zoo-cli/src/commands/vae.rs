@@ -115,6 +115,10 @@ struct SampleArgs {
     /// The grid image (.png or .jpg).
     #[arg(long)]
     out: PathBuf,
+    /// Also write the latents and the decoded means in [-1, 1] to this safetensors file ("z",
+    /// "images"): what `zoo eval score --samples` reads.
+    #[arg(long)]
+    save_tensors: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -478,11 +482,14 @@ fn sample(g: &Global, a: SampleArgs) -> Result<()> {
     let mut shape = vec![a.num_samples as i64];
     shape.extend(vae.latent_shape(h, w));
     zoo_core::seed::seed_all(g.seed);
-    let images = tch::no_grad(|| -> Result<Tensor> {
-        let z = Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?;
-        Ok(vae.decode(&z)?)
-    })?;
-    write(&images, &a.out)
+    let z = Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?;
+    let images = tch::no_grad(|| vae.decode(&z))?.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?;
+    write(&images, &a.out)?;
+    if let Some(p) = &a.save_tensors {
+        zoo_core::weights::save(p, &[("z".to_string(), z), ("images".to_string(), images)], None)?;
+        println!("{}", p.display());
+    }
+    Ok(())
 }
 
 fn reconstruct(g: &Global, a: ReconstructArgs) -> Result<()> {
