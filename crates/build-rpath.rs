@@ -9,7 +9,7 @@
 //! only when a CUDA device is asked for, which keeps CPU runs free of its start-up time and memory.
 use std::path::PathBuf;
 
-fn main() {
+pub fn main() {
     tch_version();
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {

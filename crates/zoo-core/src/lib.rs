@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod image;
+pub mod ops;
 pub mod plot;
 pub mod presets;
 pub mod run;

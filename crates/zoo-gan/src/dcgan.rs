@@ -136,8 +136,8 @@ impl Layer {
             Layer::Conv(c) => c.forward_t(x, train)?,
             Layer::Bn(b) => b.forward_t(x, train)?,
             Layer::Relu => x.f_relu()?,
-            // leaky_relu(x, 0.2) = max(x, 0.2 x); tch's leaky_relu has the fixed slope 0.01.
-            Layer::LeakyRelu => x.f_maximum(&x.f_mul_scalar(0.2)?)?,
+            // tch's leaky_relu has the fixed slope 0.01; zoo_core::ops passes 0.2 to libtorch.
+            Layer::LeakyRelu => zoo_core::ops::leaky_relu(x, 0.2)?,
             Layer::Tanh => x.f_tanh()?,
         })
     }

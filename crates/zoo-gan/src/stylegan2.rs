@@ -107,7 +107,7 @@ fn bias_act(x: &Tensor, b: Option<&Tensor>, lrelu: bool, gain: f64) -> Result<Te
         x = x.f_add(&b.f_to_kind(x.kind())?.f_reshape(shape)?)?;
     }
     if lrelu {
-        x = x.f_maximum(&x.f_mul_scalar(LRELU_SLOPE)?)?;
+        x = zoo_core::ops::leaky_relu(&x, LRELU_SLOPE)?;
     }
     Ok(if gain != 1.0 { x.f_mul_scalar(gain)? } else { x })
 }

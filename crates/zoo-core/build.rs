@@ -1,0 +1,31 @@
+//! zoo-core's build script: the workspace's rpath set-up (../build-rpath.rs), then the C++ of
+//! csrc/ (libtorch operators tch does not wrap) compiled against libtorch's headers.
+use std::path::PathBuf;
+
+#[path = "../build-rpath.rs"]
+mod rpath;
+
+fn main() {
+    rpath::main();
+    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    // torch-sys (`links = "tch"`) hands its direct dependents libtorch's lib folder.
+    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
+        panic!("torch-sys did not report libtorch's folder (DEP_TCH_LIBTORCH_LIB): see tools/setup.sh");
+    };
+    let root = lib.parent().map(PathBuf::from).unwrap_or_else(|| lib.clone());
+    // The same C++ ABI as torch-sys's own C++ (the PyPI wheels use the new ABI).
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .file("csrc/ops.cpp")
+        .compile("zoo_csrc");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}
