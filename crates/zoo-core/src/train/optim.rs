@@ -103,12 +103,15 @@ impl AdamW {
     /// kernel per step of that formula.
     pub fn step(&mut self, lr: f64) -> Result<()> {
         self.step += 1;
-        let c = self.cfg.clone();
+        let c = &self.cfg;
         for decay in [true, false] {
-            let group: Vec<&Param> = self.params.iter().filter(|p| p.decay == decay).collect();
-            let grads: Vec<Tensor> = group.iter().map(|p| p.var.grad()).collect();
-            let (group, grads): (Vec<&Param>, Vec<Tensor>) =
-                group.into_iter().zip(grads).filter(|(_, g)| g.defined()).unzip();
+            let (group, grads): (Vec<&Param>, Vec<Tensor>) = self
+                .params
+                .iter()
+                .filter(|p| p.decay == decay)
+                .map(|p| (p, p.var.grad()))
+                .filter(|(_, g)| g.defined())
+                .unzip();
             crate::ops::fused_adamw(
                 &group.iter().map(|p| &p.var).collect::<Vec<_>>(),
                 &grads.iter().collect::<Vec<_>>(),
