@@ -2,6 +2,7 @@
 """The cdcgan-mnist recipe in plain PyTorch, to tell the recipe's behaviour from zoo's.
 
     .venv/bin/python tools/cdcgan_peer.py --data ../shared/data/mnist [--steps 1000] [--d-cond plane|onehot|branch]
+        [--mode-seeking 1.0]
 
 zoo's conditional DCGAN for MNIST (models/gan/cdcgan-mnist.json: nz 100, ngf = ndf = 32, 32x32
 grey, Adam 2e-4 (0.5, 0.999), BCE on logits, batch 64, one D step then one G step on the same
@@ -12,6 +13,10 @@ the class:
 - `plane` (zoo's): a learned 32x32 plane per class as a second input channel;
 - `onehot`: ten constant one-hot planes as extra input channels;
 - `branch`: the image and the one-hot planes each through their own first conv, concatenated.
+
+`--mode-seeking W` adds MSGAN's term (Mao et al. 2019), as zoo's `mode_seeking` setting does:
+the fakes of a batch are two halves with the same classes and different latents, and the
+generator also minimises W / (mean |G(z1) - G(z2)| / mean |z1 - z2| + 1e-5).
 
 Every 250 steps it prints the within-class spread of the samples (the per-pixel standard
 deviation over samples of one class, averaged over pixels and the ten classes, G in training
@@ -101,6 +106,7 @@ def main():
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--d-cond", choices=["plane", "onehot", "branch"], default="plane")
+    ap.add_argument("--mode-seeking", type=float, default=0.0, help="weight of the mode-seeking term (0: off)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -118,15 +124,25 @@ def main():
     for step in range(1, a.steps + 1):
         i = torch.randint(0, len(x), (a.batch,))
         real, y = x[i], labels[i]
-        y_fake = torch.randint(0, NC, (a.batch,))
-        fake = g(torch.randn(a.batch, NZ, 1, 1), y_fake)
+        if a.mode_seeking > 0:
+            half = torch.randint(0, NC, (a.batch // 2,))
+            y_fake = torch.cat([half, half])
+        else:
+            y_fake = torch.randint(0, NC, (a.batch,))
+        z = torch.randn(a.batch, NZ, 1, 1)
+        fake = g(z, y_fake)
         opt_d.zero_grad()
         out_real, out_fake = d(real, y), d(fake.detach(), y_fake)
         (bce(out_real, torch.ones_like(out_real)) + bce(out_fake, torch.zeros_like(out_fake))).backward()
         opt_d.step()
         opt_g.zero_grad()
         out = d(fake, y_fake)
-        bce(out, torch.ones_like(out)).backward()
+        loss_g = bce(out, torch.ones_like(out))
+        if a.mode_seeking > 0:
+            h = a.batch // 2
+            ratio = (fake[:h] - fake[h:]).abs().mean() / (z[:h] - z[h:]).abs().mean()
+            loss_g = loss_g + a.mode_seeking / (ratio + 1e-5)
+        loss_g.backward()
         opt_g.step()
         if step % 250 == 0:
             with torch.no_grad():

@@ -6,10 +6,11 @@
 //! - `wgan-gp`: Gulrajani et al. (2017): critic scores, plus the penalty
 //!   (||grad D(x_hat)|| - 1)^2 on random interpolates x_hat of real and fake images.
 //! - R1 (Mescheder et al. 2018): (gamma / 2) E ||grad D(x)||^2 on real images.
+//! - mode seeking (Mao et al. 2019, MSGAN): a generator term against two latents giving one image.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Loss {
@@ -107,6 +108,25 @@ pub fn r1_penalty(logits: &Tensor, real: &Tensor) -> Result<Tensor> {
     Ok(grad_norm_sq(logits, real)?.f_mean(Kind::Float)?)
 }
 
+/// MSGAN's mode-seeking term for a batch whose two halves are pairs (same class, different
+/// latents): 1 / (mean |x1 - x2| / mean |z1 - z2| + 1e-5). Shapes: fakes (B, ...), z (B, ...)
+/// with B even -> scalar.
+pub fn mode_seeking_loss(fake: &Tensor, z: &Tensor) -> Result<Tensor> {
+    let b = fake.size()[0];
+    if b % 2 != 0 || z.size()[0] != b {
+        return Err(Error::Input(format!(
+            "mode seeking needs an even batch of fakes and as many latents, got {b} and {}",
+            z.size()[0]
+        )));
+    }
+    let h = b / 2;
+    let dist = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_narrow(0, 0, h)?.f_sub(&t.f_narrow(0, h, h)?)?.f_abs()?.f_mean(Kind::Float)?)
+    };
+    let ratio = dist(fake)?.f_div(&dist(z)?)?;
+    Ok(ratio.f_add_scalar(1e-5)?.f_reciprocal()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +178,28 @@ mod tests {
         let l: Loss = serde_json::from_str("\"wgan-gp\"").unwrap();
         assert_eq!(l, Loss::WganGp);
         assert!(serde_json::from_str::<Loss>("\"lsgan\"").is_err());
+    }
+
+    #[test]
+    fn mode_seeking_is_small_when_pairs_differ_and_large_when_they_collapse() {
+        let z = Tensor::randn([8, 4, 1, 1], (Kind::Float, Device::Cpu));
+        let (z1, z2) = (z.narrow(0, 0, 4), z.narrow(0, 4, 4));
+        let dz = (&z1 - &z2).abs().mean(Kind::Float).double_value(&[]);
+        // images that move with their latents: ratio 2 -> 1 / 2
+        let x = z.repeat([1, 1, 3, 3]) * 2.0;
+        let l = mode_seeking_loss(&x, &z).unwrap().double_value(&[]);
+        assert!((l - 0.5).abs() < 1e-4, "{l}");
+        // a generator that ignores z: the loss is 1 / 1e-5 times dz
+        let same = Tensor::cat(&[&z1.repeat([1, 1, 3, 3]), &z1.repeat([1, 1, 3, 3])], 0);
+        let l = mode_seeking_loss(&same, &z).unwrap().double_value(&[]);
+        assert!((l - 1e5).abs() < 1.0, "{l} (dz {dz})");
+        // it pulls the halves apart
+        let x = x.detach().set_requires_grad(true);
+        mode_seeking_loss(&x, &z).unwrap().backward();
+        let g = x.grad();
+        let push = ((&x.narrow(0, 0, 4) - &x.narrow(0, 4, 4)) * g.narrow(0, 0, 4)).sum(Kind::Float);
+        assert!(push.double_value(&[]) < 0.0, "a descent step must move the halves apart");
+        assert!(mode_seeking_loss(&x.narrow(0, 0, 3), &z.narrow(0, 0, 3)).is_err());
+        assert!(mode_seeking_loss(&x, &z.narrow(0, 0, 6)).is_err());
     }
 }

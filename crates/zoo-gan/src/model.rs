@@ -348,6 +348,12 @@ pub struct TrainConfig {
     /// later ws from a second latent (0.9 in the paper; 0: off).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub style_mixing_prob: f64,
+    /// Weight of the mode-seeking term (Mao et al. 2019, MSGAN; 0: off). Each batch of fakes is
+    /// two halves with the same classes and different latents, and the generator also minimises
+    /// 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + 1e-5): two latents may not give one image,
+    /// which is how conditional GANs collapse to one image per class.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode_seeking: f64,
     #[serde(default = "fifty")]
     pub log_every: u64,
     #[serde(default = "five_hundred")]
@@ -410,6 +416,18 @@ impl TrainConfig {
             return Err(Error::Config(format!(
                 "style_mixing_prob must be in [0, 1], got {}",
                 self.style_mixing_prob
+            )));
+        }
+        if !(self.mode_seeking >= 0.0 && self.mode_seeking.is_finite()) {
+            return Err(Error::Config(format!(
+                "mode_seeking must be a weight >= 0, got {}",
+                self.mode_seeking
+            )));
+        }
+        if self.mode_seeking > 0.0 && self.batch_size % 2 != 0 {
+            return Err(Error::Config(format!(
+                "mode_seeking pairs the fakes of a batch: batch_size must be even, got {}",
+                self.batch_size
             )));
         }
         match model {

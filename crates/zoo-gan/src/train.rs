@@ -26,7 +26,7 @@ use zoo_core::train::trainer::Reporter;
 use zoo_core::train::{AdamW, AdamWConfig, Ema};
 use zoo_core::{seed, weights};
 
-use crate::loss::{gradient_penalty, r1_penalty, Loss};
+use crate::loss::{gradient_penalty, mode_seeking_loss, r1_penalty, Loss};
 use crate::model::{save_model, Discriminator, Generator, ModelConfig, TrainConfig};
 use crate::{Error, Result};
 
@@ -281,10 +281,19 @@ impl<'a> GanTrainer<'a> {
         save_model(dir, self.sampling_generator()?, Some(self.d))
     }
 
-    /// Random class labels for fakes of a conditional model. Shapes: -> (B) i64.
+    /// Random class labels for fakes of a conditional model. With the mode-seeking term the
+    /// second half of the batch repeats the first half's labels. Shapes: -> (B) i64.
     fn fake_labels(&self, b: i64, device: Device) -> Result<Option<Tensor>> {
         let nc = self.g.cfg.num_classes();
-        Ok(if nc > 0 { Some(Tensor::f_randint(nc, [b], (Kind::Int64, device))?) } else { None })
+        if nc == 0 {
+            return Ok(None);
+        }
+        Ok(Some(if self.cfg.mode_seeking > 0.0 {
+            let half = Tensor::f_randint(nc, [b / 2], (Kind::Int64, device))?;
+            Tensor::f_cat(&[&half, &half], 0)?
+        } else {
+            Tensor::f_randint(nc, [b], (Kind::Int64, device))?
+        }))
     }
 
     /// One generator step (with its `d_steps` discriminator steps); returns the step's numbers.
@@ -294,6 +303,7 @@ impl<'a> GanTrainer<'a> {
         let mut rng = seed::seed_step(self.seed, step);
         let mut m: Vec<(&'static str, f64)> = Vec::new();
         let mut fake = Tensor::new();
+        let mut z = Tensor::new();
         let mut yf = None;
         // 1. Discriminator.
         for k in 0..self.cfg.d_steps {
@@ -305,7 +315,7 @@ impl<'a> GanTrainer<'a> {
                 _ => None,
             };
             let b = real.size()[0];
-            let z = Tensor::f_randn(self.g.latent_shape(b), (Kind::Float, device))?;
+            z = Tensor::f_randn(self.g.latent_shape(b), (Kind::Float, device))?;
             yf = self.fake_labels(b, device)?;
             fake = self.g.forward_train(&z, yf.as_ref(), self.cfg.style_mixing_prob)?;
             let r1 = self.cfg.r1_gamma > 0.0 && d_index % self.cfg.r1_every == 0;
@@ -342,7 +352,12 @@ impl<'a> GanTrainer<'a> {
         // 2. Generator, against the updated discriminator.
         self.opt_g.zero_grad();
         let out = self.d.forward_t(&fake, yf.as_ref(), true)?;
-        let loss_g = loss.g_loss(&out)?;
+        let mut loss_g = loss.g_loss(&out)?;
+        if self.cfg.mode_seeking > 0.0 {
+            let ms = mode_seeking_loss(&fake, &z)?;
+            m.push(("mode_seeking", ms.f_double_value(&[])?));
+            loss_g = loss_g.f_add(&ms.f_mul_scalar(self.cfg.mode_seeking)?)?;
+        }
         let lg = loss_g.f_double_value(&[])?;
         if !lg.is_finite() {
             return Err(Error::Config(format!(
