@@ -7,7 +7,9 @@ mod rpath;
 
 fn main() {
     rpath::main();
-    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    for f in ["csrc/ops.cpp", "csrc/gemv.cpp", "csrc/gemv.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // torch-sys (`links = "tch"`) hands its direct dependents libtorch's lib folder.
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
@@ -25,6 +27,15 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .file("csrc/ops.cpp")
         .compile("zoo_csrc");
+    // The matrix-vector kernel is optimised in every profile (tests run debug builds); it
+    // needs no libtorch headers.
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .opt_level(3)
+        .flag("-std=c++17")
+        .file("csrc/gemv.cpp")
+        .compile("zoo_gemv");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");

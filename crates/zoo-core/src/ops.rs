@@ -23,6 +23,15 @@ extern "C" {
         err_len: usize,
     ) -> i32;
     fn zoo_leaky_relu(x: *const c_void, slope: f64, err: *mut c_char, err_len: usize) -> *mut c_void;
+    fn zoo_linear(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        transposed: i32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn zoo_gemv_available() -> i32;
 }
 
 /// The first line of the C++ exception message the shim wrote into `err`.
@@ -44,6 +53,52 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
         return Err(torch_error("leaky_relu", &err));
     }
     Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+}
+
+/// A linear layer, x W^T + b (`torch.nn.functional.linear`). Shapes: x (..., K), w (N, K),
+/// b (N) -> (..., N).
+///
+/// Decoding runs linear layers on one token: a matrix-vector product whose speed is the speed
+/// at which W streams from memory. For float32 on the CPU with at most 4 rows of x and nothing
+/// for autograd to record, this uses csrc/gemv.cpp's AVX-512 kernel, which reads W about 1.5x
+/// faster than libtorch's MKL sgemv on this machine (docs/benchmarks.md); everything else
+/// (training, prefill, other dtypes and devices, CPUs without AVX-512) is libtorch's linear.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    call_linear(x, w, b, false)
+}
+
+/// [`linear`] for a weight stored (K, N), the transpose of torch's (GPT-2's `Conv1D`): b + x W
+/// as one `addmm`, or for one row of x, csrc/gemv.cpp's kernel for that layout.
+/// Shapes: x (..., K), w (K, N), b (N) -> (..., N).
+pub fn linear_t(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    call_linear(x, w, b, true)
+}
+
+fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> Result<Tensor> {
+    let mut err = [0u8; 512];
+    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
+    // SAFETY: x, w and b are live tensors for the call; the result is a new at::Tensor whose
+    // ownership passes to the returned tch Tensor.
+    let out = unsafe {
+        zoo_linear(
+            x.as_ptr() as *const c_void,
+            w.as_ptr() as *const c_void,
+            bp,
+            i32::from(transposed),
+            err.as_mut_ptr() as *mut c_char,
+            err.len(),
+        )
+    };
+    if out.is_null() {
+        return Err(torch_error("linear", &err));
+    }
+    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+}
+
+/// Whether [`linear`] has its own matrix-vector kernel on this CPU (x86-64 with AVX-512F).
+pub fn gemv_available() -> bool {
+    // SAFETY: no arguments; reads CPU features.
+    unsafe { zoo_gemv_available() != 0 }
 }
 
 /// One step of libtorch's fused AdamW kernel over `params` (updated in place with their
@@ -128,6 +183,72 @@ mod tests {
         // libtorch's exceptions come back as errors, not aborts.
         let e = leaky_relu(&Tensor::from_slice(&[true, false]), 0.2).unwrap_err().to_string();
         assert!(e.contains("leaky_relu: ") && e.contains("Bool") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn linear_equals_libtorch() {
+        let opts = (Kind::Float, Device::Cpu);
+        // K and N that are not multiples of the kernel's 16, 1-4 rows (the kernel) and 5 (libtorch)
+        for (n, k) in [(37, 50), (64, 768), (3, 5), (16, 16)] {
+            let w = Tensor::randn([n, k], opts);
+            let b = Tensor::randn([n], opts);
+            for shape in [vec![k], vec![1, k], vec![2, 1, k], vec![4, k], vec![5, k], vec![1, 3, k]] {
+                let x = Tensor::randn(&shape[..], opts);
+                for bias in [None, Some(&b)] {
+                    let want = x.linear(&w, bias);
+                    let got = tch::no_grad(|| linear(&x, &w, bias)).unwrap();
+                    assert_eq!(got.size(), want.size());
+                    let d = (&got - &want).abs().max().double_value(&[]);
+                    assert!(d < 1e-4, "n {n} k {k} x {shape:?} bias {}: {d}", bias.is_some());
+                }
+            }
+        }
+        // autograd still sees it (libtorch's path), and a transposed view is computed right
+        let w = Tensor::randn([8, 6], opts).set_requires_grad(true);
+        let x = Tensor::randn([1, 6], opts);
+        linear(&x, &w, None).unwrap().sum(Kind::Float).backward();
+        assert_eq!(w.grad().size(), vec![8, 6]);
+        let wt = Tensor::randn([6, 8], opts).tr();
+        let d =
+            (tch::no_grad(|| linear(&x, &wt, None)).unwrap() - x.linear::<&Tensor>(&wt, None)).abs().max();
+        assert!(d.double_value(&[]) < 1e-5);
+        // f64 goes to libtorch; mismatched sizes are libtorch's error, one line
+        let x64 = Tensor::randn([1, 6], (Kind::Double, Device::Cpu));
+        let w64 = Tensor::randn([3, 6], (Kind::Double, Device::Cpu));
+        assert_eq!(linear(&x64, &w64, None).unwrap().size(), vec![1, 3]);
+        let e =
+            linear(&Tensor::randn([1, 5], opts), &w64.to_kind(Kind::Float), None).unwrap_err().to_string();
+        assert!(e.contains("linear: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn linear_t_equals_addmm() {
+        let opts = (Kind::Float, Device::Cpu);
+        for (k, n) in [(50, 37), (768, 2304), (5, 3), (17, 4100), (3072, 64)] {
+            let w = Tensor::randn([k, n], opts);
+            let b = Tensor::randn([n], opts);
+            for shape in [vec![k], vec![1, k], vec![1, 1, k], vec![3, k], vec![2, 2, k]] {
+                let x = Tensor::randn(&shape[..], opts);
+                for bias in [None, Some(&b)] {
+                    let mut want = x.matmul(&w);
+                    if let Some(b) = bias {
+                        want += b;
+                    }
+                    let got = tch::no_grad(|| linear_t(&x, &w, bias)).unwrap();
+                    assert_eq!(got.size(), want.size());
+                    let d = (&got - &want).abs().max().double_value(&[]);
+                    assert!(d < 1e-3, "k {k} n {n} x {shape:?} bias {}: {d}", bias.is_some());
+                }
+            }
+        }
+        let w = Tensor::randn([6, 8], opts).set_requires_grad(true);
+        linear_t(&Tensor::randn([1, 6], opts), &w, None).unwrap().sum(Kind::Float).backward();
+        assert_eq!(w.grad().size(), vec![6, 8]);
+        let e = linear_t(&Tensor::randn([1, 5], opts), &Tensor::randn([6, 8], opts), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linear: ") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -33,15 +33,10 @@ impl Conv1D {
         Conv1D { weight, bias }
     }
 
-    /// Shapes: (..., in) -> (..., out)
+    /// Shapes: (..., in) -> (..., out). One addmm (the bias as the GEMM's starting value), as
+    /// nn.Linear does, or zoo-core's matrix-vector kernel when decoding one token.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // One addmm (the bias as the GEMM's starting value), as nn.Linear does: a separate
-        // matmul and add cost a pass over the output and a zeroing pass in the GEMM.
-        let mut shape = x.size();
-        let n_in = shape.pop().unwrap_or(0);
-        let y = self.bias.f_addmm(&x.f_reshape([-1, n_in])?, &self.weight)?;
-        shape.push(self.weight.size()[1]);
-        Ok(y.f_view(shape.as_slice())?)
+        Ok(zoo_core::ops::linear_t(x, &self.weight, Some(&self.bias))?)
     }
 }
 
@@ -391,7 +386,7 @@ impl Gpt2 {
     /// Shapes: (B, T, n_embd) -> (B, T, vocab)
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.wte.ws);
-        Ok(hidden.f_linear::<&Tensor>(w, None)?)
+        Ok(zoo_core::ops::linear(hidden, w, None)?)
     }
 
     /// Logits. Shapes: (B, T) -> (B, T, vocab)

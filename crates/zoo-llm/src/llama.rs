@@ -13,7 +13,7 @@
 //! (`model.layers.0.self_attn.q_proj.weight`). Config files of both transformers 4
 //! (`rope_theta`, `rope_scaling`) and 5 (`rope_parameters`) are read.
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Kind, Tensor};
 use zoo_core::weights::Remap;
 
@@ -133,6 +133,12 @@ fn linear(p: nn::Path, n_in: i64, n_out: i64, bias: bool, std: f64) -> nn::Linea
     nn::linear(p, n_in, n_out, c)
 }
 
+/// A linear layer's forward through zoo-core's `ops::linear` (its matrix-vector kernel when
+/// decoding one token). Shapes: (..., n_in) -> (..., n_out).
+fn lin(l: &nn::Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(zoo_core::ops::linear(x, &l.ws, l.bs.as_ref())?)
+}
+
 impl Attention {
     fn new(p: nn::Path, cfg: &Config) -> Self {
         let (c, hd, std) = (cfg.hidden_size, cfg.head_dim(), cfg.initializer_range);
@@ -163,9 +169,9 @@ impl Attention {
         let heads = |y: Tensor, n: i64| -> Result<Tensor> {
             Ok(y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2)?) // (B, n, T, hd)
         };
-        let q = heads(self.q_proj.forward(x), self.n_head)?;
-        let k = heads(self.k_proj.forward(x), self.n_kv)?;
-        let mut v = heads(self.v_proj.forward(x), self.n_kv)?;
+        let q = heads(lin(&self.q_proj, x)?, self.n_head)?;
+        let k = heads(lin(&self.k_proj, x)?, self.n_kv)?;
+        let mut v = heads(lin(&self.v_proj, x)?, self.n_kv)?;
         let q = apply_rope(&q, &rope.0, &rope.1)?;
         let mut k = apply_rope(&k, &rope.0, &rope.1)?;
         if let Some((cache, layer)) = cache {
@@ -174,7 +180,7 @@ impl Attention {
         let dropout = if train { self.dropout } else { 0.0 };
         let y = sdpa(&q, &k, &v, mask.0, mask.1, dropout, None)?; // (B, nh, T, hd)
         let y = y.f_transpose(1, 2)?.f_reshape([b, t, self.n_head * self.head_dim])?;
-        Ok(self.o_proj.forward(&y))
+        lin(&self.o_proj, &y)
     }
 }
 
@@ -200,8 +206,8 @@ impl Mlp {
 
     /// Shapes: (B, T, C) -> (B, T, C)
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.act.apply(&self.gate_proj.forward(x))?;
-        Ok(self.down_proj.forward(&g.f_mul(&self.up_proj.forward(x))?))
+        let g = self.act.apply(&lin(&self.gate_proj, x)?)?;
+        lin(&self.down_proj, &g.f_mul(&lin(&self.up_proj, x)?)?)
     }
 }
 
@@ -553,7 +559,7 @@ impl Llama {
     /// Shapes: (B, T, hidden_size) -> (B, T, vocab)
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens.ws);
-        Ok(hidden.f_linear::<&Tensor>(w, None)?)
+        Ok(zoo_core::ops::linear(hidden, w, None)?)
     }
 
     /// Logits. Shapes: (B, T) -> (B, T, vocab)
