@@ -4,14 +4,15 @@
 //!
 //! The STFT is NVIDIA's: FFT 1024, hop 256 (1024 / 4 overlaps), Hann window of 1024, centred
 //! with reflect padding; here torch's stft / istft instead of their conv-based transform (the
-//! same magnitudes; istft normalises the overlap-add exactly).
+//! same magnitudes; istft normalises the overlap-add exactly). A model with another upsampler
+//! gets the same geometry scaled: FFT and window of its upsampler kernel, hop a quarter of it.
 use tch::{Kind, Tensor};
 
 use crate::waveglow::WaveGlow;
 use crate::{Error, Result};
 
-const N_FFT: i64 = 1024;
-const HOP: i64 = 256;
+/// NVIDIA's `n_overlap`: the hop is a quarter of the FFT.
+const N_OVERLAP: i64 = 4;
 /// Frames of the zero mel NVIDIA vocodes for the bias (`mode='zeros'`).
 const BIAS_FRAMES: i64 = 88;
 
@@ -19,6 +20,8 @@ pub struct Denoiser {
     /// (n_fft / 2 + 1, 1): the bias magnitude spectrum.
     bias_spec: Tensor,
     window: Tensor,
+    n_fft: i64,
+    hop: i64,
 }
 
 impl Denoiser {
@@ -27,10 +30,13 @@ impl Denoiser {
         let dev = model.device();
         let mel = Tensor::f_zeros([1, m, BIAS_FRAMES], (Kind::Float, dev))?;
         let bias_audio = tch::no_grad(|| model.infer(&mel, 0.0))?.f_to_kind(Kind::Float)?;
-        let window = Tensor::f_hann_window_periodic(N_FFT, true, (Kind::Float, dev))?;
-        let spec = stft(&bias_audio, &window)?.f_abs()?; // (1, F, frames)
+        let n_fft = model.cfg.upsample_kernel;
+        let hop = (n_fft / N_OVERLAP).max(1);
+        let window = Tensor::f_hann_window_periodic(n_fft, true, (Kind::Float, dev))?;
+        let d = Denoiser { bias_spec: Tensor::f_zeros([1], (Kind::Float, dev))?, window, n_fft, hop };
+        let spec = d.stft(&bias_audio)?.f_abs()?; // (1, F, frames)
         let bias_spec = spec.f_select(0, 0)?.f_narrow(1, 0, 1)?;
-        Ok(Denoiser { bias_spec, window })
+        Ok(Denoiser { bias_spec, ..d })
     }
 
     /// The bias magnitude spectrum, (n_fft / 2 + 1, 1).
@@ -43,31 +49,42 @@ impl Denoiser {
         let [_, n] = audio.size()[..] else {
             return Err(Error::Input(format!("denoiser: expected audio (B, n), got {:?}", audio.size())));
         };
-        if n <= N_FFT / 2 {
+        if n <= self.n_fft / 2 {
             return Err(Error::Input(format!(
                 "denoiser: audio of {n} samples is shorter than {} samples",
-                N_FFT / 2 + 1
+                self.n_fft / 2 + 1
             )));
         }
         let x = audio.f_to_kind(Kind::Float)?;
-        let spec = stft(&x, &self.window)?;
+        let spec = self.stft(&x)?;
         let mag = spec.f_abs()?;
         let phase = spec.f_angle()?;
         let mag = mag.f_sub(&self.bias_spec.f_mul_scalar(strength)?)?.f_clamp_min(0.0)?;
         let denoised = Tensor::f_polar(&mag, &phase)?;
-        Ok(denoised.f_istft(N_FFT, HOP, N_FFT, Some(&self.window), true, false, true, n, false)?)
+        Ok(denoised.f_istft(
+            self.n_fft,
+            self.hop,
+            self.n_fft,
+            Some(&self.window),
+            true,
+            false,
+            true,
+            n,
+            false,
+        )?)
     }
-}
 
-/// Centred STFT with reflect padding (done by hand: tch's stft cannot centre in libtorch 2.13).
-/// Shapes: (B, n) -> (B, n_fft / 2 + 1, 1 + n / hop) complex.
-fn stft(x: &Tensor, window: &Tensor) -> Result<Tensor> {
-    let [b, n] = x.size()[..] else {
-        return Err(Error::Input(format!("stft: expected (B, n), got {:?}", x.size())));
-    };
-    let pad = N_FFT / 2;
-    let padded = x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
-    Ok(padded.f_stft(N_FFT, HOP, N_FFT, Some(window), false, true, true, false)?)
+    /// Centred STFT with reflect padding (done by hand: tch's stft cannot centre in libtorch
+    /// 2.13). Shapes: (B, n) -> (B, n_fft / 2 + 1, 1 + n / hop) complex.
+    fn stft(&self, x: &Tensor) -> Result<Tensor> {
+        let [b, n] = x.size()[..] else {
+            return Err(Error::Input(format!("stft: expected (B, n), got {:?}", x.size())));
+        };
+        let pad = self.n_fft / 2;
+        let padded =
+            x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
+        Ok(padded.f_stft(self.n_fft, self.hop, self.n_fft, Some(&self.window), false, true, true, false)?)
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +122,17 @@ mod tests {
         assert!(e1 < 0.5 * e0, "bias energy {e0} -> {e1}");
         assert!(d.forward(&tone.narrow(1, 0, 100), 0.1).is_err());
         assert!(d.forward(&tone.squeeze(), 0.1).is_err());
+    }
+
+    #[test]
+    fn follows_the_upsampler_geometry() {
+        let cfg = Config { upsample_stride: 64, upsample_kernel: 256, ..Config::tiny() };
+        let vs = VarStore::new(Device::Cpu);
+        let m = WaveGlow::new(vs.root(), &cfg).unwrap();
+        let d = Denoiser::new(&m).unwrap();
+        assert_eq!(d.bias_spec().size(), vec![129, 1]);
+        let x = Tensor::randn([1, 1000], (Kind::Float, Device::Cpu)) * 0.3;
+        let same = d.forward(&x, 0.0).unwrap();
+        assert!((&same - &x).abs().max().double_value(&[]) < 1e-4);
     }
 }

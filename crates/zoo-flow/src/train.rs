@@ -190,7 +190,7 @@ pub fn copy_synthesis(
     if let Some((d, s)) = denoise {
         y = d.forward(&y, s)?;
     }
-    // F * 256 samples come out for F = 1 + n / 256 frames: keep the first n
+    // F * hop samples come out for F = 1 + n / hop frames: keep the first n
     Ok(y.f_select(0, 0)?.f_narrow(0, 0, n)?.f_to_kind(Kind::Float)?)
 }
 

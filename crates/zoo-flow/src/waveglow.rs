@@ -20,9 +20,23 @@ use crate::layers::{squeeze, unsqueeze, AffineCoupling, Flow, Invertible1x1Conv}
 use crate::wn::{Wn, WnConfig};
 use crate::{Error, Result};
 
-/// NVIDIA's upsampler geometry (hard-coded in glow.py): one mel frame per hop of 256 samples.
+/// NVIDIA's upsampler geometry (hard-coded in glow.py): one mel frame per hop of 256 samples,
+/// each frame spread over 1024 samples. The defaults of `upsample_stride` / `upsample_kernel`.
 pub const UPSAMPLE_KERNEL: i64 = 1024;
 pub const UPSAMPLE_STRIDE: i64 = 256;
+
+fn default_upsample_kernel() -> i64 {
+    UPSAMPLE_KERNEL
+}
+fn default_upsample_stride() -> i64 {
+    UPSAMPLE_STRIDE
+}
+fn is_default_kernel(k: &i64) -> bool {
+    *k == UPSAMPLE_KERNEL
+}
+fn is_default_stride(s: &i64) -> bool {
+    *s == UPSAMPLE_STRIDE
+}
 
 /// `waveglow_config` of NVIDIA's config.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +48,14 @@ pub struct Config {
     pub n_early_size: i64,
     #[serde(rename = "WN_config")]
     pub wn_config: WnConfig,
+    /// The upsampler's stride: samples per mel frame, the mel's hop. NVIDIA hard-codes 256 (its
+    /// 22.05 kHz front end); other front ends set their hop here. Written only when not 256, so
+    /// NVIDIA's code still reads our 22.05 kHz configs.
+    #[serde(default = "default_upsample_stride", skip_serializing_if = "is_default_stride")]
+    pub upsample_stride: i64,
+    /// The upsampler's kernel: samples each mel frame is spread over (NVIDIA: 1024, 4 hops).
+    #[serde(default = "default_upsample_kernel", skip_serializing_if = "is_default_kernel")]
+    pub upsample_kernel: i64,
 }
 
 impl Config {
@@ -46,6 +68,8 @@ impl Config {
             n_early_every: 4,
             n_early_size: 2,
             wn_config: WnConfig { n_layers: 8, n_channels: 256, kernel_size: 3 },
+            upsample_stride: UPSAMPLE_STRIDE,
+            upsample_kernel: UPSAMPLE_KERNEL,
         }
     }
 
@@ -58,6 +82,8 @@ impl Config {
             n_early_every: 2,
             n_early_size: 2,
             wn_config: WnConfig { n_layers: 2, n_channels: 8, kernel_size: 3 },
+            upsample_stride: UPSAMPLE_STRIDE,
+            upsample_kernel: UPSAMPLE_KERNEL,
         }
     }
 
@@ -86,6 +112,18 @@ impl Config {
         }
         if self.n_early_size % 2 != 0 {
             return bad(format!("n_early_size must be even, got {}", self.n_early_size));
+        }
+        if self.upsample_stride < 1 || self.upsample_kernel < self.upsample_stride {
+            return bad(format!(
+                "the upsampler needs 1 <= upsample_stride <= upsample_kernel, got stride {} and kernel {}",
+                self.upsample_stride, self.upsample_kernel
+            ));
+        }
+        if self.upsample_stride % self.n_group != 0 {
+            return bad(format!(
+                "n_group {} must divide the upsampler's stride (the mel hop) {}",
+                self.n_group, self.upsample_stride
+            ));
         }
         if self.n_remaining_channels() < 2 {
             return bad(format!(
@@ -148,8 +186,8 @@ impl WaveGlow {
             &p / "upsample",
             m,
             m,
-            UPSAMPLE_KERNEL,
-            nn::ConvTransposeConfig { stride: UPSAMPLE_STRIDE, ..Default::default() },
+            cfg.upsample_kernel,
+            nn::ConvTransposeConfig { stride: cfg.upsample_stride, ..Default::default() },
         );
         let mut convinv = Vec::new();
         let mut couplings = Vec::new();
@@ -181,14 +219,19 @@ impl WaveGlow {
         }
     }
 
-    /// Shapes: (B, M, F) -> (B, M, (F - 1) * 256 + 1024).
+    /// Samples per mel frame (the upsampler's stride; 256 in NVIDIA's model).
+    pub fn hop(&self) -> i64 {
+        self.cfg.upsample_stride
+    }
+
+    /// Shapes: (B, M, F) -> (B, M, (F - 1) * stride + kernel); NVIDIA's (F - 1) * 256 + 1024.
     pub fn upsample(&self, mel: &Tensor) -> Result<Tensor> {
         self.check_mel(mel)?;
         let mel = mel.f_to_kind(self.upsample_w.kind())?;
         Ok(mel.f_conv_transpose1d(
             &self.upsample_w,
             self.upsample_b.as_ref(),
-            [UPSAMPLE_STRIDE],
+            [self.cfg.upsample_stride],
             [0],
             [0],
             1,
@@ -198,7 +241,8 @@ impl WaveGlow {
 
     /// Audio -> noise. Shapes: mel (B, M, F), audio (B, T) -> z (B, n_group, T' / n_group),
     /// with T' = T rounded down to a multiple of n_group (NVIDIA's `unfold` drops the rest).
-    /// The upsampled mel, (F - 1) 256 + 1024 long, must cover the audio; it is cut to its length.
+    /// The upsampled mel, (F - 1) stride + kernel long, must cover the audio; it is cut to its
+    /// length.
     pub fn forward(&self, mel: &Tensor, audio: &Tensor) -> Result<ForwardOutput> {
         let g = self.cfg.n_group;
         let (b, t) = match audio.size()[..] {
@@ -215,7 +259,7 @@ impl WaveGlow {
         if t_up < t {
             return Err(Error::Input(format!(
                 "the mel covers {t_up} samples, fewer than the audio's {t}: it needs {} frames",
-                (t - UPSAMPLE_KERNEL + UPSAMPLE_STRIDE - 1).div_euclid(UPSAMPLE_STRIDE) + 1
+                (t - self.cfg.upsample_kernel + self.hop() - 1).div_euclid(self.hop()) + 1
             )));
         }
         let t_use = t - t % g;
@@ -246,15 +290,15 @@ impl WaveGlow {
     }
 
     /// The conditioning of inference: the upsampled mel without its last kernel - stride
-    /// samples (NVIDIA's "trim conv artifacts"), grouped. Shapes: (B, M, F) -> (B, M g, F 256 / g).
+    /// samples (NVIDIA's "trim conv artifacts"), grouped. Shapes: (B, M, F) -> (B, M g, F hop / g).
     fn infer_spect(&self, mel: &Tensor) -> Result<Tensor> {
         let spect = self.upsample(mel)?;
-        let t = spect.size()[2] - (UPSAMPLE_KERNEL - UPSAMPLE_STRIDE);
+        let t = spect.size()[2] - (self.cfg.upsample_kernel - self.hop());
         squeeze(&spect.f_narrow(2, 0, t)?, self.cfg.n_group)
     }
 
-    /// Noise -> audio: the exact inverse of [`WaveGlow::forward`] for audio of F * 256 samples.
-    /// Shapes: mel (B, M, F), z (B, n_group, F 256 / n_group) -> (B, F 256).
+    /// Noise -> audio: the exact inverse of [`WaveGlow::forward`] for audio of F * hop samples.
+    /// Shapes: mel (B, M, F), z (B, n_group, F hop / n_group) -> (B, F hop).
     pub fn inverse(&self, mel: &Tensor, z: &Tensor) -> Result<Tensor> {
         let spect = self.infer_spect(mel)?;
         let want = [spect.size()[0], self.cfg.n_group, spect.size()[2]];
@@ -280,10 +324,10 @@ impl WaveGlow {
     /// Inference (NVIDIA's `infer`): z ~ N(0, sigma^2), then [`WaveGlow::inverse`]. The noise is
     /// drawn in NVIDIA's order (the last step's channels first, then each early output from the
     /// last to the first), so after the same seed the same z is drawn as PyTorch draws.
-    /// Shapes: (B, M, F) -> (B, F 256).
+    /// Shapes: (B, M, F) -> (B, F hop).
     pub fn infer(&self, mel: &Tensor, sigma: f64) -> Result<Tensor> {
         let (b, f) = self.check_mel(mel)?;
-        let t = f * UPSAMPLE_STRIDE / self.cfg.n_group;
+        let t = f * self.hop() / self.cfg.n_group;
         let opts = (self.upsample_w.kind(), self.upsample_w.device());
         let last = Tensor::f_randn([b, self.cfg.n_remaining_channels(), t], opts)?;
         let n_early = (self.cfg.n_flows - 1) / self.cfg.n_early_every;
@@ -365,16 +409,11 @@ impl ModelFile {
     pub fn validate(&self) -> Result<()> {
         self.waveglow_config.validate()?;
         self.mel_config().validate()?;
-        if self.data_config.hop_length != UPSAMPLE_STRIDE {
+        let stride = self.waveglow_config.upsample_stride;
+        if self.data_config.hop_length != stride {
             return Err(Error::Config(format!(
-                "data_config: hop_length must be {UPSAMPLE_STRIDE}, the stride of WaveGlow's upsampler, got {}",
+                "data_config: hop_length {} must equal waveglow_config's upsample_stride {stride} (one mel frame per stride)",
                 self.data_config.hop_length
-            )));
-        }
-        if UPSAMPLE_STRIDE % self.waveglow_config.n_group != 0 {
-            return Err(Error::Config(format!(
-                "waveglow_config: n_group {} must divide the hop of {UPSAMPLE_STRIDE}",
-                self.waveglow_config.n_group
             )));
         }
         let t = &self.train_config;
@@ -494,6 +533,9 @@ mod tests {
             Config { n_early_size: 1, ..t.clone() },
             Config { n_flows: 7, ..t.clone() }, // 4 - 3 * 2 channels left
             Config { n_early_every: 0, ..t.clone() },
+            Config { upsample_stride: 18, ..t.clone() }, // n_group 4 does not divide it
+            Config { upsample_stride: 64, upsample_kernel: 32, ..t.clone() },
+            Config { upsample_stride: 0, ..t.clone() },
         ] {
             assert!(WaveGlow::new(VarStore::new(Device::Cpu).root(), &bad).is_err(), "{bad:?}");
         }
@@ -516,6 +558,31 @@ mod tests {
         // inference shapes
         let y = m.infer(&mel, 0.6).unwrap();
         assert_eq!(y.size(), vec![2, 768]);
+    }
+
+    #[test]
+    fn another_upsampler_geometry_inverts() {
+        // an 8 ms hop at 8 kHz: 64 samples per frame, each spread over 256
+        let cfg = Config { upsample_stride: 64, upsample_kernel: 256, ..Config::tiny() };
+        let vs = VarStore::new(Device::Cpu);
+        let m = WaveGlow::new(vs.root(), &cfg).unwrap();
+        randomise_ends(&vs);
+        assert_eq!(vs.variables()["upsample.weight"].size(), vec![4, 4, 256]);
+        let mel = Tensor::randn([2, 4, 5], (Kind::Float, Device::Cpu));
+        assert_eq!(m.upsample(&mel).unwrap().size(), vec![2, 4, 4 * 64 + 256]);
+        let audio = Tensor::randn([2, 5 * 64], (Kind::Float, Device::Cpu)) * 0.3;
+        let out = m.forward(&mel, &audio).unwrap();
+        let d = max_diff(&m.inverse(&mel, &out.z).unwrap(), &audio);
+        assert!(d < 1e-4, "{d}");
+        assert_eq!(m.infer(&mel, 0.6).unwrap().size(), vec![2, 320]);
+        // the mel must cover the audio: 5 frames cover 4 * 64 + 256 samples
+        let long = Tensor::randn([2, 4 * 64 + 257], (Kind::Float, Device::Cpu));
+        let e = m.forward(&mel, &long).err().unwrap().to_string();
+        assert!(e.contains("needs 6 frames"), "{e}");
+        // the geometry is written to config.json only when it is not NVIDIA's
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["upsample_stride"], 64);
+        assert!(serde_json::to_value(Config::tiny()).unwrap().get("upsample_stride").is_none());
     }
 
     #[test]
