@@ -15,15 +15,16 @@ use zoo_gan::train::{Dataset, GanTrainer};
 const SEED: u64 = 7;
 
 fn model() -> ModelConfig {
-    // Conditional with spectral norm and R1, so their state (embeddings, u/v vectors) is covered.
+    // Conditional with spectral norm and R1, so their state (embeddings, u/v vectors) is covered;
+    // the training config adds the mode-seeking term (paired labels and latents).
     ModelConfig::Dcgan(DcganConfig { num_classes: 3, d_norm: Norm::Spectral, ..DcganConfig::tiny() })
 }
 
 fn train_cfg(steps: u64) -> TrainConfig {
     serde_json::from_value(json!({
         "batch_size": 8, "steps": steps, "loss": "hinge", "lr_g": 0.0005, "lr_d": 0.0005, "beta1": 0.5,
-        "beta2": 0.999, "r1_gamma": 1.0, "r1_every": 2, "ema_decay": 0.9, "log_every": 1, "sample_every": 3,
-        "checkpoint_every": 100
+        "beta2": 0.999, "r1_gamma": 1.0, "r1_every": 2, "ema_decay": 0.9, "mode_seeking": 0.5, "log_every": 1,
+        "sample_every": 3, "checkpoint_every": 100
     }))
     .unwrap()
 }
@@ -74,7 +75,7 @@ fn interrupted_and_resumed_run_matches_the_uninterrupted_one() {
     assert!(!interrupted);
     assert_eq!(full.len(), 6);
     let r = &full[5];
-    for k in ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] {
+    for k in ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2", "mode_seeking"] {
         assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k} missing in {r}");
     }
     // Lazy R1 (every 2nd D step): at steps 0, 2, 4 (logged as 1, 3, 5) only.

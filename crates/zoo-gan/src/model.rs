@@ -557,12 +557,17 @@ mod tests {
         let e =
             TrainConfig { style_mixing_prob: 1.5, ..base.clone() }.validate(&model).unwrap_err().to_string();
         assert!(e.contains("style_mixing_prob"), "{e}");
+        let e = TrainConfig { mode_seeking: -1.0, ..base.clone() }.validate(&model).unwrap_err().to_string();
+        assert!(e.contains("mode_seeking"), "{e}");
         let dc = ModelConfig::Dcgan(DcganConfig::tiny());
+        let odd = TrainConfig { mode_seeking: 1.0, batch_size: 7, style_mixing_prob: 0.0, ..base.clone() };
+        assert!(odd.validate(&dc).unwrap_err().to_string().contains("even"));
         assert!(base.validate(&dc).unwrap_err().to_string().contains("StyleGAN2"));
         // The later settings are left out of a run's JSON at their defaults (old runs resume).
         let plain = TrainConfig { style_mixing_prob: 0.0, ..base };
         let v = serde_json::to_value(&plain).unwrap();
         assert!(v.get("style_mixing_prob").is_none() && v.get("ema_warmup").is_none(), "{v}");
+        assert!(v.get("mode_seeking").is_none(), "{v}");
     }
 
     #[test]
