@@ -88,9 +88,12 @@ class WN(torch.nn.Module):
 
 
 class WaveGlow(torch.nn.Module):
-    def __init__(self, n_mel_channels, n_flows, n_group, n_early_every, n_early_size, WN_config):
+    def __init__(self, n_mel_channels, n_flows, n_group, n_early_every, n_early_size, WN_config,
+                 upsample_stride=256, upsample_kernel=1024):
         super().__init__()
-        self.upsample = torch.nn.ConvTranspose1d(n_mel_channels, n_mel_channels, 1024, stride=256)
+        # NVIDIA hard-codes kernel 1024, stride 256; zoo's config may set others (models/flow/)
+        self.upsample = torch.nn.ConvTranspose1d(n_mel_channels, n_mel_channels, upsample_kernel,
+                                                 stride=upsample_stride)
         self.n_flows, self.n_group = n_flows, n_group
         self.n_early_every, self.n_early_size = n_early_every, n_early_size
         self.WN = torch.nn.ModuleList()

@@ -18,15 +18,24 @@ fn main() {
     let root = lib.parent().map(PathBuf::from).unwrap_or_else(|| lib.clone());
     // The same C++ ABI as torch-sys's own C++ (the PyPI wheels use the new ABI).
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
         .include(root.join("include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .file("csrc/ops.cpp")
-        .compile("zoo_csrc");
+        .file("csrc/ops.cpp");
+    // at::parallel_for is inline OpenMP: without -fopenmp it runs serially. libtorch's own
+    // libgomp (the one libtorch_cpu loads: one runtime, one thread pool, torch's thread count)
+    // supplies the symbols; a libtorch without it (macOS: libomp) gets serial kernels.
+    let gomp = "libgomp.so.1";
+    if lib.join(gomp).is_file() {
+        build.flag("-fopenmp");
+        println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
+    }
+    build.compile("zoo_csrc");
     // The matrix-vector kernel is optimised in every profile (tests run debug builds); it
     // needs no libtorch headers.
     cc::Build::new()
