@@ -631,14 +631,20 @@ mod tests {
     #[test]
     fn model_folder_round_trips_and_presets_parse() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["waveglow-22k", "waveglow-8k-small"] {
+        for name in ["waveglow-22k", "waveglow-8k-small", "waveglow-8k"] {
             let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "flow", name).unwrap();
             let f = ModelFile::from_json_file(&p.path).unwrap();
-            if name == "waveglow-22k" {
-                assert_eq!(f.waveglow_config, Config::waveglow_22k());
-                assert_eq!(f.mel_config(), MelConfig::waveglow_22k());
-            } else {
-                assert_eq!(f.mel_config(), MelConfig::speech_8k());
+            match name {
+                "waveglow-22k" => {
+                    assert_eq!(f.waveglow_config, Config::waveglow_22k());
+                    assert_eq!(f.mel_config(), MelConfig::waveglow_22k());
+                }
+                "waveglow-8k-small" => assert_eq!(f.mel_config(), MelConfig::speech_8k()),
+                _ => {
+                    // a 10 ms hop: the upsampler's stride follows the mel's hop
+                    assert_eq!(f.mel_config().hop_length, 80);
+                    assert_eq!(f.waveglow_config.upsample_stride, 80);
+                }
             }
         }
         let p =

@@ -58,8 +58,8 @@ struct TrainArgs {
     /// mnist:DIR for Glow (the IDX files; t10k is the test split).
     #[arg(long)]
     data: String,
-    /// A preset of models/flow/ (waveglow-8k-small, waveglow-22k, glow-mnist, glow-mnist-binary);
-    /// with --resume it may be left out.
+    /// A preset of models/flow/ (waveglow-8k, waveglow-8k-small, waveglow-22k, glow-mnist,
+    /// glow-mnist-binary); with --resume it may be left out.
     #[arg(long)]
     preset: Option<String>,
     /// The run folder: config.json, metrics.jsonl, loss.png, checkpoints/, model/.
