@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -73,6 +74,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    }
+}
+
+/// `zoo info | head`, `zoo llm generate ... | head -c 100`: end quietly when the reader goes
+/// away, as Unix tools do. Rust ignores SIGPIPE, so `println!` would panic on the broken pipe.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    {
+        extern "C" {
+            fn signal(signum: std::ffi::c_int, handler: usize) -> usize;
+        }
+        const SIGPIPE: std::ffi::c_int = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: restores the default disposition of one signal before any thread starts.
+        unsafe { signal(SIGPIPE, SIG_DFL) };
     }
 }
 

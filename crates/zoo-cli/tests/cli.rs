@@ -37,11 +37,28 @@ fn info_reports_libtorch_2_13() {
     assert!(s.contains("libtorch 2.13.0"), "{s}");
     assert!(s.contains("tch 0.26"), "{s}");
     assert!(s.contains("CUDA: "), "{s}");
+    assert!(s.contains("decoding kernels: "), "{s}");
 
     let out = zoo().args(["info", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["libtorch"].as_str().unwrap().starts_with("2.13.0"));
     assert!(v["threads"].as_u64().unwrap() >= 1);
+    assert!(v["gemv_kernel"].is_boolean());
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    // `zoo info | head -0`: the reader is gone before zoo prints.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -54,6 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             },
             "mps": tch::utils::has_mps(),
             "threads": device::threads(),
+            "gemv_kernel": zoo_core::ops::gemv_available(),
             "device": g.device.to_string(),
             "families": FAMILIES.iter().map(|(f, _)| f).collect::<Vec<_>>(),
             "presets": presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect::<Vec<_>>(),
@@ -77,6 +78,14 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         device::threads(),
         yes_no(tch::utils::has_mkl()),
         yes_no(tch::utils::has_openmp())
+    );
+    println!(
+        "decoding kernels: {}",
+        if zoo_core::ops::gemv_available() {
+            "zoo's AVX-512 matrix-vector kernels for float32 linear layers at batch 1-4"
+        } else {
+            "libtorch's (this CPU has no AVX-512)"
+        }
     );
     if FAMILIES.is_empty() {
         println!(
