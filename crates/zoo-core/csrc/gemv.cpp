@@ -5,7 +5,7 @@
 // which on this machine (AMD EPYC, AVX-512) reads W at about 13 GB/s on one thread where a plain
 // streaming sum reads 20-24 GB/s (docs/benchmarks.md). Here each step takes 16 rows of W
 // (16 concurrent sequential streams, one accumulator each) against one 16-float slice of x,
-// which stays in L1; that reads W at 20 GB/s. For 2-4 rows of x each block of W is reused from
+// which stays in L1. For 2-4 rows of x each block of W is reused from
 // cache for the next row of x. K need not be a multiple of 16 (masked loads), nor N of 16.
 //
 // W stored (K, N) instead (GPT-2's Conv1D: y = b + x W) is read 8 rows at a time: 8 sequential

@@ -1,5 +1,5 @@
-// A float32 matrix-vector kernel for linear layers at batch 1-4 (decoding): y = x W^T + b with
-// W (N, K) row-major, as torch's linear stores it. See gemv.cpp.
+// Float32 matrix-vector kernels for linear layers when decoding: W stored (N, K) as torch's
+// linear stores it (1-4 rows of x), or (K, N) as GPT-2's Conv1D (one row). See gemv.cpp.
 #pragma once
 #include <cstdint>
 

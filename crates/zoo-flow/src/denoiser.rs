@@ -19,9 +19,8 @@ const BIAS_FRAMES: i64 = 88;
 pub struct Denoiser {
     /// (n_fft / 2 + 1, 1): the bias magnitude spectrum.
     bias_spec: Tensor,
+    /// Hann window of n_fft samples: the STFT's size (the hop is n_fft / N_OVERLAP).
     window: Tensor,
-    n_fft: i64,
-    hop: i64,
 }
 
 impl Denoiser {
@@ -30,13 +29,10 @@ impl Denoiser {
         let dev = model.device();
         let mel = Tensor::f_zeros([1, m, BIAS_FRAMES], (Kind::Float, dev))?;
         let bias_audio = tch::no_grad(|| model.infer(&mel, 0.0))?.f_to_kind(Kind::Float)?;
-        let n_fft = model.cfg.upsample_kernel;
-        let hop = (n_fft / N_OVERLAP).max(1);
-        let window = Tensor::f_hann_window_periodic(n_fft, true, (Kind::Float, dev))?;
-        let d = Denoiser { bias_spec: Tensor::f_zeros([1], (Kind::Float, dev))?, window, n_fft, hop };
-        let spec = d.stft(&bias_audio)?.f_abs()?; // (1, F, frames)
+        let window = Tensor::f_hann_window_periodic(model.cfg.upsample_kernel, true, (Kind::Float, dev))?;
+        let spec = stft(&bias_audio, &window)?.f_abs()?; // (1, F, frames)
         let bias_spec = spec.f_select(0, 0)?.f_narrow(1, 0, 1)?;
-        Ok(Denoiser { bias_spec, ..d })
+        Ok(Denoiser { bias_spec, window })
     }
 
     /// The bias magnitude spectrum, (n_fft / 2 + 1, 1).
@@ -49,42 +45,37 @@ impl Denoiser {
         let [_, n] = audio.size()[..] else {
             return Err(Error::Input(format!("denoiser: expected audio (B, n), got {:?}", audio.size())));
         };
-        if n <= self.n_fft / 2 {
+        let n_fft = self.window.size()[0];
+        if n <= n_fft / 2 {
             return Err(Error::Input(format!(
                 "denoiser: audio of {n} samples is shorter than {} samples",
-                self.n_fft / 2 + 1
+                n_fft / 2 + 1
             )));
         }
         let x = audio.f_to_kind(Kind::Float)?;
-        let spec = self.stft(&x)?;
+        let spec = stft(&x, &self.window)?;
         let mag = spec.f_abs()?;
         let phase = spec.f_angle()?;
         let mag = mag.f_sub(&self.bias_spec.f_mul_scalar(strength)?)?.f_clamp_min(0.0)?;
         let denoised = Tensor::f_polar(&mag, &phase)?;
-        Ok(denoised.f_istft(
-            self.n_fft,
-            self.hop,
-            self.n_fft,
-            Some(&self.window),
-            true,
-            false,
-            true,
-            n,
-            false,
-        )?)
+        Ok(denoised.f_istft(n_fft, hop(n_fft), n_fft, Some(&self.window), true, false, true, n, false)?)
     }
+}
 
-    /// Centred STFT with reflect padding (done by hand: tch's stft cannot centre in libtorch
-    /// 2.13). Shapes: (B, n) -> (B, n_fft / 2 + 1, 1 + n / hop) complex.
-    fn stft(&self, x: &Tensor) -> Result<Tensor> {
-        let [b, n] = x.size()[..] else {
-            return Err(Error::Input(format!("stft: expected (B, n), got {:?}", x.size())));
-        };
-        let pad = self.n_fft / 2;
-        let padded =
-            x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
-        Ok(padded.f_stft(self.n_fft, self.hop, self.n_fft, Some(&self.window), false, true, true, false)?)
-    }
+fn hop(n_fft: i64) -> i64 {
+    (n_fft / N_OVERLAP).max(1)
+}
+
+/// Centred STFT with reflect padding (done by hand: tch's stft cannot centre in libtorch 2.13),
+/// of the window's length. Shapes: (B, n) -> (B, n_fft / 2 + 1, 1 + n / hop) complex.
+fn stft(x: &Tensor, window: &Tensor) -> Result<Tensor> {
+    let [b, n] = x.size()[..] else {
+        return Err(Error::Input(format!("stft: expected (B, n), got {:?}", x.size())));
+    };
+    let n_fft = window.size()[0];
+    let pad = n_fft / 2;
+    let padded = x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
+    Ok(padded.f_stft(n_fft, hop(n_fft), n_fft, Some(window), false, true, true, false)?)
 }
 
 #[cfg(test)]
