@@ -10,30 +10,15 @@
 //! a UNet forward at batch 1 and at batch 16 (no gradients), 50 DDIM steps at batch 4 (the
 //! pipeline's loop: noise, scale, UNet, scheduler step), and a training step at batch 16
 //! (noise at random timesteps, epsilon MSE, backward, AdamW).
-use std::time::Instant;
-
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 use zoo_core::train::{AdamW, AdamWConfig};
 use zoo_diffusion::pipeline::{sample, DiffusionModel, ModelSpec, SampleOptions};
 use zoo_diffusion::schedulers;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Runs `f` once, then `n` timed times; the median in seconds.
-fn time(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t = Vec::new();
-    for _ in 0..n {
-        let t0 = Instant::now();
-        f()?;
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    Ok(median(t))
-}
+#[path = "timing.rs"]
+mod timing;
+use timing::time;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

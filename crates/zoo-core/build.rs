@@ -7,7 +7,7 @@ mod rpath;
 
 fn main() {
     rpath::main();
-    for f in ["csrc/ops.cpp", "csrc/gemv.cpp", "csrc/gemv.h"] {
+    for f in ["csrc/ops.cpp", "csrc/gemv.cpp", "csrc/gemv.h", "csrc/wino.cpp", "csrc/wino.h"] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -24,6 +24,7 @@ fn main() {
         .pic(true)
         .warnings(false)
         .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .file("csrc/ops.cpp");
@@ -36,15 +37,16 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
     }
     build.compile("zoo_csrc");
-    // The matrix-vector kernel is optimised in every profile (tests run debug builds); it
-    // needs no libtorch headers.
+    // The matrix-vector kernel and the Winograd transforms are optimised in every profile
+    // (tests run debug builds); they need no libtorch headers.
     cc::Build::new()
         .cpp(true)
         .pic(true)
         .opt_level(3)
         .flag("-std=c++17")
         .file("csrc/gemv.cpp")
-        .compile("zoo_gemv");
+        .file("csrc/wino.cpp")
+        .compile("zoo_kernels");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");

@@ -44,8 +44,30 @@ fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> Result<nn::G
     Ok(nn::group_norm(p, groups, channels, nn::GroupNormConfig { eps, ..Default::default() }))
 }
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding, ..Default::default() })
+/// `nn.Conv2d` (square kernel, diffusers' `weight`/`bias`) run by `zoo_core::ops::conv2d`, so
+/// the 3x3 stride-1 convolutions take its Winograd path.
+#[derive(Debug)]
+pub struct Conv {
+    conv: nn::Conv2D,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv {
+    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
+        let conv = nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding, ..Default::default() });
+        Conv { conv, stride, padding }
+    }
+
+    /// Shapes: (B, Cin, H, W) -> (B, Cout, H', W').
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (s, p) = (self.stride, self.padding);
+        Ok(zoo_core::ops::conv2d(x, &self.conv.ws, self.conv.bs.as_ref(), [s, s], [p, p])?)
+    }
+}
+
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Conv {
+    Conv::new(p, cin, cout, k, stride, padding)
 }
 
 /// ResnetBlock2D: GroupNorm, act, conv, + time embedding (added, or as scale and shift of the
@@ -54,11 +76,11 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> 
 #[derive(Debug)]
 pub struct ResnetBlock2D {
     norm1: nn::GroupNorm,
-    conv1: nn::Conv2D,
+    conv1: Conv,
     time_emb_proj: nn::Linear,
     norm2: nn::GroupNorm,
-    conv2: nn::Conv2D,
-    conv_shortcut: Option<nn::Conv2D>,
+    conv2: Conv,
+    conv_shortcut: Option<Conv>,
     scale_shift: bool,
     output_scale_factor: f64,
     dropout: f64,
@@ -96,7 +118,7 @@ impl ResnetBlock2D {
 
     /// Shapes: x (B, Cin, H, W), temb (B, T) -> (B, Cout, H, W).
     pub fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.act.apply(&self.norm1.forward(x))?);
+        let h = self.conv1.forward(&self.act.apply(&self.norm1.forward(x))?)?;
         let t = self.time_emb_proj.forward(&self.act.apply(temb)?).f_unsqueeze(-1)?.f_unsqueeze(-1)?;
         let h = if self.scale_shift {
             let parts = t.f_chunk(2, 1)?;
@@ -106,9 +128,9 @@ impl ResnetBlock2D {
             self.norm2.forward(&h.f_add(&t)?)
         };
         let h = self.act.apply(&h)?.f_dropout(self.dropout, train)?;
-        let h = self.conv2.forward(&h);
+        let h = self.conv2.forward(&h)?;
         let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
+            Some(c) => c.forward(x)?,
             None => x.shallow_clone(),
         };
         Ok(skip.f_add(&h)?.f_div_scalar(self.output_scale_factor)?)
@@ -182,7 +204,7 @@ impl Attention {
 /// only (as diffusers does, so that odd and even sizes halve alike).
 #[derive(Debug)]
 pub struct Downsample2D {
-    conv: nn::Conv2D,
+    conv: Conv,
     padding: i64,
 }
 
@@ -194,14 +216,14 @@ impl Downsample2D {
     /// Shapes: (B, C, H, W) -> (B, C, H/2, W/2).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = if self.padding == 0 { x.f_constant_pad_nd([0, 1, 0, 1])? } else { x.shallow_clone() };
-        Ok(self.conv.forward(&x))
+        self.conv.forward(&x)
     }
 }
 
 /// Nearest-neighbour 2x upsampling, then a 3x3 conv.
 #[derive(Debug)]
 pub struct Upsample2D {
-    conv: nn::Conv2D,
+    conv: Conv,
 }
 
 impl Upsample2D {
@@ -213,7 +235,7 @@ impl Upsample2D {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.size4()?;
         let up = x.f_upsample_nearest2d([h * 2, w * 2], 2.0, 2.0)?;
-        Ok(self.conv.forward(&up))
+        self.conv.forward(&up)
     }
 }
 

@@ -15,7 +15,7 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 pub use blocks::Act;
-use blocks::{AttnOpts, DownBlock, MidBlock, ResnetOpts, TimestepEmbedding, UpBlock};
+use blocks::{AttnOpts, Conv, DownBlock, MidBlock, ResnetOpts, TimestepEmbedding, UpBlock};
 use zoo_core::weights::Remap;
 
 use crate::{Error, Result};
@@ -251,14 +251,14 @@ impl UNet2DConfig {
 #[derive(Debug)]
 pub struct UNet2DModel {
     pub config: UNet2DConfig,
-    conv_in: nn::Conv2D,
+    conv_in: Conv,
     time_embedding: TimestepEmbedding,
     class_embedding: Option<nn::Embedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: Conv,
     act: Act,
 }
 
@@ -270,7 +270,6 @@ impl UNet2DModel {
         let n = ch.len();
         let act = Act::parse(&cfg.act_fn)?;
         let temb = cfg.time_embedding_dim.unwrap_or(ch[0] * 4);
-        let conv_cfg = nn::ConvConfig { padding: 1, ..Default::default() };
         let ro = ResnetOpts {
             temb,
             groups: cfg.norm_num_groups,
@@ -331,7 +330,7 @@ impl UNet2DModel {
         }
         Ok(UNet2DModel {
             config: cfg.clone(),
-            conv_in: nn::conv2d(&p / "conv_in", cfg.in_channels, ch[0], 3, conv_cfg),
+            conv_in: Conv::new(&p / "conv_in", cfg.in_channels, ch[0], 3, 1, 1),
             time_embedding: TimestepEmbedding::new(&p / "time_embedding", ch[0], temb, act),
             class_embedding: cfg
                 .num_class_embeds
@@ -345,7 +344,7 @@ impl UNet2DModel {
                 ch[0],
                 nn::GroupNormConfig { eps: cfg.norm_eps, ..Default::default() },
             ),
-            conv_out: nn::conv2d(&p / "conv_out", ch[0], cfg.out_channels, 3, conv_cfg),
+            conv_out: Conv::new(&p / "conv_out", ch[0], cfg.out_channels, 3, 1, 1),
             act,
         })
     }
@@ -445,7 +444,7 @@ impl UNet2DModel {
             (None, None) => {}
         }
         // 2. down path, keeping every skip output
-        let mut h = self.conv_in.forward(&x);
+        let mut h = self.conv_in.forward(&x)?;
         note("conv_in", &h);
         let mut skips = vec![h.shallow_clone()];
         for (i, d) in self.down_blocks.iter().enumerate() {
@@ -465,7 +464,7 @@ impl UNet2DModel {
             note(&format!("up_blocks.{i} ({})", u.kind), &h);
         }
         // 5. output
-        let out = self.conv_out.forward(&self.act.apply(&self.conv_norm_out.forward(&h))?);
+        let out = self.conv_out.forward(&self.act.apply(&self.conv_norm_out.forward(&h))?)?;
         note("conv_out", &out);
         Ok(out)
     }

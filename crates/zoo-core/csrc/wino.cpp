@@ -1,0 +1,296 @@
+// Winograd convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+// 2016): F(4x4, 3x3) for the 3x3 stride-1 convolutions of UNets and VAEs, and F(4x4, 2x2), the
+// building block ops.cpp turns 4x4 stride-2 convolutions and their transposes (DCGAN, conv VAEs)
+// into.
+//
+// An r x r convolution computes each 4x4 block of output from an a x a block of input
+// (a = 4 + r - 1) with 16 r^2 multiplies per (input, output) channel pair; in the Winograd
+// domain it is a^2 elementwise products, so the GEMMs over channels shrink 16 r^2 / a^2 times
+// (4x for r = 3, 2.56x for r = 2). The price is transforms that are linear in the data
+// (filters: G g G^T, input tiles: B^T d B, products: A^T m A), done here; ops.cpp runs the a^2
+// GEMMs (one per transformed position) through libtorch's bmm. Training also needs the
+// adjoints: A q A^T for the output's gradient and G^T m G for the filters'.
+//
+// tools/wino_transforms.py derives B^T, G and A^T exactly (Toom-Cook on the points 0, 1, -1,
+// 2, -2 and infinity) and checks them. Every transform works on L = 16 tiles (or filters) at
+// once, the lanes of local arrays, so the arithmetic vectorises; the exported functions are
+// compiled for AVX-512, AVX2 and plain x86-64, chosen at load time (GCC's target_clones).
+#include "wino.h"
+
+#include <algorithm>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ZOO_WINO_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ZOO_WINO_CLONES
+#endif
+#define ZOO_INLINE inline __attribute__((always_inline))
+
+namespace zoo::wino {
+
+namespace {
+
+constexpr int L = 16;
+
+// out = M in over L lanes, for a constant matrix M (R x C): rows of `in` are DS floats apart,
+// rows of `out` RS apart. Once inlined the coefficients are constants, so zeros and ones cost
+// nothing. `Transposed`: out = M^T in (M is C x R then).
+template <int R, int C, int DS, int RS, bool Transposed = false, class Mat>
+ZOO_INLINE void apply(const Mat& m, const float* in, float* out) {
+  for (int l = 0; l < L; ++l) {
+    float x[C];
+    for (int k = 0; k < C; ++k) x[k] = in[k * DS + l];
+    for (int i = 0; i < R; ++i) {
+      float acc = 0.0f;
+      for (int k = 0; k < C; ++k) {
+        const float c = Transposed ? m[k][i] : m[i][k];
+        if (c != 0.0f) acc += c * x[k];
+      }
+      out[i * RS + l] = acc;
+    }
+  }
+}
+
+// F(4x4, 3x3): the five points 0, 1, -1, 2, -2 and infinity (a = 6).
+struct F43 {
+  static constexpr int A = 6, M = 4, R = 3;
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
+                                     {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
+                                     {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr float G[6][3] = {{1.0f / 4, 0, 0},
+                                    {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                    {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                    {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                    {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                    {0, 0, 1}};
+  static constexpr float AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+// F(4x4, 2x2): the points 0, 1, -1, 2 and infinity (a = 5).
+struct F42 {
+  static constexpr int A = 5, M = 4, R = 2;
+  static constexpr float BT[5][5] = {
+      {2, -1, -2, 1, 0}, {0, -2, -1, 1, 0}, {0, 2, -3, 1, 0}, {0, -1, 0, 1, 0}, {0, 2, -1, -2, 1}};
+  static constexpr float G[5][2] = {
+      {1.0f / 2, 0}, {-1.0f / 2, -1.0f / 2}, {-1.0f / 6, 1.0f / 6}, {1.0f / 6, 1.0f / 3}, {0, 1}};
+  static constexpr float AT[4][5] = {
+      {1, 1, 1, 1, 0}, {0, 1, -1, 2, 0}, {0, 1, 1, 4, 0}, {0, 1, -1, 8, 1}};
+};
+
+template <class S>
+ZOO_INLINE void weight_transform_t(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
+                                   float* u) {
+  constexpr int A = S::A, R = S::R;
+  const int64_t stride = K * C;
+  alignas(64) float g[R][R][L], t[A][R][L], r[A][A][L];
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t c0 = 0; c0 < C; c0 += L) {
+      const int64_t n = std::min<int64_t>(L, C - c0);
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < R; ++j)
+          for (int l = 0; l < L; ++l)
+            g[i][j][l] = l < n ? w[((k * C) + c0 + l) * R * R + i * R + j] : 0.0f;
+      for (int j = 0; j < R; ++j) apply<A, R, R * L, R * L>(S::G, &g[0][j][0], &t[0][j][0]);
+      for (int i = 0; i < A; ++i) apply<A, R, L, L>(S::G, &t[i][0][0], &r[i][0][0]);
+      for (int e = 0; e < A * A; ++e) {
+        float* dst = u + e * stride + k * C + c0;
+        const float* src = &r[e / A][e % A][0];
+        for (int64_t l = 0; l < n; ++l) dst[l] = src[l];
+      }
+    }
+  }
+}
+
+template <class S>
+ZOO_INLINE void input_plane_t(const float* x, int64_t H, int64_t W, int64_t pad, int64_t th,
+                              int64_t tw, float* v, int64_t v_stride, float* scratch) {
+  constexpr int A = S::A, M = S::M;
+  // The plane, zero-padded to the tile grid, so that every patch reads without checks.
+  const int64_t PH = th * M + A - M, PW = tw * M + A - M;
+  for (int64_t yy = 0; yy < PH; ++yy) {
+    float* dst = scratch + yy * PW;
+    const int64_t sy = yy - pad;
+    if (sy < 0 || sy >= H) {
+      std::fill(dst, dst + PW, 0.0f);
+      continue;
+    }
+    const int64_t lo = std::min(pad, PW), hi = std::min(PW, pad + W);
+    std::fill(dst, dst + lo, 0.0f);
+    std::copy(x + sy * W, x + sy * W + (hi - lo), dst + lo);
+    std::fill(dst + hi, dst + PW, 0.0f);
+  }
+  alignas(64) float d[A][A][L], t[A][A][L], r[A][A][L];
+  const int64_t P = th * tw;
+  // L consecutive tiles of the plane at a time (across tile rows), one per lane.
+  for (int64_t t0 = 0; t0 < P; t0 += L) {
+    const int64_t n = std::min<int64_t>(L, P - t0);
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
+      const float* src = scratch + ty * M * PW + tx * M;
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) d[i][j][l] = src[i * PW + j];
+    }
+    for (int64_t l = n; l < L; ++l)
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) d[i][j][l] = 0.0f;
+    for (int j = 0; j < A; ++j) apply<A, A, A * L, A * L>(S::BT, &d[0][j][0], &t[0][j][0]);
+    for (int i = 0; i < A; ++i) apply<A, A, L, L>(S::BT, &t[i][0][0], &r[i][0][0]);
+    float* out = v + t0;
+    for (int e = 0; e < A * A; ++e) {
+      const float* src = &r[e / A][e % A][0];
+      float* dst = out + e * v_stride;
+      if (n == L) {
+        for (int l = 0; l < L; ++l) dst[l] = src[l];
+      } else {
+        for (int64_t l = 0; l < n; ++l) dst[l] = src[l];
+      }
+    }
+  }
+}
+
+template <class S>
+ZOO_INLINE void output_plane_t(const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias,
+                               float* y, int64_t Ho, int64_t Wo) {
+  constexpr int A = S::A, M = S::M;
+  alignas(64) float p[A][A][L], s[M][A][L], o[M][M][L];
+  const int64_t P = th * tw;
+  for (int64_t t0 = 0; t0 < P; t0 += L) {
+    const int64_t n = std::min<int64_t>(L, P - t0);
+    const float* in = m + t0;
+    for (int e = 0; e < A * A; ++e) {
+      float* dst = &p[e / A][e % A][0];
+      const float* src = in + e * m_stride;
+      if (n == L) {
+        for (int l = 0; l < L; ++l) dst[l] = src[l];
+      } else {
+        for (int l = 0; l < L; ++l) dst[l] = l < n ? src[l] : 0.0f;
+      }
+    }
+    for (int j = 0; j < A; ++j) apply<M, A, A * L, A * L>(S::AT, &p[0][j][0], &s[0][j][0]);
+    for (int i = 0; i < M; ++i) apply<M, A, L, L>(S::AT, &s[i][0][0], &o[i][0][0]);
+    for (int64_t l = 0; l < n; ++l) {
+      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
+      const int64_t oy = ty * M, ox = tx * M;
+      float* dst = y + oy * Wo + ox;
+      if (oy + M <= Ho && ox + M <= Wo) {
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j) dst[i * Wo + j] = o[i][j][l] + bias;
+      } else {
+        const int64_t rows = std::min<int64_t>(M, Ho - oy), cols = std::min<int64_t>(M, Wo - ox);
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) dst[i * Wo + j] = o[i][j][l] + bias;
+      }
+    }
+  }
+}
+
+template <class S>
+ZOO_INLINE void grad_plane_t(const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw,
+                             float* v, int64_t v_stride) {
+  constexpr int A = S::A, M = S::M;
+  alignas(64) float q[M][M][L], t[A][M][L], r[A][A][L];
+  const int64_t P = th * tw;
+  for (int64_t t0 = 0; t0 < P; t0 += L) {
+    const int64_t n = std::min<int64_t>(L, P - t0);
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
+      const int64_t oy = ty * M, ox = tx * M;
+      const float* src = g + oy * Wo + ox;
+      if (l < n && oy + M <= Ho && ox + M <= Wo) {
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j) q[i][j][l] = src[i * Wo + j];
+      } else {
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j)
+            q[i][j][l] = l < n && oy + i < Ho && ox + j < Wo ? src[i * Wo + j] : 0.0f;
+      }
+    }
+    for (int j = 0; j < M; ++j)
+      apply<A, M, M * L, M * L, true>(S::AT, &q[0][j][0], &t[0][j][0]);
+    for (int i = 0; i < A; ++i) apply<A, M, L, L, true>(S::AT, &t[i][0][0], &r[i][0][0]);
+    float* out = v + t0;
+    for (int e = 0; e < A * A; ++e) {
+      const float* src = &r[e / A][e % A][0];
+      float* dst = out + e * v_stride;
+      for (int64_t l = 0; l < n; ++l) dst[l] = src[l];
+    }
+  }
+}
+
+template <class S>
+ZOO_INLINE void weight_grad_t(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1,
+                              float* dw) {
+  constexpr int A = S::A, R = S::R;
+  const int64_t stride = K * C;
+  alignas(64) float p[A][A][L], s[R][A][L], r[R][R][L];
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t c0 = 0; c0 < C; c0 += L) {
+      const int64_t n = std::min<int64_t>(L, C - c0);
+      for (int e = 0; e < A * A; ++e) {
+        const float* src = m + e * stride + k * C + c0;
+        for (int l = 0; l < L; ++l) p[e / A][e % A][l] = l < n ? src[l] : 0.0f;
+      }
+      for (int j = 0; j < A; ++j)
+        apply<R, A, A * L, A * L, true>(S::G, &p[0][j][0], &s[0][j][0]);
+      for (int i = 0; i < R; ++i) apply<R, A, L, L, true>(S::G, &s[i][0][0], &r[i][0][0]);
+      for (int64_t l = 0; l < n; ++l)
+        for (int i = 0; i < R; ++i)
+          for (int j = 0; j < R; ++j) dw[((k * C) + c0 + l) * R * R + i * R + j] = r[i][j][l];
+    }
+  }
+}
+
+// The compiled variants of each transform.
+#define ZOO_WINO_VARIANTS(name, params, args)                    \
+  ZOO_WINO_CLONES void name##_43 params { name##_t<F43> args; } \
+  ZOO_WINO_CLONES void name##_42 params { name##_t<F42> args; }
+
+ZOO_WINO_VARIANTS(weight_transform,
+                  (const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u),
+                  (w, K, C, k0, k1, u))
+ZOO_WINO_VARIANTS(input_plane,
+                  (const float* x, int64_t H, int64_t W, int64_t pad, int64_t th, int64_t tw,
+                   float* v, int64_t v_stride, float* scratch),
+                  (x, H, W, pad, th, tw, v, v_stride, scratch))
+ZOO_WINO_VARIANTS(output_plane,
+                  (const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias, float* y,
+                   int64_t Ho, int64_t Wo),
+                  (m, m_stride, th, tw, bias, y, Ho, Wo))
+ZOO_WINO_VARIANTS(grad_plane,
+                  (const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw, float* v,
+                   int64_t v_stride),
+                  (g, Ho, Wo, th, tw, v, v_stride))
+ZOO_WINO_VARIANTS(weight_grad,
+                  (const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw),
+                  (m, K, C, k0, k1, dw))
+
+}  // namespace
+
+void weight_transform(int r, const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
+                      float* u) {
+  r == 3 ? weight_transform_43(w, K, C, k0, k1, u) : weight_transform_42(w, K, C, k0, k1, u);
+}
+
+void input_plane(int r, const float* x, int64_t H, int64_t W, int64_t pad, int64_t th,
+                 int64_t tw, float* v, int64_t v_stride, float* scratch) {
+  r == 3 ? input_plane_43(x, H, W, pad, th, tw, v, v_stride, scratch)
+         : input_plane_42(x, H, W, pad, th, tw, v, v_stride, scratch);
+}
+
+void output_plane(int r, const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias,
+                  float* y, int64_t Ho, int64_t Wo) {
+  r == 3 ? output_plane_43(m, m_stride, th, tw, bias, y, Ho, Wo)
+         : output_plane_42(m, m_stride, th, tw, bias, y, Ho, Wo);
+}
+
+void grad_plane(int r, const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw, float* v,
+                int64_t v_stride) {
+  r == 3 ? grad_plane_43(g, Ho, Wo, th, tw, v, v_stride) : grad_plane_42(g, Ho, Wo, th, tw, v, v_stride);
+}
+
+void weight_grad(int r, const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw) {
+  r == 3 ? weight_grad_43(m, K, C, k0, k1, dw) : weight_grad_42(m, K, C, k0, k1, dw);
+}
+
+}  // namespace zoo::wino
