@@ -1,6 +1,7 @@
 //! Times `zoo_core::ops::conv2d` against libtorch's conv2d on the 3x3 convolutions of
-//! google/ddpm-cifar10-32's UNet (forward without gradients, and forward + backward), one line
-//! per shape; the evidence behind the Winograd path in docs/benchmarks.md.
+//! google/ddpm-cifar10-32's UNet at batch 1, 4 and 16 (forward without gradients, and forward +
+//! backward), one line per shape; the evidence behind the Winograd path and its thresholds in
+//! docs/benchmarks.md.
 //!
 //! ```sh
 //! cargo run --release -p zoo-examples --example bench_conv -- [REPEATS]
@@ -20,7 +21,7 @@ fn main() -> Result<()> {
         "{:>24} {:>10} {:>10} {:>7} {:>12} {:>12} {:>7}",
         "shape", "torch ms", "zoo ms", "ratio", "torch fb ms", "zoo fb ms", "ratio"
     );
-    for (n, c, k, hw) in [
+    let shapes = [
         (1, 128, 128, 32),
         (1, 256, 256, 16),
         (1, 256, 256, 8),
@@ -31,17 +32,20 @@ fn main() -> Result<()> {
         (16, 256, 256, 16),
         (16, 256, 256, 8),
         (16, 256, 256, 4),
-        (16, 512, 256, 16),
-    ] {
+    ];
+    for (n, c, k, hw) in shapes {
         let x = Tensor::randn([n, c, hw, hw], opts);
         let w = Tensor::randn([k, c, 3, 3], opts) * (1.0 / (9.0 * c as f64).sqrt());
         let b = Tensor::randn([k], opts);
+        let torch_conv =
+            |x: &Tensor, w: &Tensor, b: &Tensor| x.f_conv2d(w, Some(b), [1, 1], [1, 1], [1, 1], 1);
+        let zoo_conv = |x: &Tensor, w: &Tensor, b: &Tensor| ops::conv2d(x, w, Some(b), [1, 1], [1, 1]);
         let torch = time(repeats, || {
-            let _y = tch::no_grad(|| x.f_conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1))?;
+            let _y = tch::no_grad(|| torch_conv(&x, &w, &b))?;
             Ok(())
         })?;
         let zoo = time(repeats, || {
-            let _y = tch::no_grad(|| ops::conv2d(&x, &w, Some(&b), [1, 1], [1, 1]))?;
+            let _y = tch::no_grad(|| zoo_conv(&x, &w, &b))?;
             Ok(())
         })?;
         let (xg, wg, bg) = (
@@ -50,11 +54,11 @@ fn main() -> Result<()> {
             b.copy().set_requires_grad(true),
         );
         let torch_fb = time(repeats, || {
-            xg.f_conv2d(&wg, Some(&bg), [1, 1], [1, 1], [1, 1], 1)?.sum(Kind::Float).backward();
+            torch_conv(&xg, &wg, &bg)?.sum(Kind::Float).backward();
             Ok(())
         })?;
         let zoo_fb = time(repeats, || {
-            ops::conv2d(&xg, &wg, Some(&bg), [1, 1], [1, 1])?.sum(Kind::Float).backward();
+            zoo_conv(&xg, &wg, &bg)?.sum(Kind::Float).backward();
             Ok(())
         })?;
         println!(

@@ -1,14 +1,11 @@
-// Winograd convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-// 2016): F(4x4, 3x3) for the 3x3 stride-1 convolutions of UNets and VAEs, and F(4x4, 2x2), the
-// building block ops.cpp turns 4x4 stride-2 convolutions and their transposes (DCGAN, conv VAEs)
-// into.
+// Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+// 2016) for the 3x3 stride-1 convolutions of UNets and VAEs.
 //
-// An r x r convolution computes each 4x4 block of output from an a x a block of input
-// (a = 4 + r - 1) with 16 r^2 multiplies per (input, output) channel pair; in the Winograd
-// domain it is a^2 elementwise products, so the GEMMs over channels shrink 16 r^2 / a^2 times
-// (4x for r = 3, 2.56x for r = 2). The price is transforms that are linear in the data
-// (filters: G g G^T, input tiles: B^T d B, products: A^T m A), done here; ops.cpp runs the a^2
-// GEMMs (one per transformed position) through libtorch's bmm. Training also needs the
+// A 3x3 convolution computes each 4x4 block of output from a 6x6 block of input with 144
+// multiplies per (input, output) channel pair; in the Winograd domain it is 36 elementwise
+// products, so the GEMMs over channels shrink 4x. The price is transforms that are linear in the
+// data (filters: G g G^T, input tiles: B^T d B, products: A^T m A), done here; ops.cpp runs the
+// 36 GEMMs (one per transformed position) as one batched matmul. Training also needs the
 // adjoints: A q A^T for the output's gradient and G^T m G for the filters'.
 //
 // tools/wino_transforms.py derives B^T, G and A^T exactly (Toom-Cook on the points 0, 1, -1,
@@ -67,17 +64,6 @@ struct F43 {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
-// F(4x4, 2x2): the points 0, 1, -1, 2 and infinity (a = 5).
-struct F42 {
-  static constexpr int A = 5, M = 4, R = 2;
-  static constexpr float BT[5][5] = {
-      {2, -1, -2, 1, 0}, {0, -2, -1, 1, 0}, {0, 2, -3, 1, 0}, {0, -1, 0, 1, 0}, {0, 2, -1, -2, 1}};
-  static constexpr float G[5][2] = {
-      {1.0f / 2, 0}, {-1.0f / 2, -1.0f / 2}, {-1.0f / 6, 1.0f / 6}, {1.0f / 6, 1.0f / 3}, {0, 1}};
-  static constexpr float AT[4][5] = {
-      {1, 1, 1, 1, 0}, {0, 1, -1, 2, 0}, {0, 1, 1, 4, 0}, {0, 1, -1, 8, 1}};
-};
-
 template <class S>
 ZOO_INLINE void weight_transform_t(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
                                    float* u) {
@@ -102,32 +88,45 @@ ZOO_INLINE void weight_transform_t(const float* w, int64_t K, int64_t C, int64_t
   }
 }
 
+// Tile j of a channel across the batch: image j / P, tile row (j % P) / tw, column (j % P) % tw.
+struct TileAt {
+  int64_t n, ty, tx;
+};
+ZOO_INLINE TileAt tile_at(int64_t j, int64_t P, int64_t tw) {
+  const int64_t t = j % P;
+  return {j / P, t / tw, t % tw};
+}
+
 template <class S>
-ZOO_INLINE void input_plane_t(const float* x, int64_t H, int64_t W, int64_t pad, int64_t th,
-                              int64_t tw, float* v, int64_t v_stride, float* scratch) {
+ZOO_INLINE void input_channel_t(const float* x, int64_t x_stride, int64_t N, int64_t H, int64_t W,
+                                int64_t pad, int64_t th, int64_t tw, float* v, float* scratch,
+                                int64_t v_stride) {
   constexpr int A = S::A, M = S::M;
-  // The plane, zero-padded to the tile grid, so that every patch reads without checks.
+  // Each image's plane, zero-padded to the tile grid, so that every patch reads without checks.
   const int64_t PH = th * M + A - M, PW = tw * M + A - M;
-  for (int64_t yy = 0; yy < PH; ++yy) {
-    float* dst = scratch + yy * PW;
-    const int64_t sy = yy - pad;
-    if (sy < 0 || sy >= H) {
-      std::fill(dst, dst + PW, 0.0f);
-      continue;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* plane = x + n * x_stride;
+    for (int64_t yy = 0; yy < PH; ++yy) {
+      float* dst = scratch + (n * PH + yy) * PW;
+      const int64_t sy = yy - pad;
+      if (sy < 0 || sy >= H) {
+        std::fill(dst, dst + PW, 0.0f);
+        continue;
+      }
+      const int64_t lo = std::min(pad, PW), hi = std::min(PW, pad + W);
+      std::fill(dst, dst + lo, 0.0f);
+      std::copy(plane + sy * W, plane + sy * W + (hi - lo), dst + lo);
+      std::fill(dst + hi, dst + PW, 0.0f);
     }
-    const int64_t lo = std::min(pad, PW), hi = std::min(PW, pad + W);
-    std::fill(dst, dst + lo, 0.0f);
-    std::copy(x + sy * W, x + sy * W + (hi - lo), dst + lo);
-    std::fill(dst + hi, dst + PW, 0.0f);
   }
   alignas(64) float d[A][A][L], t[A][A][L], r[A][A][L];
-  const int64_t P = th * tw;
-  // L consecutive tiles of the plane at a time (across tile rows), one per lane.
-  for (int64_t t0 = 0; t0 < P; t0 += L) {
-    const int64_t n = std::min<int64_t>(L, P - t0);
+  const int64_t P = th * tw, T = N * P;
+  // L consecutive tiles at a time (across tile rows and images), one per lane.
+  for (int64_t j0 = 0; j0 < T; j0 += L) {
+    const int64_t n = std::min<int64_t>(L, T - j0);
     for (int64_t l = 0; l < n; ++l) {
-      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
-      const float* src = scratch + ty * M * PW + tx * M;
+      const TileAt at = tile_at(j0 + l, P, tw);
+      const float* src = scratch + (at.n * PH + at.ty * M) * PW + at.tx * M;
       for (int i = 0; i < A; ++i)
         for (int j = 0; j < A; ++j) d[i][j][l] = src[i * PW + j];
     }
@@ -136,7 +135,7 @@ ZOO_INLINE void input_plane_t(const float* x, int64_t H, int64_t W, int64_t pad,
         for (int j = 0; j < A; ++j) d[i][j][l] = 0.0f;
     for (int j = 0; j < A; ++j) apply<A, A, A * L, A * L>(S::BT, &d[0][j][0], &t[0][j][0]);
     for (int i = 0; i < A; ++i) apply<A, A, L, L>(S::BT, &t[i][0][0], &r[i][0][0]);
-    float* out = v + t0;
+    float* out = v + j0;
     for (int e = 0; e < A * A; ++e) {
       const float* src = &r[e / A][e % A][0];
       float* dst = out + e * v_stride;
@@ -150,14 +149,15 @@ ZOO_INLINE void input_plane_t(const float* x, int64_t H, int64_t W, int64_t pad,
 }
 
 template <class S>
-ZOO_INLINE void output_plane_t(const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias,
-                               float* y, int64_t Ho, int64_t Wo) {
+ZOO_INLINE void output_channel_t(const float* m, int64_t m_stride, int64_t N, int64_t th,
+                                 int64_t tw, float bias, float* y, int64_t y_stride, int64_t Ho,
+                                 int64_t Wo) {
   constexpr int A = S::A, M = S::M;
   alignas(64) float p[A][A][L], s[M][A][L], o[M][M][L];
-  const int64_t P = th * tw;
-  for (int64_t t0 = 0; t0 < P; t0 += L) {
-    const int64_t n = std::min<int64_t>(L, P - t0);
-    const float* in = m + t0;
+  const int64_t P = th * tw, T = N * P;
+  for (int64_t j0 = 0; j0 < T; j0 += L) {
+    const int64_t n = std::min<int64_t>(L, T - j0);
+    const float* in = m + j0;
     for (int e = 0; e < A * A; ++e) {
       float* dst = &p[e / A][e % A][0];
       const float* src = in + e * m_stride;
@@ -170,9 +170,9 @@ ZOO_INLINE void output_plane_t(const float* m, int64_t m_stride, int64_t th, int
     for (int j = 0; j < A; ++j) apply<M, A, A * L, A * L>(S::AT, &p[0][j][0], &s[0][j][0]);
     for (int i = 0; i < M; ++i) apply<M, A, L, L>(S::AT, &s[i][0][0], &o[i][0][0]);
     for (int64_t l = 0; l < n; ++l) {
-      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
-      const int64_t oy = ty * M, ox = tx * M;
-      float* dst = y + oy * Wo + ox;
+      const TileAt at = tile_at(j0 + l, P, tw);
+      const int64_t oy = at.ty * M, ox = at.tx * M;
+      float* dst = y + at.n * y_stride + oy * Wo + ox;
       if (oy + M <= Ho && ox + M <= Wo) {
         for (int i = 0; i < M; ++i)
           for (int j = 0; j < M; ++j) dst[i * Wo + j] = o[i][j][l] + bias;
@@ -186,30 +186,34 @@ ZOO_INLINE void output_plane_t(const float* m, int64_t m_stride, int64_t th, int
 }
 
 template <class S>
-ZOO_INLINE void grad_plane_t(const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw,
-                             float* v, int64_t v_stride) {
+ZOO_INLINE void grad_channel_t(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64_t Wo,
+                               int64_t th, int64_t tw, float* v, int64_t v_stride) {
   constexpr int A = S::A, M = S::M;
   alignas(64) float q[M][M][L], t[A][M][L], r[A][A][L];
-  const int64_t P = th * tw;
-  for (int64_t t0 = 0; t0 < P; t0 += L) {
-    const int64_t n = std::min<int64_t>(L, P - t0);
+  const int64_t P = th * tw, T = N * P;
+  for (int64_t j0 = 0; j0 < T; j0 += L) {
+    const int64_t n = std::min<int64_t>(L, T - j0);
     for (int64_t l = 0; l < L; ++l) {
-      const int64_t ty = (t0 + l) / tw, tx = (t0 + l) % tw;
-      const int64_t oy = ty * M, ox = tx * M;
-      const float* src = g + oy * Wo + ox;
-      if (l < n && oy + M <= Ho && ox + M <= Wo) {
+      if (l >= n) {
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j) q[i][j][l] = 0.0f;
+        continue;
+      }
+      const TileAt at = tile_at(j0 + l, P, tw);
+      const int64_t oy = at.ty * M, ox = at.tx * M;
+      const float* src = g + at.n * g_stride + oy * Wo + ox;
+      if (oy + M <= Ho && ox + M <= Wo) {
         for (int i = 0; i < M; ++i)
           for (int j = 0; j < M; ++j) q[i][j][l] = src[i * Wo + j];
       } else {
         for (int i = 0; i < M; ++i)
-          for (int j = 0; j < M; ++j)
-            q[i][j][l] = l < n && oy + i < Ho && ox + j < Wo ? src[i * Wo + j] : 0.0f;
+          for (int j = 0; j < M; ++j) q[i][j][l] = oy + i < Ho && ox + j < Wo ? src[i * Wo + j] : 0.0f;
       }
     }
     for (int j = 0; j < M; ++j)
       apply<A, M, M * L, M * L, true>(S::AT, &q[0][j][0], &t[0][j][0]);
     for (int i = 0; i < A; ++i) apply<A, M, L, L, true>(S::AT, &t[i][0][0], &r[i][0][0]);
-    float* out = v + t0;
+    float* out = v + j0;
     for (int e = 0; e < A * A; ++e) {
       const float* src = &r[e / A][e % A][0];
       float* dst = out + e * v_stride;
@@ -241,56 +245,34 @@ ZOO_INLINE void weight_grad_t(const float* m, int64_t K, int64_t C, int64_t k0, 
   }
 }
 
-// The compiled variants of each transform.
-#define ZOO_WINO_VARIANTS(name, params, args)                    \
-  ZOO_WINO_CLONES void name##_43 params { name##_t<F43> args; } \
-  ZOO_WINO_CLONES void name##_42 params { name##_t<F42> args; }
-
-ZOO_WINO_VARIANTS(weight_transform,
-                  (const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u),
-                  (w, K, C, k0, k1, u))
-ZOO_WINO_VARIANTS(input_plane,
-                  (const float* x, int64_t H, int64_t W, int64_t pad, int64_t th, int64_t tw,
-                   float* v, int64_t v_stride, float* scratch),
-                  (x, H, W, pad, th, tw, v, v_stride, scratch))
-ZOO_WINO_VARIANTS(output_plane,
-                  (const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias, float* y,
-                   int64_t Ho, int64_t Wo),
-                  (m, m_stride, th, tw, bias, y, Ho, Wo))
-ZOO_WINO_VARIANTS(grad_plane,
-                  (const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw, float* v,
-                   int64_t v_stride),
-                  (g, Ho, Wo, th, tw, v, v_stride))
-ZOO_WINO_VARIANTS(weight_grad,
-                  (const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw),
-                  (m, K, C, k0, k1, dw))
-
 }  // namespace
 
-void weight_transform(int r, const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
-                      float* u) {
-  r == 3 ? weight_transform_43(w, K, C, k0, k1, u) : weight_transform_42(w, K, C, k0, k1, u);
+ZOO_WINO_CLONES
+void weight_transform(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u) {
+  weight_transform_t<F43>(w, K, C, k0, k1, u);
 }
 
-void input_plane(int r, const float* x, int64_t H, int64_t W, int64_t pad, int64_t th,
-                 int64_t tw, float* v, int64_t v_stride, float* scratch) {
-  r == 3 ? input_plane_43(x, H, W, pad, th, tw, v, v_stride, scratch)
-         : input_plane_42(x, H, W, pad, th, tw, v, v_stride, scratch);
+ZOO_WINO_CLONES
+void input_channel(const float* x, int64_t x_stride, int64_t N, int64_t H, int64_t W, int64_t pad,
+                   int64_t th, int64_t tw, float* v, float* scratch, int64_t v_stride) {
+  input_channel_t<F43>(x, x_stride, N, H, W, pad, th, tw, v, scratch, v_stride);
 }
 
-void output_plane(int r, const float* m, int64_t m_stride, int64_t th, int64_t tw, float bias,
-                  float* y, int64_t Ho, int64_t Wo) {
-  r == 3 ? output_plane_43(m, m_stride, th, tw, bias, y, Ho, Wo)
-         : output_plane_42(m, m_stride, th, tw, bias, y, Ho, Wo);
+ZOO_WINO_CLONES
+void output_channel(const float* m, int64_t m_stride, int64_t N, int64_t th, int64_t tw,
+                    float bias, float* y, int64_t y_stride, int64_t Ho, int64_t Wo) {
+  output_channel_t<F43>(m, m_stride, N, th, tw, bias, y, y_stride, Ho, Wo);
 }
 
-void grad_plane(int r, const float* g, int64_t Ho, int64_t Wo, int64_t th, int64_t tw, float* v,
-                int64_t v_stride) {
-  r == 3 ? grad_plane_43(g, Ho, Wo, th, tw, v, v_stride) : grad_plane_42(g, Ho, Wo, th, tw, v, v_stride);
+ZOO_WINO_CLONES
+void grad_channel(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64_t Wo, int64_t th,
+                  int64_t tw, float* v, int64_t v_stride) {
+  grad_channel_t<F43>(g, g_stride, N, Ho, Wo, th, tw, v, v_stride);
 }
 
-void weight_grad(int r, const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw) {
-  r == 3 ? weight_grad_43(m, K, C, k0, k1, dw) : weight_grad_42(m, K, C, k0, k1, dw);
+ZOO_WINO_CLONES
+void weight_grad(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw) {
+  weight_grad_t<F43>(m, K, C, k0, k1, dw);
 }
 
 }  // namespace zoo::wino

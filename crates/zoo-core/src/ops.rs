@@ -36,7 +36,6 @@ extern "C" {
         x: *const c_void,
         w: *const c_void,
         b: *const c_void,
-        transposed: i32,
         sh: i64,
         sw: i64,
         ph: i64,
@@ -107,8 +106,16 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
     Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
-fn call_conv(
-    transposed: bool,
+/// A 2-D convolution without groups or dilation (`torch.nn.functional.conv2d`), differentiable.
+/// Shapes: x (N, C, H, W), w (K, C, k, k), b (K) -> (N, K, H', W').
+///
+/// 3x3 filters at stride 1 (a UNet's and a VAE's convolutions), float32 on the CPU, with at least
+/// 16 channels in and out and enough output (16 tiles of 4x4; 64 when a gradient is needed) run
+/// as Winograd F(4x4, 3x3) (csrc/wino.cpp): 4x fewer multiplies in the GEMMs than the direct
+/// convolution libtorch runs, for transforms that cost little next to them
+/// (docs/benchmarks.md). Both gradients are Winograd too; a backward that builds a graph
+/// (gradient penalties) is libtorch's. Everything else is libtorch's conv2d.
+pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -124,7 +131,6 @@ fn call_conv(
             x.as_ptr() as *const c_void,
             w.as_ptr() as *const c_void,
             bp,
-            i32::from(transposed),
             stride[0],
             stride[1],
             padding[0],
@@ -134,45 +140,9 @@ fn call_conv(
         )
     };
     if out.is_null() {
-        return Err(torch_error(if transposed { "conv_transpose2d" } else { "conv2d" }, &err));
+        return Err(torch_error("conv2d", &err));
     }
     Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
-}
-
-/// A 2-D convolution without groups or dilation (`torch.nn.functional.conv2d`), differentiable.
-/// Shapes: x (N, C, H, W), w (K, C, k, k), b (K) -> (N, K, H', W').
-///
-/// Float32 on the CPU with at least 16 channels in and out and enough output (16 tiles of 4x4)
-/// runs as a Winograd convolution (csrc/wino.cpp), with fewer multiplies in its GEMMs than the
-/// direct convolution libtorch runs, for transforms that cost little next to them
-/// (docs/benchmarks.md): 3x3 filters at stride 1 (UNets, VAEs) as F(4x4, 3x3), 4x4 filters at
-/// stride 2 (DCGAN, conv VAEs) as F(4x4, 2x2) on the input's four phases. Gradients are Winograd
-/// too; there is no second derivative. Everything else is libtorch's conv2d.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    stride: [i64; 2],
-    padding: [i64; 2],
-) -> Result<Tensor> {
-    call_conv(false, x, w, b, stride, padding)
-}
-
-/// A transposed 2-D convolution without output padding, groups or dilation
-/// (`torch.nn.functional.conv_transpose2d`), differentiable.
-/// Shapes: x (N, C, H, W), w (C, K, k, k), b (K) -> (N, K, H', W').
-///
-/// 4x4 filters at stride 2 with padding 1 (DCGAN's generator, conv VAE decoders), float32 on the
-/// CPU, at least 8x8 inputs and 16 channels in and 4 out: Winograd F(4x4, 2x2), all four output
-/// phases in one convolution. Everything else is libtorch's conv_transpose2d.
-pub fn conv_transpose2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    stride: [i64; 2],
-    padding: [i64; 2],
-) -> Result<Tensor> {
-    call_conv(true, x, w, b, stride, padding)
 }
 
 /// Whether [`linear`] has its own matrix-vector kernel on this CPU (x86-64 with AVX-512F).
@@ -390,7 +360,7 @@ mod tests {
     fn conv2d_gradients_equal_libtorch() {
         let opts = (Kind::Float, Device::Cpu);
         for (n, c, k, h, w, pad, bias) in
-            [(2, 16, 24, 18, 21, 1, true), (1, 32, 16, 30, 30, 0, false), (1, 16, 16, 30, 29, 2, true)]
+            [(2, 16, 24, 34, 29, 1, true), (1, 32, 16, 34, 34, 0, false), (1, 16, 16, 30, 29, 2, true)]
         {
             let x = Tensor::randn([n, c, h, w], opts);
             let wt = Tensor::randn([k, c, 3, 3], opts) * (1.0 / (9.0 * c as f64).sqrt());
@@ -414,15 +384,21 @@ mod tests {
             };
             let (ya, xa, wa, ba) = run(true);
             let (yb, xb, wb, bb) = run(false);
-            assert!(max_diff(&ya, &yb) < 1e-4);
-            assert!(max_diff(&xa, &xb) < 1e-4, "input gradient, pad {pad}");
-            assert!(max_diff(&wa, &wb) < 1e-3, "filter gradient, pad {pad}");
+            // gradients are sums over every output position: compared relative to their size
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let scale = b.abs().max().double_value(&[]).max(1.0);
+                let d = max_diff(a, b);
+                assert!(d < 2e-5 * scale, "{what}, pad {pad}: {d} of {scale}");
+            };
+            close(&ya, &yb, "output");
+            close(&xa, &xb, "input gradient");
+            close(&wa, &wb, "filter gradient");
             if let (Some(ba), Some(bb)) = (ba, bb) {
-                assert!(max_diff(&ba, &bb) < 1e-3);
+                close(&ba, &bb, "bias gradient");
             }
         }
         // second derivatives (a gradient penalty: create_graph) equal libtorch's
-        let x0 = Tensor::randn([2, 16, 12, 12], opts);
+        let x0 = Tensor::randn([4, 16, 16, 16], opts);
         let w0 = Tensor::randn([16, 16, 3, 3], opts) * 0.1;
         let penalty_grad = |ours: bool| {
             let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
@@ -443,7 +419,7 @@ mod tests {
             pb.abs().max().double_value(&[])
         );
         // only the filters need a gradient (the first layer): the input's is not computed
-        let x = Tensor::randn([1, 16, 16, 16], opts);
+        let x = Tensor::randn([1, 16, 32, 32], opts);
         let wt = Tensor::randn([16, 16, 3, 3], opts).set_requires_grad(true);
         conv2d(&x, &wt, None, [1, 1], [1, 1]).unwrap().sum(Kind::Float).backward();
         assert_eq!(wt.grad().size(), vec![16, 16, 3, 3]);
@@ -452,67 +428,6 @@ mod tests {
         let e =
             conv2d(&x, &Tensor::randn([16, 8, 3, 3], opts), None, [1, 1], [1, 1]).unwrap_err().to_string();
         assert!(e.starts_with("") && e.contains("conv2d: ") && !e.contains('\n'), "{e}");
-    }
-
-    #[test]
-    fn strided_and_transposed_4x4_convs_equal_libtorch() {
-        let opts = (Kind::Float, Device::Cpu);
-        // (n, c, k, h, w, pad): stride 2 (Winograd on the phases when the padded size is even and
-        // there are enough tiles), then the transposed conv at padding 1
-        for (n, c, k, h, w, pad) in [
-            (2, 16, 32, 32, 32, 1),
-            (4, 8, 16, 14, 14, 1),
-            (1, 16, 16, 30, 34, 0),
-            (3, 16, 24, 15, 17, 1),
-            (1, 4, 16, 64, 64, 1),
-        ] {
-            let x = Tensor::randn([n, c, h, w], opts);
-            let wt = Tensor::randn([k, c, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
-            let b = Tensor::randn([k], opts);
-            let want = x.conv2d(&wt, Some(&b), [2, 2], [pad, pad], [1, 1], 1);
-            let got = tch::no_grad(|| conv2d(&x, &wt, Some(&b), [2, 2], [pad, pad])).unwrap();
-            let d = max_diff(&got, &want);
-            assert!(d < 1e-4, "conv {n}x{c}x{h}x{w} -> {k} pad {pad}: {d}");
-        }
-        for (n, c, k, h, w) in [(2, 32, 16, 8, 8), (4, 64, 4, 16, 12), (1, 16, 8, 9, 11), (1, 8, 8, 4, 4)] {
-            let x = Tensor::randn([n, c, h, w], opts);
-            let wt = Tensor::randn([c, k, 4, 4], opts) * (1.0 / (4.0 * c as f64).sqrt());
-            let b = Tensor::randn([k], opts);
-            for bias in [None, Some(&b)] {
-                let want = x.conv_transpose2d(&wt, bias, [2, 2], [1, 1], [0, 0], 1, [1, 1]);
-                let got = tch::no_grad(|| conv_transpose2d(&x, &wt, bias, [2, 2], [1, 1])).unwrap();
-                let d = max_diff(&got, &want);
-                assert!(d < 1e-4, "transposed {n}x{c}x{h}x{w} -> {k}: {d}");
-            }
-        }
-        // gradients through the phase rearrangements
-        let x = Tensor::randn([2, 16, 16, 16], opts);
-        let wt = Tensor::randn([32, 16, 4, 4], opts) * 0.06;
-        let wtt = Tensor::randn([16, 8, 4, 4], opts) * 0.1;
-        for transposed in [false, true] {
-            let run = |ours: bool| {
-                let x = x.copy().set_requires_grad(true);
-                let w = if transposed { &wtt } else { &wt }.copy().set_requires_grad(true);
-                let y = match (transposed, ours) {
-                    (false, true) => conv2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
-                    (false, false) => x.conv2d::<&Tensor>(&w, None, [2, 2], [1, 1], [1, 1], 1),
-                    (true, true) => conv_transpose2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
-                    (true, false) => {
-                        x.conv_transpose2d::<&Tensor>(&w, None, [2, 2], [1, 1], [0, 0], 1, [1, 1])
-                    }
-                };
-                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
-                (&y * &g).sum(Kind::Float).backward();
-                (x.grad(), w.grad())
-            };
-            let ((xa, wa), (xb, wb)) = (run(true), run(false));
-            assert!(max_diff(&xa, &xb) < 1e-4, "input gradient, transposed {transposed}");
-            assert!(max_diff(&wa, &wb) < 1e-3, "filter gradient, transposed {transposed}");
-        }
-        let e = conv_transpose2d(&x, &Tensor::randn([8, 8, 4, 4], opts), None, [2, 2], [1, 1])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("conv_transpose2d: ") && !e.contains('\n'), "{e}");
     }
 
     #[test]

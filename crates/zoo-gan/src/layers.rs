@@ -136,11 +136,10 @@ impl Conv {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let w = self.weight.get(train)?;
         let (s, p) = ([self.stride, self.stride], [self.padding, self.padding]);
-        // zoo_core's convolutions: Winograd for the 4x4 stride-2 layers of the DCGAN recipe
         Ok(if self.transposed {
-            zoo_core::ops::conv_transpose2d(x, &w, self.bias.as_ref(), s, p)?
+            x.f_conv_transpose2d(&w, self.bias.as_ref(), s, p, [0, 0], 1, [1, 1])?
         } else {
-            zoo_core::ops::conv2d(x, &w, self.bias.as_ref(), s, p)?
+            x.f_conv2d(&w, self.bias.as_ref(), s, p, [1, 1], 1)?
         })
     }
 }

@@ -51,7 +51,7 @@ impl Conv2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        // zoo_core's conv2d: Winograd for 3x3 stride-1 (AutoencoderKL) and 4x4 stride-2 filters
+        // zoo_core's conv2d: Winograd for the 3x3 stride-1 convolutions (AutoencoderKL's)
         Ok(zoo_core::ops::conv2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
     }
 }
@@ -78,7 +78,7 @@ impl ConvTranspose2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(zoo_core::ops::conv_transpose2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+        Ok(x.f_conv_transpose2d(&self.weight, Some(&self.bias), [s, s], [p, p], [0, 0], 1, [1, 1])?)
     }
 }
 
