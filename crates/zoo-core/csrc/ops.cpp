@@ -119,31 +119,34 @@ struct CachedWeight {
   at::Tensor u;
 };
 
-at::Tensor cached_weight(const at::Tensor& w) {
-  static std::mutex mu;
-  static std::vector<CachedWeight> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  int64_t bytes = 0;
+std::mutex cache_mu;
+std::vector<CachedWeight> cache;
+
+// Drops the entries whose weight is gone or has changed (training: every step); returns the
+// entry for w if it is still good, and the bytes the cache holds. Call with cache_mu held.
+at::Tensor sweep_cache(const at::Tensor* w, int64_t* bytes) {
   at::Tensor found;
+  *bytes = 0;
   for (auto it = cache.begin(); it != cache.end();) {
     auto alive = it->impl.lock();
-    if (!alive) {
+    const bool stale = !alive || it->data != alive->data() || it->version != alive->version_counter().current_version();
+    if (stale) {
       it = cache.erase(it);
       continue;
     }
-    if (alive.get() == w.unsafeGetTensorImpl()) {
-      if (it->data == w.data_ptr() && it->version == w._version()) {
-        found = it->u;
-      } else {
-        it = cache.erase(it);
-        continue;
-      }
-    }
-    bytes += it->u.nbytes();
+    if (w && alive.get() == w->unsafeGetTensorImpl()) found = it->u;
+    *bytes += it->u.nbytes();
     ++it;
   }
+  return found;
+}
+
+at::Tensor cached_weight(const at::Tensor& w, at::Tensor (*transform)(const at::Tensor&, at::Tensor*)) {
+  std::lock_guard<std::mutex> lock(cache_mu);
+  int64_t bytes = 0;
+  at::Tensor found = sweep_cache(&w, &bytes);
   if (found.defined()) return found;
-  at::Tensor u = transform_weight(w, nullptr);
+  at::Tensor u = transform(w, nullptr);
   if (bytes + static_cast<int64_t>(u.nbytes()) <= kCacheBytes) {
     cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(
                          w.getIntrusivePtr()),
@@ -196,7 +199,7 @@ at::Tensor wino_conv(const at::Tensor& x_in, const at::Tensor& w, const at::Tens
   const int64_t Ho = x.size(2) + 2 * pad - 2, Wo = x.size(3) + 2 * pad - 2;
   const Tiles t = tiles_for(Ho, Wo);
   const int64_t P = t.per_plane(), T = N * P;
-  const at::Tensor u = cache ? cached_weight(w) : transform_weight(w, &ws.u);
+  const at::Tensor u = cache ? cached_weight(w, transform_weight) : transform_weight(w, &ws.u);
   const at::Tensor v = transform_input(x, pad, t);
   at::Tensor m = reuse(ws.m, {zoo::wino::kElems, K, T}, x.options());
   at::native::mkldnn_matmul(u, v, m, 0.0f, 1.0f);
@@ -242,6 +245,54 @@ at::Tensor wino_grad_weight(const at::Tensor& x_in, const at::Tensor& g_in, int6
     zoo::wino::weight_grad(mp, K, C, k0, k1, dwp);
   });
   return dw;
+}
+
+// Transformed filters U (6, K, C) for w (K, C, 3) of a 1-D convolution.
+at::Tensor transform_weight_1d(const at::Tensor& w_in, at::Tensor* slot) {
+  const at::Tensor w = w_in.contiguous();
+  const int64_t K = w.size(0), C = w.size(1);
+  at::Tensor u = slot ? reuse(*slot, {6, K, C}, w.options()) : at::empty({6, K, C}, w.options());
+  const float* wp = w.data_ptr<float>();
+  float* up = u.data_ptr<float>();
+  at::parallel_for(0, K, std::max<int64_t>(1, 4096 / C), [&](int64_t k0, int64_t k1) {
+    zoo::wino::weight_transform_1d(wp, K, C, k0, k1, up);
+  });
+  return u;
+}
+
+// y = conv1d(x, w, b, dilation d, padding d) for w (K, C, 3) by Winograd F(4, 3) on each
+// residue's subsequence: six GEMMs, U (K, C) x V (C, tiles), in one batched oneDNN matmul.
+at::Tensor wino_conv1d(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& b, int64_t d,
+                       const at::Tensor& add) {
+  const at::Tensor x = x_in.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), K = w.size(0);
+  const int64_t tq = ((T + d - 1) / d + 3) / 4, P = d * tq, J = N * P;
+  // tile j: sequence j / P; within it residue j % d, the (j % P) / d-th tile of 4 on it
+  std::vector<zoo::wino::Tile1d> tiles(J);
+  for (int64_t j = 0; j < J; ++j) tiles[j] = {j / P, j % d + 4 * ((j % P) / d) * d};
+  const at::Tensor u = cached_weight(w, transform_weight_1d);
+  at::Tensor v = reuse(ws.v, {6, C, J}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* vp = v.data_ptr<float>();
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      zoo::wino::input_channel_1d(xp + c * T, C * T, tiles.data(), J, T, d, vp + c * J, C * J);
+  });
+  at::Tensor m = reuse(ws.m, {6, K, J}, x.options());
+  at::native::mkldnn_matmul(u, v, m, 0.0f, 1.0f);
+  at::Tensor y = at::empty({N, K, T}, x.options());
+  const at::Tensor bc = b.defined() ? b.contiguous() : b;
+  const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
+  const float* mp = m.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* ap = add.defined() ? add.data_ptr<float>() : nullptr;
+  const int64_t as0 = add.defined() ? add.stride(0) : 0, as1 = add.defined() ? add.stride(1) : 0;
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      zoo::wino::output_channel_1d(mp + k * J, K * J, tiles.data(), J, T, d, bp ? bp[k] : 0.0f,
+                                   ap ? ap + k * as1 : nullptr, as0, yp + k * T, K * T);
+  });
+  return y;
 }
 
 // The Winograd convolution for autograd. Gradients: the input's is the convolution of the
@@ -309,8 +360,52 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                       {ph, pw});
   }
   // (custom functions take no undefined inputs: no bias is an empty one)
+  if (grad) {
+    // training changes the weights: let go of the filters sampling transformed
+    std::lock_guard<std::mutex> lock(cache_mu);
+    int64_t bytes = 0;
+    sweep_cache(nullptr, &bytes);
+  }
   if (grad) return WinoConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), ph);
   return wino_conv(x, w, b, ph, true);
+}
+
+// conv1d with stride 1, plus `add` (the output's shape) if defined. Winograd takes dilated
+// kernel-3 filters with "same" padding (padding = dilation: WaveGlow's WN layers) when nothing
+// needs a gradient (vocoding), float32 on the CPU, at least 16 channels each way and kMinTiles
+// tiles; it adds `add` as it writes the output (WN: the layer's conditioning).
+at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t pad,
+                  int64_t dilation, const at::Tensor& add) {
+  const bool grad = c10::GradMode::is_enabled() &&
+                    (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()) ||
+                     (add.defined() && add.requires_grad()));
+  auto plus = [&](at::Tensor y) { return add.defined() ? y + add : y; };
+  const bool fits = !grad && float_cpu(x) && float_cpu(w) && x.dim() == 3 && w.dim() == 3 &&
+                    w.size(2) == 3 && pad == dilation && dilation >= 1 && w.size(1) == x.size(1) &&
+                    x.size(1) >= 16 && w.size(0) >= 16 &&
+                    (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+  const bool add_fits = !add.defined() ||
+                        (float_cpu(add) && add.dim() == 3 && x.dim() == 3 && w.dim() == 3 &&
+                         add.size(0) == x.size(0) && add.size(1) == w.size(0) &&
+                         add.size(2) == x.size(2) && add.stride(2) == 1);
+  if (fits && add_fits && x.size(0) * x.size(2) / 4 >= kMinTiles)
+    return wino_conv1d(x, w, b, dilation, add);
+  // A 1x1 convolution of one sequence is one GEMM, W (K, C) x (C, T): oneDNN's matmul runs it
+  // faster than its own 1x1 convolution here (docs/benchmarks.md).
+  const bool gemm = !grad && float_cpu(x) && float_cpu(w) && x.dim() == 3 && w.dim() == 3 &&
+                    w.size(2) == 1 && pad == 0 && x.size(0) == 1 && w.size(1) == x.size(1) &&
+                    x.size(1) >= 16 && w.size(0) >= 16 && x.size(2) >= 64 &&
+                    (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+  if (gemm) {
+    const int64_t K = w.size(0), T = x.size(2);
+    at::Tensor y = at::empty({1, K, T}, x.options());
+    at::native::mkldnn_matmul(w.reshape({K, w.size(1)}).contiguous(), x[0].contiguous(), y[0], 0.0f,
+                              1.0f);
+    if (b.defined()) y.add_(b.view({1, K, 1}));
+    return plus(y);
+  }
+  return plus(at::conv1d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {1},
+                         {pad}, {dilation}));
 }
 
 }  // namespace
@@ -373,6 +468,20 @@ void* zoo_conv2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, 
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     return new at::Tensor(conv2d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
                                  sh, sw, ph, pw));
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return nullptr;
+  }
+}
+
+// Returns a new at::Tensor or null with the message in `err`; `b` and `add` may be null.
+void* zoo_conv1d(void* x, void* w, void* b, int64_t pad, int64_t dilation, void* add, char* err,
+                 size_t err_len) {
+  try {
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    const at::Tensor extra = add ? *static_cast<at::Tensor*>(add) : at::Tensor();
+    return new at::Tensor(conv1d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
+                                 pad, dilation, extra));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;

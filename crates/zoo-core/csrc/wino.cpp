@@ -1,5 +1,6 @@
 // Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-// 2016) for the 3x3 stride-1 convolutions of UNets and VAEs.
+// 2016) for the 3x3 stride-1 convolutions of UNets and VAEs, and its 1-D form F(4, 3) for the
+// dilated kernel-3 convolutions of WaveGlow's WN layers (inference).
 //
 // A 3x3 convolution computes each 4x4 block of output from a 6x6 block of input with 144
 // multiplies per (input, output) channel pair; in the Winograd domain it is 36 elementwise
@@ -245,6 +246,72 @@ ZOO_INLINE void weight_grad_t(const float* m, int64_t K, int64_t C, int64_t k0, 
   }
 }
 
+ZOO_INLINE void weight_transform_1d_t(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
+                                      float* u) {
+  const int64_t stride = K * C;
+  alignas(64) float g[3][L], r[6][L];
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t c0 = 0; c0 < C; c0 += L) {
+      const int64_t n = std::min<int64_t>(L, C - c0);
+      for (int i = 0; i < 3; ++i)
+        for (int l = 0; l < L; ++l) g[i][l] = l < n ? w[((k * C) + c0 + l) * 3 + i] : 0.0f;
+      apply<6, 3, L, L>(F43::G, &g[0][0], &r[0][0]);
+      for (int e = 0; e < 6; ++e)
+        for (int64_t l = 0; l < n; ++l) u[e * stride + k * C + c0 + l] = r[e][l];
+    }
+  }
+}
+
+ZOO_INLINE void input_channel_1d_t(const float* x, int64_t x_stride, const Tile1d* tiles,
+                                   int64_t total, int64_t T, int64_t d, float* v,
+                                   int64_t v_stride) {
+  alignas(64) float in[6][L], r[6][L];
+  for (int64_t j0 = 0; j0 < total; j0 += L) {
+    const int64_t n = std::min<int64_t>(L, total - j0);
+    for (int64_t l = 0; l < L; ++l) {
+      if (l >= n) {
+        for (int i = 0; i < 6; ++i) in[i][l] = 0.0f;
+        continue;
+      }
+      const Tile1d& t = tiles[j0 + l];
+      const float* src = x + t.n * x_stride;
+      if (t.t0 >= d && t.t0 + 4 * d < T) {
+        for (int i = 0; i < 6; ++i) in[i][l] = src[t.t0 + (i - 1) * d];
+        continue;
+      }
+      for (int i = 0; i < 6; ++i) {
+        const int64_t at = t.t0 + (i - 1) * d;
+        in[i][l] = at >= 0 && at < T ? src[at] : 0.0f;
+      }
+    }
+    apply<6, 6, L, L>(F43::BT, &in[0][0], &r[0][0]);
+    for (int e = 0; e < 6; ++e)
+      for (int64_t l = 0; l < n; ++l) v[e * v_stride + j0 + l] = r[e][l];
+  }
+}
+
+ZOO_INLINE void output_channel_1d_t(const float* m, int64_t m_stride, const Tile1d* tiles,
+                                    int64_t total, int64_t T, int64_t d, float bias,
+                                    const float* add, int64_t add_stride, float* y,
+                                    int64_t y_stride) {
+  alignas(64) float p[6][L], o[4][L];
+  for (int64_t j0 = 0; j0 < total; j0 += L) {
+    const int64_t n = std::min<int64_t>(L, total - j0);
+    for (int e = 0; e < 6; ++e)
+      for (int l = 0; l < L; ++l) p[e][l] = l < n ? m[e * m_stride + j0 + l] : 0.0f;
+    apply<4, 6, L, L>(F43::AT, &p[0][0], &o[0][0]);
+    for (int64_t l = 0; l < n; ++l) {
+      const Tile1d& t = tiles[j0 + l];
+      float* dst = y + t.n * y_stride;
+      const float* extra = add ? add + t.n * add_stride : nullptr;
+      for (int i = 0; i < 4; ++i) {
+        const int64_t at = t.t0 + i * d;
+        if (at < T) dst[at] = o[i][l] + bias + (extra ? extra[at] : 0.0f);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 ZOO_WINO_CLONES
@@ -273,6 +340,24 @@ void grad_channel(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64
 ZOO_WINO_CLONES
 void weight_grad(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw) {
   weight_grad_t<F43>(m, K, C, k0, k1, dw);
+}
+
+ZOO_WINO_CLONES
+void weight_transform_1d(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u) {
+  weight_transform_1d_t(w, K, C, k0, k1, u);
+}
+
+ZOO_WINO_CLONES
+void input_channel_1d(const float* x, int64_t x_stride, const Tile1d* tiles, int64_t total,
+                      int64_t T, int64_t d, float* v, int64_t v_stride) {
+  input_channel_1d_t(x, x_stride, tiles, total, T, d, v, v_stride);
+}
+
+ZOO_WINO_CLONES
+void output_channel_1d(const float* m, int64_t m_stride, const Tile1d* tiles, int64_t total,
+                       int64_t T, int64_t d, float bias, const float* add, int64_t add_stride,
+                       float* y, int64_t y_stride) {
+  output_channel_1d_t(m, m_stride, tiles, total, T, d, bias, add, add_stride, y, y_stride);
 }
 
 }  // namespace zoo::wino

@@ -37,4 +37,21 @@ void grad_channel(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64
 // -> dw (K, C, 3, 3): G^T m G, the adjoint of weight_transform.
 void weight_grad(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw);
 
+// 1-D, F(4, 3), for a kernel-3 convolution with dilation d and padding d ("same" length T). The
+// dilated convolution is an ordinary one on each residue's subsequence (t mod d): a tile is 4
+// outputs d apart at t0 + i d, from the 6 inputs at t0 + (i - 1) d, in sequence n.
+struct Tile1d {
+  int64_t n, t0;
+};
+// Filters k in [k0, k1) of w (K, C, 3) -> u[e * K * C + k * C + c], e < 6.
+void weight_transform_1d(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u);
+// One input channel x[n * x_stride + t] (sequences of T) -> v[e * v_stride + j] for the tiles.
+void input_channel_1d(const float* x, int64_t x_stride, const Tile1d* tiles, int64_t total,
+                      int64_t T, int64_t d, float* v, int64_t v_stride);
+// One output channel's products m[e * m_stride + j] -> y[n * y_stride + t] + bias, plus
+// add[n * add_stride + t] unless `add` is null.
+void output_channel_1d(const float* m, int64_t m_stride, const Tile1d* tiles, int64_t total,
+                       int64_t T, int64_t d, float bias, const float* add, int64_t add_stride,
+                       float* y, int64_t y_stride);
+
 }  // namespace zoo::wino

@@ -63,9 +63,20 @@ impl Conv1d {
         Conv1d { ws: conv.ws, bs: conv.bs, padding, dilation }
     }
 
-    /// Shapes: (B, in, T) -> (B, out, T') .
+    /// Shapes: (B, in, T) -> (B, out, T'). zoo_core's conv1d: Winograd for the dilated
+    /// kernel-3 layers when vocoding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv1d(&self.ws, self.bs.as_ref(), 1, self.padding, self.dilation, 1)?)
+        Ok(zoo_core::ops::conv1d(x, &self.ws, self.bs.as_ref(), self.padding, self.dilation)?)
+    }
+
+    /// forward(x) + add (+ extra_bias), in one pass where the Winograd path runs.
+    pub fn forward_add(&self, x: &Tensor, add: &Tensor, extra_bias: Option<&Tensor>) -> Result<Tensor> {
+        let bias = match (&self.bs, extra_bias) {
+            (Some(b), Some(e)) => Some(b.f_add(e)?),
+            (Some(b), None) => Some(b.shallow_clone()),
+            (None, e) => e.map(|e| e.shallow_clone()),
+        };
+        Ok(zoo_core::ops::conv1d_add(x, &self.ws, bias.as_ref(), self.padding, self.dilation, Some(add))?)
     }
 }
 
@@ -131,12 +142,19 @@ impl Conditioner for Wn {
         let n_layers = self.in_layers.len() as i64;
         // 1. lift the input, project the conditioning for all layers at once: (B, 2 h L, T)
         let mut audio = self.start.forward(x_a)?;
-        let spect = self.cond_layer.forward(cond)?;
+        // (its bias joins each in-layer's below: one pass less over the largest tensor)
+        let spect = zoo_core::ops::conv1d(cond, &self.cond_layer.ws, None, 0, 1)?;
         let mut output: Option<Tensor> = None;
         for (i, (inl, rs)) in self.in_layers.iter().zip(&self.res_skip_layers).enumerate() {
             let i = i as i64;
             // 2. gated activation of the dilated conv plus this layer's conditioning slice
-            let in_act = inl.forward(&audio)?.f_add(&spect.f_narrow(1, i * 2 * h, 2 * h)?)?;
+            // (added as the conv writes its output)
+            let cond_bias = match &self.cond_layer.bs {
+                Some(b) => Some(b.f_narrow(0, i * 2 * h, 2 * h)?),
+                None => None,
+            };
+            let in_act =
+                inl.forward_add(&audio, &spect.f_narrow(1, i * 2 * h, 2 * h)?, cond_bias.as_ref())?;
             let acts = in_act.f_narrow(1, 0, h)?.f_tanh()?.f_mul(&in_act.f_narrow(1, h, h)?.f_sigmoid()?)?;
             // 3. residual to the running signal, skip to the output
             let res_skip = rs.forward(&acts)?;
