@@ -1,7 +1,7 @@
 //! Times `zoo_core::ops::conv2d` against libtorch's conv2d on the 3x3 convolutions of
-//! google/ddpm-cifar10-32's UNet at batch 1, 4 and 16 (forward without gradients, and forward +
-//! backward), one line per shape; the evidence behind the Winograd path and its thresholds in
-//! docs/benchmarks.md.
+//! google/ddpm-cifar10-32's UNet at batch 1, 4 and 16 and of the mnist-32 preset at batch 64
+//! (forward without gradients, and forward + backward), one line per shape; the evidence behind
+//! the Winograd path and its thresholds in docs/benchmarks.md.
 //!
 //! ```sh
 //! cargo run --release -p zoo-examples --example bench_conv -- [REPEATS]
@@ -32,6 +32,10 @@ fn main() -> Result<()> {
         (16, 256, 256, 16),
         (16, 256, 256, 8),
         (16, 256, 256, 4),
+        // the mnist-32 preset's training convolutions (batch 64, 32-64 channels)
+        (64, 32, 32, 32),
+        (64, 64, 64, 16),
+        (64, 64, 64, 8),
     ];
     for (n, c, k, hw) in shapes {
         let x = Tensor::randn([n, c, hw, hw], opts);

@@ -335,39 +335,49 @@ struct WinoConv : public torch::autograd::Function<WinoConv> {
 };
 
 // When a convolution goes to Winograd: float32 3x3 filters on the CPU, stride 1, the same
-// padding (0-2) on both axes, no groups, at least 16 channels each way (fewer leave the GEMMs
-// nothing to save) and enough output tiles: small batched GEMMs run below the direct
-// convolution's speed, and more so in training, where the filters' gradient is one more
-// (docs/benchmarks.md, examples/bench_conv.rs).
-constexpr int64_t kMinTiles = 16, kMinTilesTrain = 64;
+// padding (0-2) on both axes, no groups, enough channels and enough output tiles
+// (docs/benchmarks.md, examples/bench_conv.rs). The GEMMs cost C K per tile and the transforms
+// C + K, so C K / (C + K) >= kMinChannels (64 in and out: 32; 32 and 32 measured slower than
+// the direct convolution). Small batched GEMMs run below the direct convolution's speed, more
+// so in training, where the filters' gradient is one more.
+constexpr int64_t kMinTiles = 16, kMinTilesTrain = 64, kMinChannels = 32;
 
 bool float_cpu(const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; }
 
-at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
-                  int64_t sw, int64_t ph, int64_t pw) {
+bool needs_grad(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return c10::GradMode::is_enabled() &&
+         (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+}
+
+// Whether conv2d(x, w, b, stride, padding) runs as Winograd here.
+bool wino_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
+                 int64_t sw, int64_t ph, int64_t pw) {
   const bool fits = float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 &&
                     w.size(2) == 3 && w.size(3) == 3 && sh == 1 && sw == 1 && ph == pw &&
-                    ph >= 0 && ph <= 2 && w.size(1) == x.size(1) && x.size(1) >= 16 &&
-                    w.size(0) >= 16 &&
+                    ph >= 0 && ph <= 2 && w.size(1) == x.size(1) &&
+                    w.size(0) * w.size(1) >= kMinChannels * (w.size(0) + w.size(1)) &&
                     (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
-  const bool grad = c10::GradMode::is_enabled() &&
-                    (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
-  const int64_t ho = x.dim() == 4 ? x.size(2) + 2 * ph - 2 : 0;
-  const int64_t wo = x.dim() == 4 ? x.size(3) + 2 * pw - 2 : 0;
-  if (!fits || ho <= 0 || wo <= 0 ||
-      x.size(0) * ((ho + 3) / 4) * ((wo + 3) / 4) < (grad ? kMinTilesTrain : kMinTiles)) {
+  if (!fits) return false;
+  const int64_t ho = x.size(2) + 2 * ph - 2, wo = x.size(3) + 2 * pw - 2;
+  const int64_t tiles = x.size(0) * ((ho + 3) / 4) * ((wo + 3) / 4);
+  return ho > 0 && wo > 0 && tiles >= (needs_grad(x, w, b) ? kMinTilesTrain : kMinTiles);
+}
+
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
+                  int64_t sw, int64_t ph, int64_t pw) {
+  if (!wino_chosen(x, w, b, sh, sw, ph, pw)) {
     return at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
                       {ph, pw});
   }
-  // (custom functions take no undefined inputs: no bias is an empty one)
-  if (grad) {
+  if (!needs_grad(x, w, b)) return wino_conv(x, w, b, ph, true);
+  {
     // training changes the weights: let go of the filters sampling transformed
     std::lock_guard<std::mutex> lock(cache_mu);
     int64_t bytes = 0;
     sweep_cache(nullptr, &bytes);
   }
-  if (grad) return WinoConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), ph);
-  return wino_conv(x, w, b, ph, true);
+  // (custom functions take no undefined inputs: no bias is an empty one)
+  return WinoConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), ph);
 }
 
 // conv1d with stride 1, plus `add` (the output's shape) if defined. Winograd takes dilated
@@ -471,6 +481,19 @@ void* zoo_conv2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, 
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;
+  }
+}
+
+// 1 if zoo_conv2d(x, w, b, ...) would run as Winograd (`b` may be null), else 0.
+int zoo_conv2d_winograd(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  try {
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    return wino_chosen(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias, sh, sw, ph,
+                       pw)
+               ? 1
+               : 0;
+  } catch (const std::exception&) {
+    return 0;
   }
 }
 

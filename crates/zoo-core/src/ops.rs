@@ -42,6 +42,15 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> *mut c_void;
+    fn zoo_conv2d_winograd(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+    ) -> i32;
     fn zoo_conv2d(
         x: *const c_void,
         w: *const c_void,
@@ -153,6 +162,30 @@ pub fn conv2d(
         return Err(torch_error("conv2d", &err));
     }
     Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+}
+
+/// Whether [`conv2d`] with these arguments runs as Winograd (in the current grad mode): what
+/// `zoo -v` and the tests ask.
+pub fn conv2d_is_winograd(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> bool {
+    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
+    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
+    unsafe {
+        zoo_conv2d_winograd(
+            x.as_ptr() as *const c_void,
+            w.as_ptr() as *const c_void,
+            bp,
+            stride[0],
+            stride[1],
+            padding[0],
+            padding[1],
+        ) != 0
+    }
 }
 
 /// A 1-D convolution at stride 1 without groups (`torch.nn.functional.conv1d`), differentiable.
@@ -368,22 +401,26 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         // Winograd shapes (sizes that are not multiples of 4, paddings 0-2, one and several
         // images, rectangles), and ones that go to libtorch (stride 2, 1x1, few channels/tiles).
-        let cases: [(i64, i64, i64, i64, i64, i64, i64); 9] = [
+        let cases: [(i64, i64, i64, i64, i64, i64, i64); 10] = [
             // (n, c, k, h, w, stride, pad)
-            (1, 32, 48, 32, 32, 1, 1),
-            (2, 16, 20, 19, 23, 1, 1),
-            (3, 24, 16, 14, 30, 1, 0),
-            (1, 16, 16, 34, 33, 1, 2),
-            (4, 64, 32, 8, 8, 1, 1),
-            (1, 32, 32, 16, 16, 2, 1),
-            (1, 3, 32, 32, 32, 1, 1),
+            (1, 64, 96, 32, 32, 1, 1),
+            (2, 64, 80, 19, 23, 1, 1),
+            (3, 72, 64, 14, 30, 1, 0),
+            (1, 64, 64, 34, 33, 1, 2),
+            (4, 128, 64, 8, 8, 1, 1),
+            (1, 64, 64, 16, 16, 2, 1),
+            (1, 3, 64, 32, 32, 1, 1),
+            (1, 32, 32, 32, 32, 1, 1),
             (1, 64, 64, 4, 4, 1, 1),
-            (2, 16, 16, 17, 17, 1, 1),
+            (2, 64, 64, 17, 17, 1, 1),
         ];
         for (n, c, k, h, w, stride, pad) in cases {
             let x = Tensor::randn([n, c, h, w], opts);
             let wt = Tensor::randn([k, c, 3, 3], opts) * (1.0 / (9.0 * c as f64).sqrt());
             let b = Tensor::randn([k], opts);
+            // stride 1 with enough channels and tiles is Winograd; the rest libtorch's
+            let wino = tch::no_grad(|| conv2d_is_winograd(&x, &wt, Some(&b), [stride, stride], [pad, pad]));
+            assert_eq!(wino, stride == 1 && c >= 64 && k >= 64 && h > 4, "{n}x{c}x{h}x{w} -> {k}");
             for bias in [None, Some(&b)] {
                 let want = x.conv2d(&wt, bias, [stride, stride], [pad, pad], [1, 1], 1);
                 let got = tch::no_grad(|| conv2d(&x, &wt, bias, [stride, stride], [pad, pad])).unwrap();
@@ -393,8 +430,9 @@ mod tests {
         }
         // Sampling keeps transformed filters while the weight is unchanged; an in-place update
         // (an optimizer step, a load) is seen.
-        let x = Tensor::randn([1, 16, 16, 16], opts);
-        let wt = Tensor::randn([16, 16, 3, 3], opts);
+        let x = Tensor::randn([1, 64, 16, 16], opts);
+        let wt = Tensor::randn([64, 64, 3, 3], opts);
+        assert!(tch::no_grad(|| conv2d_is_winograd(&x, &wt, None, [1, 1], [1, 1])));
         let first = tch::no_grad(|| conv2d(&x, &wt, None, [1, 1], [1, 1])).unwrap();
         tch::no_grad(|| {
             let _ = wt.shallow_clone().f_mul_scalar_(-2.0).unwrap();
@@ -418,7 +456,7 @@ mod tests {
         tch::manual_seed(0);
         let opts = (Kind::Float, Device::Cpu);
         for (n, c, k, h, w, pad, bias) in
-            [(2, 16, 24, 34, 29, 1, true), (1, 32, 16, 34, 34, 0, false), (1, 16, 16, 30, 29, 2, true)]
+            [(2, 64, 72, 34, 29, 1, true), (1, 96, 64, 34, 34, 0, false), (1, 64, 64, 30, 29, 2, true)]
         {
             let x = Tensor::randn([n, c, h, w], opts);
             let wt = Tensor::randn([k, c, 3, 3], opts) * (1.0 / (9.0 * c as f64).sqrt());
@@ -431,6 +469,7 @@ mod tests {
                 );
                 let bias = bias.then_some(&b);
                 let y = if ours {
+                    assert!(conv2d_is_winograd(&x, &wt, bias, [1, 1], [pad, pad]));
                     conv2d(&x, &wt, bias, [1, 1], [pad, pad]).unwrap()
                 } else {
                     x.conv2d(&wt, bias, [1, 1], [pad, pad], [1, 1], 1)
@@ -458,11 +497,12 @@ mod tests {
             }
         }
         // second derivatives (a gradient penalty: create_graph) equal libtorch's
-        let x0 = Tensor::randn([4, 16, 16, 16], opts);
-        let w0 = Tensor::randn([16, 16, 3, 3], opts) * 0.1;
+        let x0 = Tensor::randn([4, 64, 16, 16], opts);
+        let w0 = Tensor::randn([64, 64, 3, 3], opts) * 0.03;
         let penalty_grad = |ours: bool| {
             let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
             let y = if ours {
+                assert!(conv2d_is_winograd(&x, &w, None, [1, 1], [1, 1]));
                 conv2d(&x, &w, None, [1, 1], [1, 1]).unwrap()
             } else {
                 x.conv2d::<&Tensor>(&w, None, [1, 1], [1, 1], [1, 1], 1)
@@ -479,14 +519,15 @@ mod tests {
             pb.abs().max().double_value(&[])
         );
         // only the filters need a gradient (the first layer): the input's is not computed
-        let x = Tensor::randn([1, 16, 32, 32], opts);
-        let wt = Tensor::randn([16, 16, 3, 3], opts).set_requires_grad(true);
+        let x = Tensor::randn([1, 64, 32, 32], opts);
+        let wt = Tensor::randn([64, 64, 3, 3], opts).set_requires_grad(true);
+        assert!(conv2d_is_winograd(&x, &wt, None, [1, 1], [1, 1]));
         conv2d(&x, &wt, None, [1, 1], [1, 1]).unwrap().sum(Kind::Float).backward();
-        assert_eq!(wt.grad().size(), vec![16, 16, 3, 3]);
+        assert_eq!(wt.grad().size(), vec![64, 64, 3, 3]);
         assert!(!x.grad().defined());
         // mismatched channels are libtorch's error, one line
         let e =
-            conv2d(&x, &Tensor::randn([16, 8, 3, 3], opts), None, [1, 1], [1, 1]).unwrap_err().to_string();
+            conv2d(&x, &Tensor::randn([64, 8, 3, 3], opts), None, [1, 1], [1, 1]).unwrap_err().to_string();
         assert!(e.starts_with("") && e.contains("conv2d: ") && !e.contains('\n'), "{e}");
     }
 
