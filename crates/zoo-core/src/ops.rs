@@ -70,19 +70,31 @@ fn torch_error(what: &str, err: &[u8]) -> Error {
     Error::Torch(tch::TchError::Torch(format!("{what}: {}", msg.lines().next().unwrap_or(""))))
 }
 
+/// Calls a shim function that returns a new at::Tensor, or null with its error message written
+/// into the buffer it is given; `what` names the operation in the error.
+///
+/// # Safety
+/// `call` must pass only live tensors to the shim and return what it returned: null or a new
+/// at::Tensor whose ownership passes to the returned tch Tensor (freed by its Drop).
+unsafe fn shim_tensor(what: &str, call: impl FnOnce(*mut c_char, usize) -> *mut c_void) -> Result<Tensor> {
+    let mut err = [0u8; 512];
+    let out = call(err.as_mut_ptr() as *mut c_char, err.len());
+    if out.is_null() {
+        return Err(torch_error(what, &err));
+    }
+    Ok(Tensor::from_ptr(out as *mut torch_sys::C_tensor))
+}
+
+/// A tensor argument for the shim, or null.
+fn ptr(t: Option<&Tensor>) -> *const c_void {
+    t.map_or(std::ptr::null(), |t| t.as_ptr() as *const c_void)
+}
+
 /// Leaky ReLU with slope `slope` for x < 0 (`torch.nn.functional.leaky_relu`), differentiable.
 /// Shapes: any -> the same.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    let mut err = [0u8; 512];
-    // SAFETY: x is a live tensor for the call; the result is a new at::Tensor whose ownership
-    // passes to the returned tch Tensor (freed by its Drop).
-    let out = unsafe {
-        zoo_leaky_relu(x.as_ptr() as *const c_void, slope, err.as_mut_ptr() as *mut c_char, err.len())
-    };
-    if out.is_null() {
-        return Err(torch_error("leaky_relu", &err));
-    }
-    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+    // SAFETY: x is a live tensor for the call.
+    unsafe { shim_tensor("leaky_relu", |err, len| zoo_leaky_relu(ptr(Some(x)), slope, err, len)) }
 }
 
 /// A linear layer, x W^T + b (`torch.nn.functional.linear`). Shapes: x (..., K), w (N, K),
@@ -105,31 +117,20 @@ pub fn linear_t(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 }
 
 fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> Result<Tensor> {
-    let mut err = [0u8; 512];
-    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
-    // SAFETY: x, w and b are live tensors for the call; the result is a new at::Tensor whose
-    // ownership passes to the returned tch Tensor.
-    let out = unsafe {
-        zoo_linear(
-            x.as_ptr() as *const c_void,
-            w.as_ptr() as *const c_void,
-            bp,
-            i32::from(transposed),
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
-        )
-    };
-    if out.is_null() {
-        return Err(torch_error("linear", &err));
+    // SAFETY: x, w and b are live tensors for the call.
+    unsafe {
+        shim_tensor("linear", |err, len| {
+            zoo_linear(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed), err, len)
+        })
     }
-    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
 /// A 2-D convolution without groups or dilation (`torch.nn.functional.conv2d`), differentiable.
 /// Shapes: x (N, C, H, W), w (K, C, k, k), b (K) -> (N, K, H', W').
 ///
-/// 3x3 filters at stride 1 (a UNet's and a VAE's convolutions), float32 on the CPU, with at least
-/// 16 channels in and out and enough output (16 tiles of 4x4; 64 when a gradient is needed) run
+/// 3x3 filters at stride 1 (a UNet's and a VAE's convolutions), float32 on the CPU, with enough
+/// channels (C K >= 32 (C + K), e.g. 64 in and out) and enough output (16 tiles of 4x4; 64 when
+/// a gradient is needed) run
 /// as Winograd F(4x4, 3x3) (csrc/wino.cpp): 4x fewer multiplies in the GEMMs than the direct
 /// convolution libtorch runs, for transforms that cost little next to them
 /// (docs/benchmarks.md). Both gradients are Winograd too; a backward that builds a graph
@@ -141,31 +142,26 @@ pub fn conv2d(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    let mut err = [0u8; 512];
-    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
-    // SAFETY: x, w and b are live tensors for the call; the result is a new at::Tensor whose
-    // ownership passes to the returned tch Tensor.
-    let out = unsafe {
-        zoo_conv2d(
-            x.as_ptr() as *const c_void,
-            w.as_ptr() as *const c_void,
-            bp,
-            stride[0],
-            stride[1],
-            padding[0],
-            padding[1],
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
-        )
-    };
-    if out.is_null() {
-        return Err(torch_error("conv2d", &err));
+    // SAFETY: x, w and b are live tensors for the call.
+    unsafe {
+        shim_tensor("conv2d", |err, len| {
+            zoo_conv2d(
+                ptr(Some(x)),
+                ptr(Some(w)),
+                ptr(b),
+                stride[0],
+                stride[1],
+                padding[0],
+                padding[1],
+                err,
+                len,
+            )
+        })
     }
-    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
-/// Whether [`conv2d`] with these arguments runs as Winograd (in the current grad mode): what
-/// `zoo -v` and the tests ask.
+/// Whether [`conv2d`] with these arguments runs as Winograd (in the current grad mode); the
+/// tests ask it so that they check the path they mean to.
 pub fn conv2d_is_winograd(
     x: &Tensor,
     w: &Tensor,
@@ -173,18 +169,10 @@ pub fn conv2d_is_winograd(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> bool {
-    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe {
-        zoo_conv2d_winograd(
-            x.as_ptr() as *const c_void,
-            w.as_ptr() as *const c_void,
-            bp,
-            stride[0],
-            stride[1],
-            padding[0],
-            padding[1],
-        ) != 0
+        zoo_conv2d_winograd(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1])
+            != 0
     }
 }
 
@@ -211,27 +199,12 @@ pub fn conv1d_add(
     dilation: i64,
     add: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let mut err = [0u8; 512];
-    let bp = b.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void);
-    let ap = add.map_or(std::ptr::null(), |a| a.as_ptr() as *const c_void);
-    // SAFETY: x, w and b are live tensors for the call; the result is a new at::Tensor whose
-    // ownership passes to the returned tch Tensor.
-    let out = unsafe {
-        zoo_conv1d(
-            x.as_ptr() as *const c_void,
-            w.as_ptr() as *const c_void,
-            bp,
-            padding,
-            dilation,
-            ap,
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
-        )
-    };
-    if out.is_null() {
-        return Err(torch_error("conv1d", &err));
+    // SAFETY: x, w, b and add are live tensors for the call.
+    unsafe {
+        shim_tensor("conv1d", |err, len| {
+            zoo_conv1d(ptr(Some(x)), ptr(Some(w)), ptr(b), padding, dilation, ptr(add), err, len)
+        })
     }
-    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
 /// Whether [`linear`] has its own matrix-vector kernel on this CPU (x86-64 with AVX-512F).
