@@ -349,6 +349,11 @@ bool needs_grad(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
          (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
 }
 
+// No bias, or one float32 CPU value per output channel of w.
+bool bias_fits(const at::Tensor& b, const at::Tensor& w) {
+  return !b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0));
+}
+
 // Whether conv2d(x, w, b, stride, padding) runs as Winograd here.
 bool wino_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
                  int64_t sw, int64_t ph, int64_t pw) {
@@ -356,7 +361,7 @@ bool wino_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, 
                     w.size(2) == 3 && w.size(3) == 3 && sh == 1 && sw == 1 && ph == pw &&
                     ph >= 0 && ph <= 2 && w.size(1) == x.size(1) &&
                     w.size(0) * w.size(1) >= kMinChannels * (w.size(0) + w.size(1)) &&
-                    (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+                    bias_fits(b, w);
   if (!fits) return false;
   const int64_t ho = x.size(2) + 2 * ph - 2, wo = x.size(3) + 2 * pw - 2;
   const int64_t tiles = x.size(0) * ((ho + 3) / 4) * ((wo + 3) / 4);
@@ -386,27 +391,23 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
 // tiles; it adds `add` as it writes the output (WN: the layer's conditioning).
 at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t pad,
                   int64_t dilation, const at::Tensor& add) {
-  const bool grad = c10::GradMode::is_enabled() &&
-                    (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()) ||
-                     (add.defined() && add.requires_grad()));
   auto plus = [&](at::Tensor y) { return add.defined() ? y + add : y; };
-  const bool fits = !grad && float_cpu(x) && float_cpu(w) && x.dim() == 3 && w.dim() == 3 &&
-                    w.size(2) == 3 && pad == dilation && dilation >= 1 && w.size(1) == x.size(1) &&
-                    x.size(1) >= 16 && w.size(0) >= 16 &&
-                    (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+  // (everything the fast paths share: no gradient to record, float32 on the CPU, 16+ channels)
+  const bool plain = !needs_grad(x, w, b) &&
+                     !(add.defined() && add.requires_grad() && c10::GradMode::is_enabled()) &&
+                     float_cpu(x) && float_cpu(w) && x.dim() == 3 && w.dim() == 3 &&
+                     w.size(1) == x.size(1) && x.size(1) >= 16 && w.size(0) >= 16 &&
+                     bias_fits(b, w);
+  const bool fits = plain && w.size(2) == 3 && pad == dilation && dilation >= 1;
   const bool add_fits = !add.defined() ||
                         (float_cpu(add) && add.dim() == 3 && x.dim() == 3 && w.dim() == 3 &&
                          add.size(0) == x.size(0) && add.size(1) == w.size(0) &&
                          add.size(2) == x.size(2) && add.stride(2) == 1);
   if (fits && add_fits && x.size(0) * x.size(2) / 4 >= kMinTiles)
     return wino_conv1d(x, w, b, dilation, add);
-  // A 1x1 convolution of one sequence is one GEMM, W (K, C) x (C, T): oneDNN's matmul runs it
-  // faster than its own 1x1 convolution here (docs/benchmarks.md).
-  const bool gemm = !grad && float_cpu(x) && float_cpu(w) && x.dim() == 3 && w.dim() == 3 &&
-                    w.size(2) == 1 && pad == 0 && x.size(0) == 1 && w.size(1) == x.size(1) &&
-                    x.size(1) >= 16 && w.size(0) >= 16 && x.size(2) >= 64 &&
-                    (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
-  if (gemm) {
+  // A 1x1 convolution of one sequence is one GEMM, W (K, C) x (C, T), run as oneDNN's matmul
+  // like the Winograd GEMMs (docs/benchmarks.md: a one-off before/after of the vocoder).
+  if (plain && w.size(2) == 1 && pad == 0 && x.size(0) == 1 && x.size(2) >= 64) {
     const int64_t K = w.size(0), T = x.size(2);
     at::Tensor y = at::empty({1, K, T}, x.options());
     at::native::mkldnn_matmul(w.reshape({K, w.size(1)}).contiguous(), x[0].contiguous(), y[0], 0.0f,

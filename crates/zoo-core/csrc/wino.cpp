@@ -49,7 +49,8 @@ ZOO_INLINE void apply(const Mat& m, const float* in, float* out) {
   }
 }
 
-// F(4x4, 3x3): the five points 0, 1, -1, 2, -2 and infinity (a = 6).
+// F(4x4, 3x3): the five points 0, 1, -1, 2, -2 and infinity (a = 6); the 2-D transforms apply
+// each matrix along both axes, the 1-D ones once.
 struct F43 {
   static constexpr int A = 6, M = 4, R = 3;
   static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
@@ -65,10 +66,9 @@ struct F43 {
       {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 };
 
-template <class S>
 ZOO_INLINE void weight_transform_t(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1,
                                    float* u) {
-  constexpr int A = S::A, R = S::R;
+  constexpr int A = F43::A, R = F43::R;
   const int64_t stride = K * C;
   alignas(64) float g[R][R][L], t[A][R][L], r[A][A][L];
   for (int64_t k = k0; k < k1; ++k) {
@@ -78,8 +78,8 @@ ZOO_INLINE void weight_transform_t(const float* w, int64_t K, int64_t C, int64_t
         for (int j = 0; j < R; ++j)
           for (int l = 0; l < L; ++l)
             g[i][j][l] = l < n ? w[((k * C) + c0 + l) * R * R + i * R + j] : 0.0f;
-      for (int j = 0; j < R; ++j) apply<A, R, R * L, R * L>(S::G, &g[0][j][0], &t[0][j][0]);
-      for (int i = 0; i < A; ++i) apply<A, R, L, L>(S::G, &t[i][0][0], &r[i][0][0]);
+      for (int j = 0; j < R; ++j) apply<A, R, R * L, R * L>(F43::G, &g[0][j][0], &t[0][j][0]);
+      for (int i = 0; i < A; ++i) apply<A, R, L, L>(F43::G, &t[i][0][0], &r[i][0][0]);
       for (int e = 0; e < A * A; ++e) {
         float* dst = u + e * stride + k * C + c0;
         const float* src = &r[e / A][e % A][0];
@@ -98,11 +98,10 @@ ZOO_INLINE TileAt tile_at(int64_t j, int64_t P, int64_t tw) {
   return {j / P, t / tw, t % tw};
 }
 
-template <class S>
 ZOO_INLINE void input_channel_t(const float* x, int64_t x_stride, int64_t N, int64_t H, int64_t W,
                                 int64_t pad, int64_t th, int64_t tw, float* v, float* scratch,
                                 int64_t v_stride) {
-  constexpr int A = S::A, M = S::M;
+  constexpr int A = F43::A, M = F43::M;
   // Each image's plane, zero-padded to the tile grid, so that every patch reads without checks.
   const int64_t PH = th * M + A - M, PW = tw * M + A - M;
   for (int64_t n = 0; n < N; ++n) {
@@ -134,8 +133,8 @@ ZOO_INLINE void input_channel_t(const float* x, int64_t x_stride, int64_t N, int
     for (int64_t l = n; l < L; ++l)
       for (int i = 0; i < A; ++i)
         for (int j = 0; j < A; ++j) d[i][j][l] = 0.0f;
-    for (int j = 0; j < A; ++j) apply<A, A, A * L, A * L>(S::BT, &d[0][j][0], &t[0][j][0]);
-    for (int i = 0; i < A; ++i) apply<A, A, L, L>(S::BT, &t[i][0][0], &r[i][0][0]);
+    for (int j = 0; j < A; ++j) apply<A, A, A * L, A * L>(F43::BT, &d[0][j][0], &t[0][j][0]);
+    for (int i = 0; i < A; ++i) apply<A, A, L, L>(F43::BT, &t[i][0][0], &r[i][0][0]);
     float* out = v + j0;
     for (int e = 0; e < A * A; ++e) {
       const float* src = &r[e / A][e % A][0];
@@ -149,11 +148,10 @@ ZOO_INLINE void input_channel_t(const float* x, int64_t x_stride, int64_t N, int
   }
 }
 
-template <class S>
 ZOO_INLINE void output_channel_t(const float* m, int64_t m_stride, int64_t N, int64_t th,
                                  int64_t tw, float bias, float* y, int64_t y_stride, int64_t Ho,
                                  int64_t Wo) {
-  constexpr int A = S::A, M = S::M;
+  constexpr int A = F43::A, M = F43::M;
   alignas(64) float p[A][A][L], s[M][A][L], o[M][M][L];
   const int64_t P = th * tw, T = N * P;
   for (int64_t j0 = 0; j0 < T; j0 += L) {
@@ -168,8 +166,8 @@ ZOO_INLINE void output_channel_t(const float* m, int64_t m_stride, int64_t N, in
         for (int l = 0; l < L; ++l) dst[l] = l < n ? src[l] : 0.0f;
       }
     }
-    for (int j = 0; j < A; ++j) apply<M, A, A * L, A * L>(S::AT, &p[0][j][0], &s[0][j][0]);
-    for (int i = 0; i < M; ++i) apply<M, A, L, L>(S::AT, &s[i][0][0], &o[i][0][0]);
+    for (int j = 0; j < A; ++j) apply<M, A, A * L, A * L>(F43::AT, &p[0][j][0], &s[0][j][0]);
+    for (int i = 0; i < M; ++i) apply<M, A, L, L>(F43::AT, &s[i][0][0], &o[i][0][0]);
     for (int64_t l = 0; l < n; ++l) {
       const TileAt at = tile_at(j0 + l, P, tw);
       const int64_t oy = at.ty * M, ox = at.tx * M;
@@ -186,10 +184,9 @@ ZOO_INLINE void output_channel_t(const float* m, int64_t m_stride, int64_t N, in
   }
 }
 
-template <class S>
 ZOO_INLINE void grad_channel_t(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64_t Wo,
                                int64_t th, int64_t tw, float* v, int64_t v_stride) {
-  constexpr int A = S::A, M = S::M;
+  constexpr int A = F43::A, M = F43::M;
   alignas(64) float q[M][M][L], t[A][M][L], r[A][A][L];
   const int64_t P = th * tw, T = N * P;
   for (int64_t j0 = 0; j0 < T; j0 += L) {
@@ -212,8 +209,8 @@ ZOO_INLINE void grad_channel_t(const float* g, int64_t g_stride, int64_t N, int6
       }
     }
     for (int j = 0; j < M; ++j)
-      apply<A, M, M * L, M * L, true>(S::AT, &q[0][j][0], &t[0][j][0]);
-    for (int i = 0; i < A; ++i) apply<A, M, L, L, true>(S::AT, &t[i][0][0], &r[i][0][0]);
+      apply<A, M, M * L, M * L, true>(F43::AT, &q[0][j][0], &t[0][j][0]);
+    for (int i = 0; i < A; ++i) apply<A, M, L, L, true>(F43::AT, &t[i][0][0], &r[i][0][0]);
     float* out = v + j0;
     for (int e = 0; e < A * A; ++e) {
       const float* src = &r[e / A][e % A][0];
@@ -223,10 +220,9 @@ ZOO_INLINE void grad_channel_t(const float* g, int64_t g_stride, int64_t N, int6
   }
 }
 
-template <class S>
 ZOO_INLINE void weight_grad_t(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1,
                               float* dw) {
-  constexpr int A = S::A, R = S::R;
+  constexpr int A = F43::A, R = F43::R;
   const int64_t stride = K * C;
   alignas(64) float p[A][A][L], s[R][A][L], r[R][R][L];
   for (int64_t k = k0; k < k1; ++k) {
@@ -237,8 +233,8 @@ ZOO_INLINE void weight_grad_t(const float* m, int64_t K, int64_t C, int64_t k0, 
         for (int l = 0; l < L; ++l) p[e / A][e % A][l] = l < n ? src[l] : 0.0f;
       }
       for (int j = 0; j < A; ++j)
-        apply<R, A, A * L, A * L, true>(S::G, &p[0][j][0], &s[0][j][0]);
-      for (int i = 0; i < R; ++i) apply<R, A, L, L, true>(S::G, &s[i][0][0], &r[i][0][0]);
+        apply<R, A, A * L, A * L, true>(F43::G, &p[0][j][0], &s[0][j][0]);
+      for (int i = 0; i < R; ++i) apply<R, A, L, L, true>(F43::G, &s[i][0][0], &r[i][0][0]);
       for (int64_t l = 0; l < n; ++l)
         for (int i = 0; i < R; ++i)
           for (int j = 0; j < R; ++j) dw[((k * C) + c0 + l) * R * R + i * R + j] = r[i][j][l];
@@ -316,30 +312,30 @@ ZOO_INLINE void output_channel_1d_t(const float* m, int64_t m_stride, const Tile
 
 ZOO_WINO_CLONES
 void weight_transform(const float* w, int64_t K, int64_t C, int64_t k0, int64_t k1, float* u) {
-  weight_transform_t<F43>(w, K, C, k0, k1, u);
+  weight_transform_t(w, K, C, k0, k1, u);
 }
 
 ZOO_WINO_CLONES
 void input_channel(const float* x, int64_t x_stride, int64_t N, int64_t H, int64_t W, int64_t pad,
                    int64_t th, int64_t tw, float* v, float* scratch, int64_t v_stride) {
-  input_channel_t<F43>(x, x_stride, N, H, W, pad, th, tw, v, scratch, v_stride);
+  input_channel_t(x, x_stride, N, H, W, pad, th, tw, v, scratch, v_stride);
 }
 
 ZOO_WINO_CLONES
 void output_channel(const float* m, int64_t m_stride, int64_t N, int64_t th, int64_t tw,
                     float bias, float* y, int64_t y_stride, int64_t Ho, int64_t Wo) {
-  output_channel_t<F43>(m, m_stride, N, th, tw, bias, y, y_stride, Ho, Wo);
+  output_channel_t(m, m_stride, N, th, tw, bias, y, y_stride, Ho, Wo);
 }
 
 ZOO_WINO_CLONES
 void grad_channel(const float* g, int64_t g_stride, int64_t N, int64_t Ho, int64_t Wo, int64_t th,
                   int64_t tw, float* v, int64_t v_stride) {
-  grad_channel_t<F43>(g, g_stride, N, Ho, Wo, th, tw, v, v_stride);
+  grad_channel_t(g, g_stride, N, Ho, Wo, th, tw, v, v_stride);
 }
 
 ZOO_WINO_CLONES
 void weight_grad(const float* m, int64_t K, int64_t C, int64_t k0, int64_t k1, float* dw) {
-  weight_grad_t<F43>(m, K, C, k0, k1, dw);
+  weight_grad_t(m, K, C, k0, k1, dw);
 }
 
 ZOO_WINO_CLONES
