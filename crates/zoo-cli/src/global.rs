@@ -35,8 +35,9 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 }
 
 impl Global {
-    /// Applies the settings that are process-wide (threads).
+    /// Applies the settings that are process-wide (threads, malloc's thresholds).
     pub fn apply(&self) -> Result<()> {
+        zoo_core::ops::tune_allocator();
         zoo_core::device::set_threads(self.threads)?;
         Ok(())
     }

@@ -16,6 +16,9 @@
 #include <algorithm>
 
 #include <cstdio>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <exception>
 #include <mutex>
 #include <vector>
@@ -368,9 +371,163 @@ bool wino_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, 
   return ho > 0 && wo > 0 && tiles >= (needs_grad(x, w, b) ? kMinTilesTrain : kMinTiles);
 }
 
+// A transposed convolution with few output channels as one batched GEMM and a scatter:
+// columns (N, K kh kw, H W) = W^T (K kh kw, C) x X_n (C, H W), then each column adds into the
+// output pixels its kernel tap covers (col2im). x (N, C, H, W), w (C, K, kh, kw), output
+// (N, K, OH, OW) with oy = iy sh - ph + ky; no bias. oneDNN's deconvolution runs such layers
+// (the last layers of DCGAN's generator and the conv VAE's decoder, and the input gradient of a
+// convolution with 1-3 input channels) at 4-15 GFLOP/s here; the GEMM runs at sgemm speed.
+at::Tensor gemm_convt(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw, int64_t ph,
+                      int64_t pw, int64_t OH, int64_t OW) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t K = w.size(1), kh = w.size(2), kw = w.size(3), P = K * kh * kw;
+  const at::Tensor cols =
+      at::matmul(w.reshape({C, P}).t(), x.contiguous().view({N, C, H * W})).contiguous();
+  at::Tensor y = at::zeros({N, K, OH, OW}, x.options());
+  const float* cp = cols.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nk = begin; nk < end; ++nk) {
+      float* out = yp + nk * OH * OW;
+      const float* c0 = cp + nk * kh * kw * H * W;  // (n, k) is row block n P + k kh kw
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const float* c = c0 + (ky * kw + kx) * H * W;
+          // columns ix with 0 <= ix sw - pw + kx < OW
+          const int64_t lo = std::max<int64_t>(0, (pw - kx + sw - 1) / sw);
+          const int64_t hi = std::min<int64_t>(W, (OW - 1 + pw - kx) / sw + 1);
+          for (int64_t iy = 0; iy < H; ++iy) {
+            const int64_t oy = iy * sh - ph + ky;
+            if (oy < 0 || oy >= OH) continue;
+            float* orow = out + oy * OW - pw + kx;
+            const float* crow = c + iy * W;
+            for (int64_t ix = lo; ix < hi; ++ix) orow[ix * sw] += crow[ix];
+          }
+        }
+      }
+    }
+  });
+  return y;
+}
+
+// Few channels on the output side of a transposed convolution, or on the input side of a
+// convolution (its input gradient is such a transposed convolution): float32 on the CPU,
+// 4-D, no groups, at most kFewChannels channels and at least kFewOther on the other side.
+// Measured on DCGAN's and the conv VAE's layers (docs/benchmarks.md): with 1-3 channels the
+// GEMM path is 3-6x oneDNN; with 32 (the VAE's t1) it is 2x slower.
+constexpr int64_t kFewChannels = 4, kFewOther = 16;
+
+// (`outputs`: the bias's length)
+bool few_fits(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t few,
+              int64_t other, int64_t outputs) {
+  return float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 && few <= kFewChannels &&
+         other >= kFewOther &&
+         (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == outputs));
+}
+
+// What FewConvT's and FewConv's backward read: the operands, stride and padding, and whether
+// there is a bias (an empty one: custom functions take no undefined inputs).
+void save_conv(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+               const at::Tensor& b, std::vector<int64_t> stride_padding) {
+  ctx->save_for_backward({x, w});
+  ctx->saved_data["s"] = std::move(stride_padding);
+  ctx->saved_data["bias"] = b.numel() > 0;
+}
+
+// conv_transpose2d through gemm_convt; gradients from libtorch's convolution backward (which
+// autograd can differentiate again).
+struct FewConvT : public torch::autograd::Function<FewConvT> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
+                            int64_t ph, int64_t pw) {
+    save_conv(ctx, x, w, b, {sh, sw, ph, pw});
+    return convt_forward(x, w, b.numel() > 0 ? b : at::Tensor(), sh, sw, ph, pw);
+  }
+
+  static at::Tensor convt_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+    const int64_t OH = (x.size(2) - 1) * sh - 2 * ph + w.size(2);
+    const int64_t OW = (x.size(3) - 1) * sw - 2 * pw + w.size(3);
+    at::Tensor y = gemm_convt(x, w, sh, sw, ph, pw, OH, OW);
+    if (b.defined()) y.add_(b.view({1, -1, 1, 1}));
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const auto s = ctx->saved_data["s"].toIntVector();
+    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    auto r = at::convolution_backward(
+        grads[0].contiguous(), x, w, need_b ? at::OptionalIntArrayRef({w.size(1)}) : c10::nullopt,
+        {s[0], s[1]}, {s[2], s[3]}, {1, 1}, true, {0, 0}, 1,
+        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_b});
+    return {std::get<0>(r), std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+// conv2d by libtorch, with the input's gradient through gemm_convt when the input has few
+// channels (the filters' and the bias's gradient from libtorch's convolution backward). A
+// backward that builds a graph runs libtorch's whole backward.
+struct FewConv : public torch::autograd::Function<FewConv> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
+                            int64_t ph, int64_t pw) {
+    save_conv(ctx, x, w, b, {sh, sw, ph, pw});
+    return at::conv2d(x, w, b.numel() > 0 ? c10::optional<at::Tensor>(b) : c10::nullopt,
+                      {sh, sw}, {ph, pw});
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const auto s = ctx->saved_data["s"].toIntVector();
+    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    const at::Tensor g = grads[0].contiguous();
+    const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled();
+    auto r = at::convolution_backward(
+        g, x, w, need_b ? at::OptionalIntArrayRef({w.size(0)}) : c10::nullopt, {s[0], s[1]},
+        {s[2], s[3]}, {1, 1}, false, {0, 0}, 1,
+        {ctx->needs_input_grad(0) && !fast_x, ctx->needs_input_grad(1), need_b});
+    at::Tensor gx = std::get<0>(r);
+    if (fast_x) gx = gemm_convt(g, w, s[0], s[1], s[2], s[3], x.size(2), x.size(3));
+    return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+// Whether conv_transpose2d(x, w, b, stride, padding) runs as gemm_convt here.
+bool convt_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (w.dim() != 4) return false;
+  return few_fits(x, w, b, w.size(1), w.size(0), w.size(1)) && w.size(0) == x.size(1);
+}
+
+// Whether conv2d(x, w, b, ...) with a gradient for x takes gemm_convt for that gradient.
+bool few_conv_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (x.dim() != 4 || w.dim() != 4) return false;
+  return few_fits(x, w, b, x.size(1), w.size(0), w.size(0)) && w.size(1) == x.size(1) &&
+         x.requires_grad() && c10::GradMode::is_enabled();
+}
+
+at::Tensor conv_transpose2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                            int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  if (!convt_chosen(x, w, b) || sh < 1 || sw < 1 || ph < 0 || pw < 0) {
+    return at::conv_transpose2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
+                                {sh, sw}, {ph, pw});
+  }
+  if (!needs_grad(x, w, b)) return FewConvT::convt_forward(x, w, b, sh, sw, ph, pw);
+  return FewConvT::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw);
+}
+
+
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
                   int64_t sw, int64_t ph, int64_t pw) {
   if (!wino_chosen(x, w, b, sh, sw, ph, pw)) {
+    if (few_conv_chosen(x, w, b) && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0)
+      return FewConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw);
     return at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
                       {ph, pw});
   }
@@ -418,6 +575,7 @@ at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   return plus(at::conv1d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {1},
                          {pad}, {dilation}));
 }
+
 
 }  // namespace
 
@@ -485,6 +643,32 @@ void* zoo_conv2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, 
   }
 }
 
+// conv_transpose2d (at::conv_transpose2d's semantics, no output padding, groups or dilation).
+void* zoo_conv_transpose2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph,
+                           int64_t pw, char* err, size_t err_len) {
+  try {
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    return new at::Tensor(conv_transpose2d(*static_cast<at::Tensor*>(x),
+                                           *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw));
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return nullptr;
+  }
+}
+
+// 1 if zoo_conv_transpose2d(x, w, b, ...) runs as GEMM + col2im, 2 if zoo_conv2d(x, w, b, ...)
+// takes that path for its input's gradient, else 0.
+int zoo_few_channel_path(void* x, void* w, void* b, int transposed) {
+  try {
+    const at::Tensor &xt = *static_cast<at::Tensor*>(x), &wt = *static_cast<at::Tensor*>(w);
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    if (transposed) return convt_chosen(xt, wt, bias) ? 1 : 0;
+    return few_conv_chosen(xt, wt, bias) ? 2 : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
 // 1 if zoo_conv2d(x, w, b, ...) would run as Winograd (`b` may be null), else 0.
 int zoo_conv2d_winograd(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
   try {
@@ -514,5 +698,20 @@ void* zoo_conv1d(void* x, void* w, void* b, int64_t pad, int64_t dilation, void*
 
 // Whether zoo_linear has its own kernel on this CPU.
 int zoo_gemv_available() { return zoo::gemv_available() ? 1 : 0; }
+
+// glibc's malloc: blocks up to `mmap_threshold` bytes come from the heap, and up to
+// `trim_threshold` bytes of free heap top stay mapped. 1: applied, 0: not glibc or refused.
+int zoo_tune_malloc(long mmap_threshold, long trim_threshold) {
+#ifdef __GLIBC__
+  return mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold)) == 1 &&
+                 mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim_threshold)) == 1
+             ? 1
+             : 0;
+#else
+  (void)mmap_threshold;
+  (void)trim_threshold;
+  return 0;
+#endif
+}
 
 }  // extern "C"

@@ -32,6 +32,19 @@ extern "C" {
         err_len: usize,
     ) -> *mut c_void;
     fn zoo_gemv_available() -> i32;
+    fn zoo_conv_transpose2d(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn zoo_few_channel_path(x: *const c_void, w: *const c_void, b: *const c_void, transposed: i32) -> i32;
+    fn zoo_tune_malloc(mmap_threshold: i64, trim_threshold: i64) -> i32;
     fn zoo_conv1d(
         x: *const c_void,
         w: *const c_void,
@@ -134,7 +147,12 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
 /// as Winograd F(4x4, 3x3) (csrc/wino.cpp): 4x fewer multiplies in the GEMMs than the direct
 /// convolution libtorch runs, for transforms that cost little next to them
 /// (docs/benchmarks.md). Both gradients are Winograd too; a backward that builds a graph
-/// (gradient penalties) is libtorch's. Everything else is libtorch's conv2d.
+/// (gradient penalties) is libtorch's.
+///
+/// With at most 4 input channels (an image's first layer) and 16 or more output channels, the
+/// input's gradient, when one is needed, is the transposed convolution of
+/// [`conv_transpose2d`]'s GEMM path instead of oneDNN's (DCGAN's discriminator in the
+/// generator's step). Everything else is libtorch's conv2d.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -142,20 +160,61 @@ pub fn conv2d(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    // SAFETY: x, w and b are live tensors for the call.
+    call_conv("conv2d", zoo_conv2d, x, w, b, stride, padding)
+}
+
+/// A 2-D transposed convolution without groups, dilation or output padding
+/// (`torch.nn.functional.conv_transpose2d`), differentiable. Shapes: x (N, C, H, W),
+/// w (C, K, kh, kw), b (K) -> (N, K, (H - 1) sh - 2 ph + kh, ...).
+///
+/// With at most 4 output channels (an image's last layer) and 16 or more input channels,
+/// float32 on the CPU, the forward is one batched GEMM (W^T X per image) and a scatter of the
+/// columns into the image (csrc/ops.cpp `gemm_convt`), where oneDNN's deconvolution runs such
+/// layers several times slower than its other convolutions (docs/benchmarks.md). The
+/// gradients are libtorch's. Everything else is libtorch's conv_transpose2d.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> Result<Tensor> {
+    call_conv("conv_transpose2d", zoo_conv_transpose2d, x, w, b, stride, padding)
+}
+
+/// Whether [`conv_transpose2d`] (`transposed`) or [`conv2d`]'s input gradient (in the current
+/// grad mode) takes the few-channel GEMM path; the tests ask it.
+pub fn is_few_channel_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> bool {
+    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
+    unsafe { zoo_few_channel_path(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed)) != 0 }
+}
+
+/// The shim's 2-D convolutions share one signature: (x, w, b, stride, padding, error buffer).
+type ShimConv = unsafe extern "C" fn(
+    *const c_void,
+    *const c_void,
+    *const c_void,
+    i64,
+    i64,
+    i64,
+    i64,
+    *mut c_char,
+    usize,
+) -> *mut c_void;
+
+fn call_conv(
+    what: &str,
+    f: ShimConv,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> Result<Tensor> {
+    // SAFETY: x, w and b are live tensors for the call; f is one of the shim's convolutions.
     unsafe {
-        shim_tensor("conv2d", |err, len| {
-            zoo_conv2d(
-                ptr(Some(x)),
-                ptr(Some(w)),
-                ptr(b),
-                stride[0],
-                stride[1],
-                padding[0],
-                padding[1],
-                err,
-                len,
-            )
+        shim_tensor(what, |err, len| {
+            f(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1], err, len)
         })
     }
 }
@@ -211,6 +270,25 @@ pub fn conv1d_add(
 pub fn gemv_available() -> bool {
     // SAFETY: no arguments; reads CPU features.
     unsafe { zoo_gemv_available() != 0 }
+}
+
+/// Lets the process reuse freed tensor memory instead of taking fresh pages from the kernel.
+///
+/// libtorch allocates every CPU tensor with malloc. glibc maps blocks above a threshold (128 KiB
+/// at start, growing to at most 32 MiB) with their own `mmap` and unmaps them on free, and
+/// returns the heap's free top to the kernel beyond 128 KiB, so a training step that frees and
+/// re-allocates the same activations faults every page in again and the kernel zeroes it: 15%
+/// of a DCGAN step at batch 64 (`perf record`, docs/benchmarks.md). This keeps blocks up to
+/// glibc's maximum of 32 MiB on the heap and up to 1 GiB of free heap mapped. Peak memory is
+/// unchanged (freed memory is reused, not added); memory stays with the process after a peak.
+/// Does nothing when `GLIBC_TUNABLES` is set (the user's own malloc settings win) or off glibc.
+/// Returns whether the settings were applied.
+pub fn tune_allocator() -> bool {
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return false;
+    }
+    // SAFETY: plain integer arguments; mallopt only changes malloc's thresholds.
+    unsafe { zoo_tune_malloc(32 << 20, 1 << 30) != 0 }
 }
 
 /// One step of libtorch's fused AdamW kernel over `params` (updated in place with their
@@ -502,6 +580,137 @@ mod tests {
         let e =
             conv2d(&x, &Tensor::randn([64, 8, 3, 3], opts), None, [1, 1], [1, 1]).unwrap_err().to_string();
         assert!(e.starts_with("") && e.contains("conv2d: ") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn few_channel_convolutions_equal_libtorch() {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, Device::Cpu);
+        // the output, every gradient, and their weighting that makes each position's differ
+        type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
+        let check = |what: &str, a: Grads, b: Grads| {
+            let close = |p: &Tensor, q: &Tensor, part: &str| {
+                let scale = q.abs().max().double_value(&[]).max(1.0);
+                let d = max_diff(p, q);
+                assert!(d < 2e-5 * scale, "{what}, {part}: {d} of {scale}");
+            };
+            close(&a.0, &b.0, "output");
+            close(&a.1, &b.1, "input gradient");
+            close(&a.2, &b.2, "filter gradient");
+            if let (Some(p), Some(q)) = (&a.3, &b.3) {
+                close(p, q, "bias gradient");
+            }
+        };
+        // transposed: (N, C in, K out, H, W, kernel, stride, padding, bias). The VAE's and
+        // DCGAN's last layers, odd sizes, stride 1 and 3.
+        for (n, c, k, h, w, ks, s, p, bias) in [
+            (3, 32, 1, 7, 9, 4, 2, 1, true),
+            (2, 64, 3, 8, 8, 4, 2, 1, false),
+            (2, 16, 2, 5, 6, 3, 1, 0, true),
+            (2, 20, 4, 5, 5, 5, 3, 2, true),
+        ] {
+            let x = Tensor::randn([n, c, h, w], opts);
+            let wt = Tensor::randn([c, k, ks, ks], opts) * 0.1;
+            let b = Tensor::randn([k], opts);
+            let run = |ours: bool| {
+                let (x, wt, b) = (
+                    x.copy().set_requires_grad(true),
+                    wt.copy().set_requires_grad(true),
+                    b.copy().set_requires_grad(true),
+                );
+                let bias = bias.then_some(&b);
+                let y = if ours {
+                    assert!(is_few_channel_path(&x, &wt, bias, true));
+                    conv_transpose2d(&x, &wt, bias, [s, s], [p, p]).unwrap()
+                } else {
+                    x.conv_transpose2d(&wt, bias, [s, s], [p, p], [0, 0], 1, [1, 1])
+                };
+                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+                (&y * &g).sum(Kind::Float).backward();
+                (y.detach(), x.grad(), wt.grad(), bias.map(|b| b.grad()))
+            };
+            check(&format!("conv_transpose2d {c}->{k}, k{ks} s{s} p{p}"), run(true), run(false));
+            // without gradients (sampling) the same values
+            let _guard = tch::no_grad_guard();
+            let ya = conv_transpose2d(&x, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
+            let yb = x.conv_transpose2d(&wt, bias.then_some(&b), [s, s], [p, p], [0, 0], 1, [1, 1]);
+            assert!(max_diff(&ya, &yb) < 2e-5 * yb.abs().max().double_value(&[]).max(1.0));
+        }
+        // convolutions with few input channels whose input needs a gradient (DCGAN's first
+        // discriminator layer in the generator's step), including sizes the stride does not
+        // cover, where the last rows of the input get no gradient
+        for (n, c, k, h, w, ks, s, p, bias) in [
+            (2, 3, 64, 16, 16, 4, 2, 1, false),
+            (2, 1, 32, 15, 13, 4, 2, 1, true),
+            (2, 2, 16, 9, 9, 3, 1, 1, true),
+            (2, 3, 16, 10, 11, 5, 3, 2, true),
+        ] {
+            let x = Tensor::randn([n, c, h, w], opts);
+            let wt = Tensor::randn([k, c, ks, ks], opts) * 0.1;
+            let b = Tensor::randn([k], opts);
+            let run = |ours: bool| {
+                let (x, wt, b) = (
+                    x.copy().set_requires_grad(true),
+                    wt.copy().set_requires_grad(true),
+                    b.copy().set_requires_grad(true),
+                );
+                let bias = bias.then_some(&b);
+                let y = if ours {
+                    assert!(is_few_channel_path(&x, &wt, bias, false));
+                    conv2d(&x, &wt, bias, [s, s], [p, p]).unwrap()
+                } else {
+                    x.conv2d(&wt, bias, [s, s], [p, p], [1, 1], 1)
+                };
+                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+                (&y * &g).sum(Kind::Float).backward();
+                (y.detach(), x.grad(), wt.grad(), bias.map(|b| b.grad()))
+            };
+            check(&format!("conv2d {c}->{k}, k{ks} s{s} p{p}"), run(true), run(false));
+        }
+        // an input without a gradient (real images) stays libtorch's plain convolution
+        let x = Tensor::randn([2, 3, 16, 16], opts);
+        let wt = Tensor::randn([64, 3, 4, 4], opts).set_requires_grad(true);
+        assert!(!is_few_channel_path(&x, &wt, None, false));
+        // second derivatives through both (a gradient penalty on the input) equal libtorch's
+        let penalty_grad = |ours: bool, transposed: bool| {
+            let (x, w) = if transposed {
+                (Tensor::randn([2, 32, 6, 6], opts), Tensor::randn([32, 3, 4, 4], opts) * 0.1)
+            } else {
+                (Tensor::randn([2, 3, 12, 12], opts), Tensor::randn([32, 3, 4, 4], opts) * 0.1)
+            };
+            let (x, w) = (x.set_requires_grad(true), w.set_requires_grad(true));
+            let y = match (ours, transposed) {
+                (true, true) => conv_transpose2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
+                (true, false) => conv2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
+                (false, true) => x.conv_transpose2d::<&Tensor>(&w, None, [2, 2], [1, 1], [0, 0], 1, [1, 1]),
+                (false, false) => x.conv2d::<&Tensor>(&w, None, [2, 2], [1, 1], [1, 1], 1),
+            };
+            let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
+            gx.square().sum(Kind::Float).backward();
+            w.grad()
+        };
+        for transposed in [true, false] {
+            tch::manual_seed(1);
+            let pa = penalty_grad(true, transposed);
+            tch::manual_seed(1);
+            let pb = penalty_grad(false, transposed);
+            let d = max_diff(&pa, &pb);
+            assert!(
+                d < 1e-4 * (1.0 + pb.abs().max().double_value(&[])),
+                "penalty gradient ({transposed}): {d}"
+            );
+        }
+        // mismatched channels are libtorch's error, one line
+        let e = conv_transpose2d(
+            &Tensor::randn([1, 8, 4, 4], opts),
+            &Tensor::randn([16, 3, 4, 4], opts),
+            None,
+            [2, 2],
+            [1, 1],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("conv_transpose2d: ") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -136,10 +136,12 @@ impl Conv {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let w = self.weight.get(train)?;
         let (s, p) = ([self.stride, self.stride], [self.padding, self.padding]);
+        // zoo_core's convolutions: libtorch's, except few-channel image layers and 3x3 ones
+        // (their docs)
         Ok(if self.transposed {
-            x.f_conv_transpose2d(&w, self.bias.as_ref(), s, p, [0, 0], 1, [1, 1])?
+            zoo_core::ops::conv_transpose2d(x, &w, self.bias.as_ref(), s, p)?
         } else {
-            x.f_conv2d(&w, self.bias.as_ref(), s, p, [1, 1], 1)?
+            zoo_core::ops::conv2d(x, &w, self.bias.as_ref(), s, p)?
         })
     }
 }

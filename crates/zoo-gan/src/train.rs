@@ -30,6 +30,30 @@ use crate::loss::{gradient_penalty, mode_seeking_loss, r1_penalty, Loss};
 use crate::model::{save_model, Discriminator, Generator, ModelConfig, TrainConfig};
 use crate::{Error, Result};
 
+/// Takes a network's weights out of autograd until dropped (errors included). The generator's
+/// step only uses G's gradients, so with D frozen its convolutions' backward computes the input's
+/// gradient alone, not the weights': the recipe's `errG.backward()` computes both and the next
+/// `netD.zero_grad()` throws D's away.
+struct Frozen(Vec<Tensor>);
+
+impl Frozen {
+    fn new(vs: &tch::nn::VarStore) -> Self {
+        let vars = vs.trainable_variables();
+        for v in &vars {
+            let _ = v.set_requires_grad(false);
+        }
+        Frozen(vars)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = v.set_requires_grad(true);
+        }
+    }
+}
+
 /// Images (and labels) to train on.
 pub enum Dataset {
     /// Everything in memory: (N, C, S, S) f32 in [-1, 1] or u8 (MNIST), and (N) labels.
@@ -351,6 +375,7 @@ impl<'a> GanTrainer<'a> {
         }
         // 2. Generator, against the updated discriminator.
         self.opt_g.zero_grad();
+        let _frozen = Frozen::new(&self.d.vs);
         let out = self.d.forward_t(&fake, yf.as_ref(), true)?;
         let mut loss_g = loss.g_loss(&out)?;
         if self.cfg.mode_seeking > 0.0 {

@@ -78,7 +78,7 @@ impl ConvTranspose2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(x.f_conv_transpose2d(&self.weight, Some(&self.bias), [s, s], [p, p], [0, 0], 1, [1, 1])?)
+        Ok(zoo_core::ops::conv_transpose2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
     }
 }
 
