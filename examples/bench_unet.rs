@@ -26,6 +26,8 @@ fn main() -> Result<()> {
         bail!("usage: bench_unet MODEL_DIR [REPEATS]");
     };
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    // as the zoo CLI does at start-up (its malloc settings)
+    zoo_core::ops::tune_allocator();
     let model = DiffusionModel::load(ModelSpec::resolve(dir)?, Device::Cpu, Kind::Float, true)?;
     let cfg = &model.spec.unet;
     let (h, w) = cfg.sample_hw();

@@ -381,8 +381,10 @@ at::Tensor gemm_convt(const at::Tensor& x, const at::Tensor& w, int64_t sh, int6
                       int64_t pw, int64_t OH, int64_t OW) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = w.size(1), kh = w.size(2), kw = w.size(3), P = K * kh * kw;
-  const at::Tensor cols =
-      at::matmul(w.reshape({C, P}).t(), x.contiguous().view({N, C, H * W})).contiguous();
+  // (bmm with the small W^T repeated per image writes the columns in place; at::matmul of a
+  // matrix and a batch would transpose both big operands through copies)
+  const at::Tensor wt = w.reshape({C, P}).t().unsqueeze(0).expand({N, P, C}).contiguous();
+  const at::Tensor cols = at::bmm(wt, x.contiguous().view({N, C, H * W}));
   at::Tensor y = at::zeros({N, K, OH, OW}, x.options());
   const float* cp = cols.data_ptr<float>();
   float* yp = y.data_ptr<float>();

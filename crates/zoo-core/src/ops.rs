@@ -583,6 +583,14 @@ mod tests {
     }
 
     #[test]
+    fn tune_allocator_is_accepted_by_glibc() {
+        // mallopt refuses an mmap threshold above 32 MiB: the settings must be ones it takes
+        if cfg!(target_env = "gnu") && std::env::var_os("GLIBC_TUNABLES").is_none() {
+            assert!(tune_allocator());
+        }
+    }
+
+    #[test]
     fn few_channel_convolutions_equal_libtorch() {
         tch::manual_seed(0);
         let opts = (Kind::Float, Device::Cpu);
