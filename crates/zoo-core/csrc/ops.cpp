@@ -436,6 +436,20 @@ void save_conv(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const
   ctx->saved_data["bias"] = b.numel() > 0;
 }
 
+// libtorch's convolution backward of a saved FewConvT / FewConv for the input (`need_x`), the
+// filters and the bias, as far as autograd needs them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_conv_backward(
+    torch::autograd::AutogradContext* ctx, const at::Tensor& g, bool transposed, bool need_x) {
+  const auto saved = ctx->get_saved_variables();
+  const at::Tensor &x = saved[0], &w = saved[1];
+  const auto s = ctx->saved_data["s"].toIntVector();
+  const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+  const int64_t outputs = w.size(transposed ? 1 : 0);
+  return at::convolution_backward(
+      g, x, w, need_b ? at::OptionalIntArrayRef({outputs}) : c10::nullopt, {s[0], s[1]},
+      {s[2], s[3]}, {1, 1}, transposed, {0, 0}, 1, {need_x, ctx->needs_input_grad(1), need_b});
+}
+
 // conv_transpose2d through gemm_convt; gradients from libtorch's convolution backward (which
 // autograd can differentiate again).
 struct FewConvT : public torch::autograd::Function<FewConvT> {
@@ -457,14 +471,7 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1];
-    const auto s = ctx->saved_data["s"].toIntVector();
-    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
-    auto r = at::convolution_backward(
-        grads[0].contiguous(), x, w, need_b ? at::OptionalIntArrayRef({w.size(1)}) : c10::nullopt,
-        {s[0], s[1]}, {s[2], s[3]}, {1, 1}, true, {0, 0}, 1,
-        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_b});
+    auto r = saved_conv_backward(ctx, grads[0].contiguous(), true, ctx->needs_input_grad(0));
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
@@ -484,18 +491,15 @@ struct FewConv : public torch::autograd::Function<FewConv> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1];
-    const auto s = ctx->saved_data["s"].toIntVector();
-    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
     const at::Tensor g = grads[0].contiguous();
     const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled();
-    auto r = at::convolution_backward(
-        g, x, w, need_b ? at::OptionalIntArrayRef({w.size(0)}) : c10::nullopt, {s[0], s[1]},
-        {s[2], s[3]}, {1, 1}, false, {0, 0}, 1,
-        {ctx->needs_input_grad(0) && !fast_x, ctx->needs_input_grad(1), need_b});
+    auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
     at::Tensor gx = std::get<0>(r);
-    if (fast_x) gx = gemm_convt(g, w, s[0], s[1], s[2], s[3], x.size(2), x.size(3));
+    if (fast_x) {
+      const auto saved = ctx->get_saved_variables();
+      const auto s = ctx->saved_data["s"].toIntVector();
+      gx = gemm_convt(g, saved[1], s[0], s[1], s[2], s[3], saved[0].size(2), saved[0].size(3));
+    }
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
