@@ -594,7 +594,7 @@ mod tests {
     fn few_channel_convolutions_equal_libtorch() {
         tch::manual_seed(0);
         let opts = (Kind::Float, Device::Cpu);
-        // the output, every gradient, and their weighting that makes each position's differ
+        // the output and every gradient
         type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
         let check = |what: &str, a: Grads, b: Grads| {
             let close = |p: &Tensor, q: &Tensor, part: &str| {
@@ -609,6 +609,21 @@ mod tests {
                 close(p, q, "bias gradient");
             }
         };
+        // y = conv(x, w, b) on fresh leaves, and the gradients of a weighting of y that makes
+        // every output position's differ
+        type Conv<'a> = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor + 'a;
+        let grads = |x: &Tensor, w: &Tensor, b: &Tensor, bias: bool, conv: &Conv| -> Grads {
+            let (x, w, b) = (
+                x.copy().set_requires_grad(true),
+                w.copy().set_requires_grad(true),
+                b.copy().set_requires_grad(true),
+            );
+            let bias = bias.then_some(&b);
+            let y = conv(&x, &w, bias);
+            let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+            (&y * &g).sum(Kind::Float).backward();
+            (y.detach(), x.grad(), w.grad(), bias.map(|b| b.grad()))
+        };
         // transposed: (N, C in, K out, H, W, kernel, stride, padding, bias). The VAE's and
         // DCGAN's last layers, odd sizes, stride 1 and 3.
         for (n, c, k, h, w, ks, s, p, bias) in [
@@ -620,24 +635,15 @@ mod tests {
             let x = Tensor::randn([n, c, h, w], opts);
             let wt = Tensor::randn([c, k, ks, ks], opts) * 0.1;
             let b = Tensor::randn([k], opts);
-            let run = |ours: bool| {
-                let (x, wt, b) = (
-                    x.copy().set_requires_grad(true),
-                    wt.copy().set_requires_grad(true),
-                    b.copy().set_requires_grad(true),
-                );
-                let bias = bias.then_some(&b);
-                let y = if ours {
-                    assert!(is_few_channel_path(&x, &wt, bias, true));
-                    conv_transpose2d(&x, &wt, bias, [s, s], [p, p]).unwrap()
-                } else {
-                    x.conv_transpose2d(&wt, bias, [s, s], [p, p], [0, 0], 1, [1, 1])
-                };
-                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
-                (&y * &g).sum(Kind::Float).backward();
-                (y.detach(), x.grad(), wt.grad(), bias.map(|b| b.grad()))
+            let ours = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+                assert!(is_few_channel_path(x, w, b, true));
+                conv_transpose2d(x, w, b, [s, s], [p, p]).unwrap()
             };
-            check(&format!("conv_transpose2d {c}->{k}, k{ks} s{s} p{p}"), run(true), run(false));
+            let theirs = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+                x.conv_transpose2d(w, b, [s, s], [p, p], [0, 0], 1, [1, 1])
+            };
+            let (ga, gb) = (grads(&x, &wt, &b, bias, &ours), grads(&x, &wt, &b, bias, &theirs));
+            check(&format!("conv_transpose2d {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
             // without gradients (sampling) the same values
             let _guard = tch::no_grad_guard();
             let ya = conv_transpose2d(&x, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
@@ -656,24 +662,14 @@ mod tests {
             let x = Tensor::randn([n, c, h, w], opts);
             let wt = Tensor::randn([k, c, ks, ks], opts) * 0.1;
             let b = Tensor::randn([k], opts);
-            let run = |ours: bool| {
-                let (x, wt, b) = (
-                    x.copy().set_requires_grad(true),
-                    wt.copy().set_requires_grad(true),
-                    b.copy().set_requires_grad(true),
-                );
-                let bias = bias.then_some(&b);
-                let y = if ours {
-                    assert!(is_few_channel_path(&x, &wt, bias, false));
-                    conv2d(&x, &wt, bias, [s, s], [p, p]).unwrap()
-                } else {
-                    x.conv2d(&wt, bias, [s, s], [p, p], [1, 1], 1)
-                };
-                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
-                (&y * &g).sum(Kind::Float).backward();
-                (y.detach(), x.grad(), wt.grad(), bias.map(|b| b.grad()))
+            let ours = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+                assert!(is_few_channel_path(x, w, b, false));
+                conv2d(x, w, b, [s, s], [p, p]).unwrap()
             };
-            check(&format!("conv2d {c}->{k}, k{ks} s{s} p{p}"), run(true), run(false));
+            let theirs =
+                |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.conv2d(w, b, [s, s], [p, p], [1, 1], 1);
+            let (ga, gb) = (grads(&x, &wt, &b, bias, &ours), grads(&x, &wt, &b, bias, &theirs));
+            check(&format!("conv2d {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
         }
         // an input without a gradient (real images) stays libtorch's plain convolution
         let x = Tensor::randn([2, 3, 16, 16], opts);
