@@ -624,52 +624,47 @@ mod tests {
             (&y * &g).sum(Kind::Float).backward();
             (y.detach(), x.grad(), w.grad(), bias.map(|b| b.grad()))
         };
-        // transposed: (N, C in, K out, H, W, kernel, stride, padding, bias). The VAE's and
-        // DCGAN's last layers, odd sizes, stride 1 and 3.
-        for (n, c, k, h, w, ks, s, p, bias) in [
-            (3, 32, 1, 7, 9, 4, 2, 1, true),
-            (2, 64, 3, 8, 8, 4, 2, 1, false),
-            (2, 16, 2, 5, 6, 3, 1, 0, true),
-            (2, 20, 4, 5, 5, 5, 3, 2, true),
+        // (transposed, N, C in, K out, H, W, kernel, stride, padding, bias). Transposed: the
+        // VAE's and DCGAN's last layers, odd sizes, stride 1 and 3. Not transposed: few input
+        // channels whose input needs a gradient (DCGAN's first discriminator layer in the
+        // generator's step), including sizes the stride does not cover, where the last rows of
+        // the input get no gradient.
+        for (transposed, n, c, k, h, w, ks, s, p, bias) in [
+            (true, 3, 32, 1, 7, 9, 4, 2, 1, true),
+            (true, 2, 64, 3, 8, 8, 4, 2, 1, false),
+            (true, 2, 16, 2, 5, 6, 3, 1, 0, true),
+            (true, 2, 20, 4, 5, 5, 5, 3, 2, true),
+            (false, 2, 3, 64, 16, 16, 4, 2, 1, false),
+            (false, 2, 1, 32, 15, 13, 4, 2, 1, true),
+            (false, 2, 2, 16, 9, 9, 3, 1, 1, true),
+            (false, 2, 3, 16, 10, 11, 5, 3, 2, true),
         ] {
             let x = Tensor::randn([n, c, h, w], opts);
-            let wt = Tensor::randn([c, k, ks, ks], opts) * 0.1;
+            // PyTorch's layouts: ConvTranspose2d (in, out, k, k), Conv2d (out, in, k, k)
+            let shape = if transposed { [c, k, ks, ks] } else { [k, c, ks, ks] };
+            let wt = Tensor::randn(shape, opts) * 0.1;
             let b = Tensor::randn([k], opts);
             let ours = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
-                assert!(is_few_channel_path(x, w, b, true));
-                conv_transpose2d(x, w, b, [s, s], [p, p]).unwrap()
+                assert!(is_few_channel_path(x, w, b, transposed));
+                let conv = if transposed { conv_transpose2d } else { conv2d };
+                conv(x, w, b, [s, s], [p, p]).unwrap()
             };
             let theirs = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
-                x.conv_transpose2d(w, b, [s, s], [p, p], [0, 0], 1, [1, 1])
+                if transposed {
+                    x.conv_transpose2d(w, b, [s, s], [p, p], [0, 0], 1, [1, 1])
+                } else {
+                    x.conv2d(w, b, [s, s], [p, p], [1, 1], 1)
+                }
             };
             let (ga, gb) = (grads(&x, &wt, &b, bias, &ours), grads(&x, &wt, &b, bias, &theirs));
-            check(&format!("conv_transpose2d {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
-            // without gradients (sampling) the same values
-            let _guard = tch::no_grad_guard();
-            let ya = conv_transpose2d(&x, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
-            let yb = x.conv_transpose2d(&wt, bias.then_some(&b), [s, s], [p, p], [0, 0], 1, [1, 1]);
-            assert!(max_diff(&ya, &yb) < 2e-5 * yb.abs().max().double_value(&[]).max(1.0));
-        }
-        // convolutions with few input channels whose input needs a gradient (DCGAN's first
-        // discriminator layer in the generator's step), including sizes the stride does not
-        // cover, where the last rows of the input get no gradient
-        for (n, c, k, h, w, ks, s, p, bias) in [
-            (2, 3, 64, 16, 16, 4, 2, 1, false),
-            (2, 1, 32, 15, 13, 4, 2, 1, true),
-            (2, 2, 16, 9, 9, 3, 1, 1, true),
-            (2, 3, 16, 10, 11, 5, 3, 2, true),
-        ] {
-            let x = Tensor::randn([n, c, h, w], opts);
-            let wt = Tensor::randn([k, c, ks, ks], opts) * 0.1;
-            let b = Tensor::randn([k], opts);
-            let ours = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
-                assert!(is_few_channel_path(x, w, b, false));
-                conv2d(x, w, b, [s, s], [p, p]).unwrap()
-            };
-            let theirs =
-                |x: &Tensor, w: &Tensor, b: Option<&Tensor>| x.conv2d(w, b, [s, s], [p, p], [1, 1], 1);
-            let (ga, gb) = (grads(&x, &wt, &b, bias, &ours), grads(&x, &wt, &b, bias, &theirs));
-            check(&format!("conv2d {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
+            check(&format!("transposed {transposed}, {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
+            if transposed {
+                // without gradients (sampling) the same values
+                let _guard = tch::no_grad_guard();
+                let ya = conv_transpose2d(&x, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
+                let yb = theirs(&x, &wt, bias.then_some(&b));
+                assert!(max_diff(&ya, &yb) < 2e-5 * yb.abs().max().double_value(&[]).max(1.0));
+            }
         }
         // an input without a gradient (real images) stays libtorch's plain convolution
         let x = Tensor::randn([2, 3, 16, 16], opts);
@@ -683,6 +678,9 @@ mod tests {
                 (Tensor::randn([2, 3, 12, 12], opts), Tensor::randn([32, 3, 4, 4], opts) * 0.1)
             };
             let (x, w) = (x.set_requires_grad(true), w.set_requires_grad(true));
+            if ours {
+                assert!(is_few_channel_path(&x, &w, None, transposed));
+            }
             let y = match (ours, transposed) {
                 (true, true) => conv_transpose2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
                 (true, false) => conv2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
