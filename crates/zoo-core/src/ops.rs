@@ -32,6 +32,7 @@ extern "C" {
         err_len: usize,
     ) -> *mut c_void;
     fn zoo_gemv_available() -> i32;
+    fn zoo_linear_is_dnnl(x: *const c_void, w: *const c_void, b: *const c_void, transposed: i32) -> i32;
     fn zoo_conv_transpose2d(
         x: *const c_void,
         w: *const c_void,
@@ -116,17 +117,27 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// Decoding runs linear layers on one token: a matrix-vector product whose speed is the speed
 /// at which W streams from memory. For float32 on the CPU with at most 4 rows of x and nothing
 /// for autograd to record, this uses csrc/gemv.cpp's AVX-512 kernel, which reads W about 1.5x
-/// faster than libtorch's MKL sgemv on this machine (docs/benchmarks.md); everything else
-/// (training, prefill, other dtypes and devices, CPUs without AVX-512) is libtorch's linear.
+/// faster than libtorch's MKL sgemv on this machine (docs/benchmarks.md). Training-sized
+/// products (float32 on the CPU, 32 or more rows of x and at least 2^20 multiply-adds) run as
+/// oneDNN's matmul, forward and backward, which beats MKL's sgemm by 5-20% here; a backward
+/// that builds a graph (gradient penalties) is libtorch's. Everything else (small products,
+/// other dtypes and devices) is libtorch's linear.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     call_linear(x, w, b, false)
 }
 
 /// [`linear`] for a weight stored (K, N), the transpose of torch's (GPT-2's `Conv1D`): b + x W
-/// as one `addmm`, or for one row of x, csrc/gemv.cpp's kernel for that layout.
-/// Shapes: x (..., K), w (K, N), b (N) -> (..., N).
+/// as one `addmm`, for one row of x csrc/gemv.cpp's kernel for that layout, and oneDNN's
+/// matmul where [`linear`] takes it. Shapes: x (..., K), w (K, N), b (N) -> (..., N).
 pub fn linear_t(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     call_linear(x, w, b, true)
+}
+
+/// Whether [`linear`] (or [`linear_t`] when `transposed`) runs as oneDNN's matmul; the tests
+/// ask it.
+pub fn is_dnnl_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> bool {
+    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
+    unsafe { zoo_linear_is_dnnl(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed)) != 0 }
 }
 
 fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> Result<Tensor> {
@@ -439,6 +450,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("linear: ") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn training_sized_linear_equals_libtorch() {
+        let opts = (Kind::Float, Device::Cpu);
+        // (rows of x as a shape, K, N, transposed weight, bias): the conv VAE's 3136 -> 256
+        // at a small batch, 3-D input, a GPT-2 Conv1D (K, N) weight, N not a multiple of 16
+        for (rows, k, n, transposed, bias) in [
+            (vec![40], 3136, 256, false, true),
+            (vec![2, 24], 96, 500, false, false),
+            (vec![64], 128, 384, true, true),
+            (vec![3, 33], 200, 75, true, false),
+        ] {
+            let mut shape = rows.clone();
+            shape.push(k);
+            let x = Tensor::randn(&shape[..], opts);
+            let w = Tensor::randn(if transposed { [k, n] } else { [n, k] }, opts) * 0.1;
+            let b = Tensor::randn([n], opts);
+            let run = |ours: bool| {
+                let (x, w, b) = (
+                    x.copy().set_requires_grad(true),
+                    w.copy().set_requires_grad(true),
+                    b.copy().set_requires_grad(true),
+                );
+                let bias = bias.then_some(&b);
+                let y = match (ours, transposed) {
+                    (true, false) => linear(&x, &w, bias).unwrap(),
+                    (true, true) => linear_t(&x, &w, bias).unwrap(),
+                    (false, false) => x.linear(&w, bias),
+                    (false, true) => {
+                        x.matmul(&w) + bias.map_or_else(|| Tensor::zeros([n], opts), |b| b.shallow_clone())
+                    }
+                };
+                if ours {
+                    assert!(is_dnnl_linear(&x, &w, bias, transposed));
+                }
+                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+                (&y * &g).sum(Kind::Float).backward();
+                let gb = if bias.is_some() { b.grad() } else { Tensor::zeros([1], opts) };
+                [y.detach(), x.grad(), w.grad(), gb]
+            };
+            let (ours, theirs) = (run(true), run(false));
+            for (part, p, q) in ["output", "input gradient", "weight gradient", "bias gradient"]
+                .iter()
+                .zip(&ours)
+                .zip(&theirs)
+                .map(|((a, b), c)| (a, b, c))
+            {
+                let d = max_diff(p, q);
+                assert!(d < 1e-4 * q.abs().max().double_value(&[]).max(1.0), "{rows:?} {k}->{n} {part}: {d}");
+            }
+            // without gradients the same output
+            let y = tch::no_grad(|| if transposed { linear_t(&x, &w, None) } else { linear(&x, &w, None) });
+            let want = if transposed { x.matmul(&w) } else { x.linear::<&Tensor>(&w, None) };
+            assert!(max_diff(&y.unwrap(), &want) < 1e-4 * want.abs().max().double_value(&[]));
+        }
+        // small products stay libtorch's
+        let x = Tensor::randn([8, 64], opts);
+        assert!(!is_dnnl_linear(&x, &Tensor::randn([64, 64], opts), None, false));
+        // a gradient penalty differentiates the backward again: the weights' gradient of
+        // |d sum(tanh(y)) / dx|^2 equals libtorch's
+        let x0 = Tensor::randn([48, 160], opts);
+        let w0 = Tensor::randn([200, 160], opts) * 0.1;
+        let penalty = |ours: bool| {
+            let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
+            let y = if ours {
+                assert!(is_dnnl_linear(&x, &w, None, false));
+                linear(&x, &w, None).unwrap()
+            } else {
+                x.linear::<&Tensor>(&w, None)
+            };
+            let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
+            gx.square().sum(Kind::Float).backward();
+            w.grad()
+        };
+        let (pa, pb) = (penalty(true), penalty(false));
+        assert!(max_diff(&pa, &pb) < 1e-4 * pb.abs().max().double_value(&[]), "penalty");
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -10,7 +10,8 @@ fn uniform(bound: f64) -> nn::Init {
     nn::Init::Uniform { lo: -bound, up: bound }
 }
 
-/// `nn.Linear`. Shapes: (.., in) -> (.., out).
+/// `nn.Linear`, its forward through zoo-core's `ops::linear` (oneDNN's matmul for training-sized
+/// products). Shapes: (.., in) -> (.., out).
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
@@ -26,7 +27,7 @@ impl Linear {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
+        Ok(zoo_core::ops::linear(x, &self.weight, Some(&self.bias))?)
     }
 }
 
