@@ -1,7 +1,8 @@
 //! Times a training step's linear layer (forward, then the input's, the weight's and the bias's
 //! gradients) through `zoo_core::ops::linear`, which runs training-sized products as oneDNN's
 //! matmul, against libtorch's linear (MKL's sgemm), on the conv VAE's and MLP VAE's layers at
-//! batch 128 and the shakespeare-char LLM preset's at 768 tokens; one line per shape, the
+//! batch 128, the shakespeare-char LLM preset's at 768 tokens and the mnist-32 diffusion
+//! UNet's attention projections; one line per shape, the
 //! evidence behind the oneDNN path in docs/benchmarks.md.
 //!
 //! ```sh
@@ -31,6 +32,8 @@ fn main() -> Result<()> {
         (768, 128, 128),
         (768, 128, 512),
         (768, 512, 128),
+        // the mnist-32 diffusion UNet's attention projections: 64 images x 8 x 8 tokens
+        (4096, 64, 64),
     ];
     for (m, k, n) in shapes {
         let x = Tensor::randn([m, k], opts).set_requires_grad(true);

@@ -53,6 +53,34 @@ fn vocode_copy_synthesis_writes_a_wav_of_the_input_length() {
 }
 
 #[test]
+fn eval_reports_copy_synthesis_metrics_and_voicing() {
+    // an FSDD-named test clip (take 0): a 125 Hz tone with two harmonics, 0.5 s
+    let dir = tempfile::tempdir().unwrap();
+    let t = tch::Tensor::arange(4000, (tch::Kind::Double, tch::Device::Cpu)) / 8000.0;
+    let tau = 2.0 * std::f64::consts::PI;
+    let voice = ((&t * (tau * 125.0)).sin() * 0.3
+        + (&t * (tau * 250.0)).sin() * 0.15
+        + (&t * (tau * 375.0)).sin() * 0.1)
+        .to_kind(tch::Kind::Float);
+    write_wav(&dir.path().join("3_tone_0.wav"), &Audio::new(voice, 8000).unwrap(), WavFormat::Pcm16).unwrap();
+    // (a training clip beside it: the folder must split into both)
+    chirp_wav(dir.path(), 0.5);
+    let data = format!("wav:{}", s(dir.path()));
+    let o = zoo().args(["flow", "eval", "--model", TINY, "--data", &data, "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["clips"], 1, "{v}");
+    let real = v["voicing_real"].as_f64().unwrap();
+    let fake = v["voicing_vocoded"].as_f64().unwrap();
+    assert!(real > 0.9, "{v}");
+    assert!((-1.0..=1.0).contains(&fake), "{v}");
+    for k in ["log_mel_l1", "mcd_db", "nll_bits_per_sample", "real_time_factor"] {
+        assert!(v[k].as_f64().is_some_and(f64::is_finite), "{k}: {v}");
+    }
+}
+
+#[test]
 fn vocode_from_a_mel_file_and_the_denoiser() {
     let dir = tempfile::tempdir().unwrap();
     let mel = dir.path().join("mel.safetensors");

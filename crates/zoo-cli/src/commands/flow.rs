@@ -438,6 +438,8 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
     let den = if a.denoiser > 0.0 { Some(Denoiser::new(&v.model)?) } else { None };
     zoo_core::seed::seed_all(g.seed);
     let (mut l1, mut mcd, mut secs, mut dur, mut used) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    // (real, vocoded) voicing sums and the clips long enough for it
+    let (mut voiced_real, mut voiced_fake, mut voiced_n) = (0.0, 0.0, 0usize);
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
@@ -452,7 +454,15 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
         dur += x.size()[0] as f64 / f64::from(sr);
         let (mr, mv) = (fe.forward(&x)?, fe.forward(&y)?);
         l1 += zoo_flow::train::log_mel_l1(&mr, &mv)?;
-        mcd += zoo_flow::train::mel_cepstral_distortion(&mr, &mv, 13)?;
+        // c1..c13, or as many as fewer mel bands allow
+        let n_ceps = 13.min(mr.size()[0] - 1);
+        mcd += zoo_flow::train::mel_cepstral_distortion(&mr, &mv, n_ceps)?;
+        let rate = i64::from(sr);
+        if let (Some(r), Some(f)) =
+            (zoo_flow::train::voicing(&x, &x, rate)?, zoo_flow::train::voicing(&y, &x, rate)?)
+        {
+            (voiced_real, voiced_fake, voiced_n) = (voiced_real + r, voiced_fake + f, voiced_n + 1);
+        }
         used += 1;
         if let (Some(out), true) = (&a.out, i < a.examples) {
             let stem = c.name.trim_end_matches(".wav");
@@ -468,17 +478,24 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
     }
     let task = WaveGlowTask::new(&v, &[], &test, device)?;
     let (bits, bits16) = task.nll_bits(&test)?;
+    let mean_voicing = |sum: f64| (voiced_n > 0).then(|| sum / voiced_n as f64);
+    let (vr, vf) = (mean_voicing(voiced_real), mean_voicing(voiced_fake));
     let r = json!({
         "clips": used, "sigma": a.sigma, "denoiser": a.denoiser,
         "log_mel_l1": l1 / used as f64, "mcd_db": mcd / used as f64,
+        "voicing_real": vr, "voicing_vocoded": vf,
         "nll_bits_per_sample": bits, "nll_bits_per_pcm16_sample": bits16,
         "real_time_factor": secs / dur,
     });
     if a.json {
         println!("{r}");
     } else {
+        let voicing = match (vr, vf) {
+            (Some(r), Some(f)) => format!(", voicing {f:.3} (real {r:.3})"),
+            _ => String::new(),
+        };
         println!(
-            "{used} test clips: log-mel L1 {:.3}, MCD {:.2} dB, NLL {bits:.3} bits/sample ({bits16:.2} bits per 16-bit sample), real-time factor {:.3}",
+            "{used} test clips: log-mel L1 {:.3}, MCD {:.2} dB{voicing}, NLL {bits:.3} bits/sample ({bits16:.2} bits per 16-bit sample), real-time factor {:.3}",
             l1 / used as f64,
             mcd / used as f64,
             secs / dur

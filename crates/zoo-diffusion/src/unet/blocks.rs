@@ -6,6 +6,12 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
+/// An `nn.Linear` run by `zoo_core::ops::linear`: oneDNN's matmul for training-sized products
+/// (the attention projections over B x H W tokens). Shapes: (.., in) -> (.., out).
+fn linear(l: &nn::Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(zoo_core::ops::linear(x, &l.ws, l.bs.as_ref())?)
+}
+
 /// The nonlinearity of the resnets and the time embedding (`act_fn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
@@ -119,7 +125,7 @@ impl ResnetBlock2D {
     /// Shapes: x (B, Cin, H, W), temb (B, T) -> (B, Cout, H, W).
     pub fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.conv1.forward(&self.act.apply(&self.norm1.forward(x))?)?;
-        let t = self.time_emb_proj.forward(&self.act.apply(temb)?).f_unsqueeze(-1)?.f_unsqueeze(-1)?;
+        let t = linear(&self.time_emb_proj, &self.act.apply(temb)?)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
         let h = if self.scale_shift {
             let parts = t.f_chunk(2, 1)?;
             let n = self.norm2.forward(&h);
@@ -190,12 +196,12 @@ impl Attention {
         let seq = normed.f_view([b, c, h * w])?.f_transpose(1, 2)?; // (B, HW, C)
         let hd = c / self.heads;
         let split = |t: Tensor| t.f_view([b, h * w, self.heads, hd])?.f_transpose(1, 2); // (B, nh, HW, hd)
-        let q = split(self.to_q.forward(&seq))?;
-        let k = split(self.to_k.forward(&seq))?;
-        let v = split(self.to_v.forward(&seq))?;
+        let q = split(linear(&self.to_q, &seq)?)?;
+        let k = split(linear(&self.to_k, &seq)?)?;
+        let v = split(linear(&self.to_v, &seq)?)?;
         let a = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
         let a = a.f_transpose(1, 2)?.f_reshape([b, h * w, c])?;
-        let out = self.to_out.forward(&a).f_transpose(1, 2)?.f_reshape([b, c, h, w])?;
+        let out = linear(&self.to_out, &a)?.f_transpose(1, 2)?.f_reshape([b, c, h, w])?;
         Ok(out.f_add(x)?.f_div_scalar(self.rescale_output_factor)?)
     }
 }
@@ -272,7 +278,7 @@ impl TimestepEmbedding {
 
     /// Shapes: (B, cin) -> (B, dim).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.linear_2.forward(&self.act.apply(&self.linear_1.forward(x))?))
+        linear(&self.linear_2, &self.act.apply(&linear(&self.linear_1, x)?)?)
     }
 }
 
