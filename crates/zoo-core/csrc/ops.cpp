@@ -673,6 +673,10 @@ int zoo_fused_adamw(void* const* params, void* const* grads, void* const* exp_av
          s = list(steps);
     at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1, beta2, weight_decay, eps,
                       /*amsgrad=*/false, /*maximize=*/false);
+    // The fused kernel writes the parameters without bumping their version counters (unlike
+    // an in-place op); the Winograd filter cache keys on them, so a sample or an evaluation
+    // during training would otherwise reuse filters transformed before the update.
+    for (auto& t : p) t.unsafeGetTensorImpl()->bump_version();
     return 0;
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());

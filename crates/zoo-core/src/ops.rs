@@ -858,6 +858,36 @@ mod tests {
     }
 
     #[test]
+    fn winograd_filter_caches_see_optimizer_updates() {
+        let opts = (Kind::Float, Device::Cpu);
+        tch::manual_seed(0);
+        // a 3x3 convolution and a dilated kernel-3 conv1d (WaveGlow's WN) that take the cached
+        // Winograd paths without gradients, as sampling and evaluation during training do
+        let w2 = (Tensor::randn([64, 64, 3, 3], opts) * 0.05).set_requires_grad(true);
+        let x2 = Tensor::randn([1, 64, 16, 16], opts);
+        let w1 = (Tensor::randn([32, 32, 3], opts) * 0.1).set_requires_grad(true);
+        let x1 = Tensor::randn([1, 32, 512], opts);
+        let run = || {
+            let _guard = tch::no_grad_guard();
+            assert!(conv2d_is_winograd(&x2, &w2, None, [1, 1], [1, 1]));
+            let y2 = conv2d(&x2, &w2, None, [1, 1], [1, 1]).unwrap();
+            let y1 = conv1d(&x1, &w1, None, 2, 2).unwrap();
+            let d2 = max_diff(&y2, &x2.conv2d::<&Tensor>(&w2, None, [1, 1], [1, 1], [1, 1], 1));
+            let d1 = max_diff(&y1, &x1.conv1d::<&Tensor>(&w1, None, [1], [2], [2], 1));
+            (d2, d1)
+        };
+        let (d2, d1) = run();
+        assert!(d2 < 1e-3 && d1 < 1e-3, "before the update: {d2} {d1}");
+        // one optimizer step changes both weights in place
+        let (g2, g1) = (Tensor::ones_like(&w2), Tensor::ones_like(&w1));
+        let (m2, v2, m1, v1) = (w2.zeros_like(), w2.zeros_like(), w1.zeros_like(), w1.zeros_like());
+        fused_adamw(&[&w2, &w1], &[&g2, &g1], &[&m2, &m1], &[&v2, &v1], 1, 0.1, (0.9, 0.99), 0.0, 1e-8)
+            .unwrap();
+        let (d2, d1) = run();
+        assert!(d2 < 1e-3 && d1 < 1e-3, "after the update the cached filters were stale: {d2} {d1}");
+    }
+
+    #[test]
     fn fused_adamw_checks_its_lists() {
         let w = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let e = fused_adamw(&[&w], &[], &[&w], &[&w], 1, 0.1, (0.9, 0.99), 0.0, 1e-8).unwrap_err();
