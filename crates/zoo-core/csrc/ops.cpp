@@ -449,13 +449,40 @@ at::Tensor gemm_convt(const at::Tensor& x, const at::Tensor& w, int64_t sh, int6
                       int64_t pw, int64_t OH, int64_t OW) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = w.size(1), kh = w.size(2), kw = w.size(3), P = K * kh * kw;
+  at::Tensor y = at::zeros({N, K, OH, OW}, x.options());
+  float* yp = y.data_ptr<float>();
+  if (!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    // channels-last x: the pixels' rows are X_n^T (H W, C), so the columns come out per pixel,
+    // (N H W, K kh kw) = X^T W in one GEMM, and each pixel adds its kh x kw patch per channel.
+    const at::Tensor cols = at::mm(x.permute({0, 2, 3, 1}).reshape({N * H * W, C}), w.reshape({C, P}));
+    const float* cp = cols.data_ptr<float>();
+    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t iy = 0; iy < H; ++iy) {
+          for (int64_t ix = 0; ix < W; ++ix) {
+            const float* c = cp + ((n * H + iy) * W + ix) * P;
+            for (int64_t k = 0; k < K; ++k) {
+              float* out = yp + (n * K + k) * OH * OW;
+              for (int64_t ky = 0; ky < kh; ++ky) {
+                const int64_t oy = iy * sh - ph + ky;
+                if (oy < 0 || oy >= OH) continue;
+                for (int64_t kx = 0; kx < kw; ++kx) {
+                  const int64_t ox = ix * sw - pw + kx;
+                  if (ox >= 0 && ox < OW) out[oy * OW + ox] += c[(k * kh + ky) * kw + kx];
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+    return y;
+  }
   // (bmm with the small W^T repeated per image writes the columns in place; at::matmul of a
   // matrix and a batch would transpose both big operands through copies)
   const at::Tensor wt = w.reshape({C, P}).t().unsqueeze(0).expand({N, P, C}).contiguous();
   const at::Tensor cols = at::bmm(wt, x.contiguous().view({N, C, H * W}));
-  at::Tensor y = at::zeros({N, K, OH, OW}, x.options());
   const float* cp = cols.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
   at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nk = begin; nk < end; ++nk) {
       float* out = yp + nk * OH * OW;
@@ -478,6 +505,11 @@ at::Tensor gemm_convt(const at::Tensor& x, const at::Tensor& w, int64_t sh, int6
     }
   });
   return y;
+}
+
+// `t` itself when dense in its own memory format (NCHW or channels-last), else an NCHW copy.
+at::Tensor dense(const at::Tensor& t) {
+  return t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
 }
 
 // Few channels on the output side of a transposed convolution, or on the input side of a
@@ -539,7 +571,7 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto r = saved_conv_backward(ctx, grads[0].contiguous(), true, ctx->needs_input_grad(0));
+    auto r = saved_conv_backward(ctx, dense(grads[0]), true, ctx->needs_input_grad(0));
     return {std::get<0>(r), std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
@@ -559,7 +591,7 @@ struct FewConv : public torch::autograd::Function<FewConv> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const at::Tensor g = grads[0].contiguous();
+    const at::Tensor g = dense(grads[0]);
     const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled();
     auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
     at::Tensor gx = std::get<0>(r);
@@ -790,6 +822,21 @@ void* zoo_conv1d(void* x, void* w, void* b, int64_t pad, int64_t dilation, void*
 
 // Whether zoo_linear has its own kernel on this CPU.
 int zoo_gemv_available() { return zoo::gemv_available() ? 1 : 0; }
+
+// Returns a new at::Tensor: `x` in channels-last memory order (a differentiable copy unless it
+// already is), or null with the message in `err`.
+void* zoo_channels_last(void* x, char* err, size_t err_len) {
+  try {
+    return new at::Tensor(static_cast<at::Tensor*>(x)->contiguous(at::MemoryFormat::ChannelsLast));
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return nullptr;
+  }
+}
+
+// Drops the gradient of variable `t` (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+// stores its gradient as is instead of adding it to a zeroed buffer.
+void zoo_clear_grad(void* t) { static_cast<at::Tensor*>(t)->mutable_grad().reset(); }
 
 // glibc's malloc: blocks up to `mmap_threshold` bytes come from the heap, and up to
 // `trim_threshold` bytes of free heap top stay mapped. 1: applied, 0: not glibc or refused.

@@ -46,6 +46,8 @@ extern "C" {
     ) -> *mut c_void;
     fn zoo_few_channel_path(x: *const c_void, w: *const c_void, b: *const c_void, transposed: i32) -> i32;
     fn zoo_tune_malloc(mmap_threshold: i64, trim_threshold: i64) -> i32;
+    fn zoo_clear_grad(t: *const c_void);
+    fn zoo_channels_last(x: *const c_void, err: *mut c_char, err_len: usize) -> *mut c_void;
     fn zoo_conv1d(
         x: *const c_void,
         w: *const c_void,
@@ -300,6 +302,26 @@ pub fn tune_allocator() -> bool {
     }
     // SAFETY: plain integer arguments; mallopt only changes malloc's thresholds.
     unsafe { zoo_tune_malloc(32 << 20, 1 << 30) != 0 }
+}
+
+/// `x` (N, C, H, W) stored channels-last (NHWC order, `x.contiguous(memory_format=
+/// torch.channels_last)`), differentiable; the same shape and values. Convolutions, BatchNorm
+/// and pointwise ops keep the order, and on the CPU oneDNN's convolutions then read and write
+/// it directly, where NCHW tensors are converted to its blocked layout and back at every call.
+pub fn channels_last(x: &Tensor) -> Result<Tensor> {
+    if x.dim() != 4 {
+        return Err(Error::Shape(format!("channels_last: expected a 4-D tensor, got shape {:?}", x.size())));
+    }
+    // SAFETY: x is a live tensor for the call.
+    unsafe { shim_tensor("channels_last", |err, len| zoo_channels_last(ptr(Some(x)), err, len)) }
+}
+
+/// Drops `var`'s gradient, as PyTorch's `zero_grad()` does by default (`set_to_none=True`): the
+/// next backward stores its gradient tensor as is, where zeroing would cost a fill and an add
+/// over every parameter each step.
+pub fn clear_grad(var: &Tensor) {
+    // SAFETY: var is a live tensor; resetting its grad field is what `var.grad = None` does.
+    unsafe { zoo_clear_grad(ptr(Some(var))) }
 }
 
 /// One step of libtorch's fused AdamW kernel over `params` (updated in place with their
@@ -700,15 +722,22 @@ mod tests {
         // y = conv(x, w, b) on fresh leaves, and the gradients of a weighting of y that makes
         // every output position's differ
         type Conv<'a> = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor + 'a;
-        let grads = |x: &Tensor, w: &Tensor, b: &Tensor, bias: bool, conv: &Conv| -> Grads {
+        // (`cl`: the input and the output's gradient stored channels-last, as DCGAN runs them)
+        let grads = |x: &Tensor, w: &Tensor, b: &Tensor, bias: bool, cl: bool, conv: &Conv| -> Grads {
             let (x, w, b) = (
                 x.copy().set_requires_grad(true),
                 w.copy().set_requires_grad(true),
                 b.copy().set_requires_grad(true),
             );
             let bias = bias.then_some(&b);
-            let y = conv(&x, &w, bias);
-            let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+            let xin = if cl { channels_last(&x).unwrap() } else { x.shallow_clone() };
+            // (one channel is both layouts at once)
+            assert!(!cl || x.size()[1] == 1 || !xin.is_contiguous());
+            let y = conv(&xin, &w, bias);
+            let mut g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+            if cl {
+                g = channels_last(&g).unwrap();
+            }
             (&y * &g).sum(Kind::Float).backward();
             (y.detach(), x.grad(), w.grad(), bias.map(|b| b.grad()))
         };
@@ -744,14 +773,22 @@ mod tests {
                     x.conv2d(w, b, [s, s], [p, p], [1, 1], 1)
                 }
             };
-            let (ga, gb) = (grads(&x, &wt, &b, bias, &ours), grads(&x, &wt, &b, bias, &theirs));
-            check(&format!("transposed {transposed}, {c}->{k}, k{ks} s{s} p{p}"), ga, gb);
-            if transposed {
-                // without gradients (sampling) the same values
-                let _guard = tch::no_grad_guard();
-                let ya = conv_transpose2d(&x, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
-                let yb = theirs(&x, &wt, bias.then_some(&b));
-                assert!(max_diff(&ya, &yb) < 2e-5 * yb.abs().max().double_value(&[]).max(1.0));
+            for cl in [false, true] {
+                let (ga, gb) =
+                    (grads(&x, &wt, &b, bias, cl, &ours), grads(&x, &wt, &b, bias, false, &theirs));
+                check(
+                    &format!("transposed {transposed}, {c}->{k}, k{ks} s{s} p{p}, channels-last {cl}"),
+                    ga,
+                    gb,
+                );
+                if transposed {
+                    // without gradients (sampling) the same values
+                    let _guard = tch::no_grad_guard();
+                    let xin = if cl { channels_last(&x).unwrap() } else { x.shallow_clone() };
+                    let ya = conv_transpose2d(&xin, &wt, bias.then_some(&b), [s, s], [p, p]).unwrap();
+                    let yb = theirs(&x, &wt, bias.then_some(&b));
+                    assert!(max_diff(&ya, &yb) < 2e-5 * yb.abs().max().double_value(&[]).max(1.0));
+                }
             }
         }
         // an input without a gradient (real images) stays libtorch's plain convolution

@@ -85,12 +85,12 @@ impl AdamW {
         self.params.iter().map(|p| p.var.shallow_clone()).collect()
     }
 
+    /// Drops the gradients (PyTorch's default `zero_grad(set_to_none=True)`): the next backward
+    /// stores fresh ones, and a variable it does not reach keeps none, so [`AdamW::step`] leaves
+    /// it alone as `torch.optim.AdamW` does.
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            let mut g = p.var.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
+        for p in &self.params {
+            crate::ops::clear_grad(&p.var);
         }
     }
 
@@ -230,6 +230,27 @@ mod tests {
             assert!((got[i] as f64 - pw[i]).abs() < 1e-5, "{got:?} vs {pw:?}");
         }
         assert!((b.double_value(&[0]) - pb).abs() < 1e-5);
+    }
+
+    #[test]
+    fn zero_grad_drops_gradients_and_unreached_variables_stay_put() {
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().var_copy("a", &Tensor::from_slice(&[1.0f32, 2.0]));
+        let b = vs.root().var_copy("b", &Tensor::from_slice(&[3.0f32]));
+        let mut opt = AdamW::new(&vs, AdamWConfig::default());
+        (a.sum(Kind::Float) + b.sum(Kind::Float)).backward();
+        opt.step(0.1).unwrap();
+        opt.zero_grad();
+        assert!(!a.grad().defined() && !b.grad().defined());
+        // two backward passes after zero_grad add up; b, not reached, keeps no gradient
+        a.square().sum(Kind::Float).backward();
+        (&a * 3.0).sum(Kind::Float).backward();
+        let want: Vec<f32> = Vec::try_from(&a * 2.0 + 3.0).unwrap();
+        assert_eq!(Vec::<f32>::try_from(a.grad()).unwrap(), want);
+        assert!(!b.grad().defined());
+        let b_before = b.double_value(&[0]);
+        opt.step(0.1).unwrap();
+        assert_eq!(b.double_value(&[0]), b_before, "torch.optim.AdamW skips a variable without a gradient");
     }
 
     #[test]
