@@ -823,11 +823,35 @@ void* zoo_conv1d(void* x, void* w, void* b, int64_t pad, int64_t dilation, void*
 // Whether zoo_linear has its own kernel on this CPU.
 int zoo_gemv_available() { return zoo::gemv_available() ? 1 : 0; }
 
-// Returns a new at::Tensor: `x` in channels-last memory order (a differentiable copy unless it
-// already is), or null with the message in `err`.
-void* zoo_channels_last(void* x, char* err, size_t err_len) {
+// `x` copied into NCHW or channels-last order; the gradient goes back in x's own order, so the
+// layers before the copy see the layout they wrote (libtorch's contiguous() passes the gradient
+// on as it comes, and its pointwise backward kernels run several times slower on mixed layouts).
+struct ToLayout : public torch::autograd::Function<ToLayout> {
+  static at::MemoryFormat format(bool channels_last) {
+    return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  }
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            bool channels_last) {
+    ctx->saved_data["from_cl"] = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    return x.contiguous(format(channels_last));  // (called when x is not in that order: a copy)
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    return {grads[0].contiguous(format(ctx->saved_data["from_cl"].toBool())), at::Tensor()};
+  }
+};
+
+// Returns a new at::Tensor: `x` in channels-last (`channels_last` nonzero) or NCHW order, the
+// same tensor when it already is; null with the message in `err`.
+void* zoo_to_layout(void* x, int channels_last, char* err, size_t err_len) {
   try {
-    return new at::Tensor(static_cast<at::Tensor*>(x)->contiguous(at::MemoryFormat::ChannelsLast));
+    const at::Tensor& t = *static_cast<at::Tensor*>(x);
+    if (t.is_contiguous(ToLayout::format(channels_last != 0))) return new at::Tensor(t);
+    if (!t.requires_grad() || !c10::GradMode::is_enabled())
+      return new at::Tensor(t.contiguous(ToLayout::format(channels_last != 0)));
+    return new at::Tensor(ToLayout::apply(t, channels_last != 0));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;

@@ -163,7 +163,7 @@ impl Sequential {
             }
             h = l.forward_t(&h, train)?;
         }
-        Ok(if h.is_contiguous() { h } else { h.f_contiguous()? })
+        Ok(if h.is_contiguous() { h } else { zoo_core::ops::nchw(&h)? })
     }
 }
 
