@@ -149,7 +149,7 @@ struct Sequential {
     /// On the CPU, the input of this layer goes channels-last, and so does everything after it
     /// up to the output, which comes back in NCHW order. oneDNN then reads and writes the
     /// activations as they are instead of converting each to its blocked layout and back at every
-    /// convolution call (forward, input and weight gradient): the DCGAN-64 step takes ~7% less
+    /// convolution call (forward, input and weight gradient): the DCGAN-64 step takes ~4% less
     /// time (docs/benchmarks.md). Values are the same either way.
     channels_last_from: usize,
 }
