@@ -150,7 +150,7 @@ struct Sequential {
     /// up to the output, which comes back in NCHW order. oneDNN then reads and writes the
     /// activations as they are instead of converting each to its blocked layout and back at every
     /// convolution call (forward, input and weight gradient): the DCGAN-64 step takes ~4% less
-    /// time (docs/benchmarks.md). Values are the same either way.
+    /// time (docs/benchmarks.md). Values agree up to float rounding.
     channels_last_from: usize,
 }
 
