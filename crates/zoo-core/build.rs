@@ -7,7 +7,15 @@ mod rpath;
 
 fn main() {
     rpath::main();
-    for f in ["csrc/ops.cpp", "csrc/gemv.cpp", "csrc/gemv.h", "csrc/wino.cpp", "csrc/wino.h"] {
+    for f in [
+        "csrc/ops.cpp",
+        "csrc/gemv.cpp",
+        "csrc/gemv.h",
+        "csrc/wino.cpp",
+        "csrc/wino.h",
+        "csrc/convt_k4s2.cpp",
+        "csrc/convt_k4s2.h",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -37,8 +45,9 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
     }
     build.compile("zoo_csrc");
-    // The matrix-vector kernel and the Winograd transforms are optimised in every profile
-    // (tests run debug builds); they need no libtorch headers.
+    // The matrix-vector kernel, the Winograd transforms and the 4x4 stride-2 transposed
+    // convolution are optimised in every profile (tests run debug builds); they need no libtorch
+    // headers.
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -46,6 +55,7 @@ fn main() {
         .flag("-std=c++17")
         .file("csrc/gemv.cpp")
         .file("csrc/wino.cpp")
+        .file("csrc/convt_k4s2.cpp")
         .compile("zoo_kernels");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

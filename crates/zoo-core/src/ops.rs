@@ -45,6 +45,16 @@ extern "C" {
         err_len: usize,
     ) -> *mut c_void;
     fn zoo_few_channel_path(x: *const c_void, w: *const c_void, b: *const c_void, transposed: i32) -> i32;
+    fn zoo_k4s2_path(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        transposed: i32,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+    ) -> i32;
     fn zoo_tune_malloc(mmap_threshold: i64, trim_threshold: i64) -> i32;
     fn zoo_clear_grad(t: *const c_void);
     fn zoo_to_layout(x: *const c_void, channels_last: i32, err: *mut c_char, err_len: usize) -> *mut c_void;
@@ -165,7 +175,10 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
 /// With at most 4 input channels (an image's first layer) and 16 or more output channels, the
 /// input's gradient, when one is needed, is the transposed convolution of
 /// [`conv_transpose2d`]'s GEMM path instead of oneDNN's (DCGAN's discriminator in the
-/// generator's step). Everything else is libtorch's conv2d.
+/// generator's step). So does a 4x4 stride-2 convolution with padding 1 (DCGAN's and the conv
+/// VAE's downsampling layers; NCHW input with even sides, a multiple of 32 input channels, 16 or
+/// more output channels, AVX-512): its input's gradient is [`conv_transpose2d`]'s 4x4 stride-2
+/// kernel. Everything else is libtorch's conv2d.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -183,7 +196,12 @@ pub fn conv2d(
 /// With at most 4 output channels (an image's last layer) and 16 or more input channels,
 /// float32 on the CPU, the forward is one batched GEMM (W^T X per image) and a scatter of the
 /// columns into the image (csrc/ops.cpp `gemm_convt`), where oneDNN's deconvolution runs such
-/// layers several times slower than its other convolutions (docs/benchmarks.md). The
+/// layers several times slower than its other convolutions (docs/benchmarks.md).
+///
+/// The 4x4 stride-2 upsampling layer with padding 1 (NCHW input, 16 or more input channels, a
+/// multiple of 32 output channels, float32 on a CPU with AVX-512) runs as four 2x2
+/// convolutions, one per output phase (csrc/convt_k4s2.cpp), where oneDNN's kernel for it runs
+/// at two thirds of its forward convolutions' speed and its result needs a copy to NCHW. The
 /// gradients are libtorch's. Everything else is libtorch's conv_transpose2d.
 pub fn conv_transpose2d(
     x: &Tensor,
@@ -200,6 +218,31 @@ pub fn conv_transpose2d(
 pub fn is_few_channel_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> bool {
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe { zoo_few_channel_path(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed)) != 0 }
+}
+
+/// Whether [`conv_transpose2d`] (`transposed`) or [`conv2d`]'s input gradient (in the current
+/// grad mode) runs as the 4x4 stride-2 transposed-convolution kernel; the tests ask it.
+pub fn is_k4s2_path(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    transposed: bool,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> bool {
+    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
+    unsafe {
+        zoo_k4s2_path(
+            ptr(Some(x)),
+            ptr(Some(w)),
+            ptr(b),
+            i32::from(transposed),
+            stride[0],
+            stride[1],
+            padding[0],
+            padding[1],
+        ) != 0
+    }
 }
 
 /// The shim's 2-D convolutions share one signature: (x, w, b, stride, padding, error buffer).
@@ -739,25 +782,29 @@ mod tests {
         assert!(e.contains("4-D") && e.contains("[2, 3, 4]"), "{e}");
     }
 
+    /// A convolution's output and its input's, filters' and (if any) bias's gradients.
+    type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
+
+    /// `a` within float32 rounding of `b`, relative to `b`'s largest value (at least 1).
+    fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
+        let scale = b.abs().max().double_value(&[]).max(1.0);
+        let d = max_diff(a, b);
+        assert!(d < 2e-5 * scale, "{what}: {d} of {scale}");
+    }
+
+    fn assert_same_grads(what: &str, a: &Grads, b: &Grads) {
+        assert_close(&a.0, &b.0, &format!("{what}, output"));
+        assert_close(&a.1, &b.1, &format!("{what}, input gradient"));
+        assert_close(&a.2, &b.2, &format!("{what}, filter gradient"));
+        if let (Some(p), Some(q)) = (&a.3, &b.3) {
+            assert_close(p, q, &format!("{what}, bias gradient"));
+        }
+    }
+
     #[test]
     fn few_channel_convolutions_equal_libtorch() {
         tch::manual_seed(0);
         let opts = (Kind::Float, Device::Cpu);
-        // the output and every gradient
-        type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
-        let check = |what: &str, a: Grads, b: Grads| {
-            let close = |p: &Tensor, q: &Tensor, part: &str| {
-                let scale = q.abs().max().double_value(&[]).max(1.0);
-                let d = max_diff(p, q);
-                assert!(d < 2e-5 * scale, "{what}, {part}: {d} of {scale}");
-            };
-            close(&a.0, &b.0, "output");
-            close(&a.1, &b.1, "input gradient");
-            close(&a.2, &b.2, "filter gradient");
-            if let (Some(p), Some(q)) = (&a.3, &b.3) {
-                close(p, q, "bias gradient");
-            }
-        };
         // y = conv(x, w, b) on fresh leaves, and the gradients of a weighting of y that makes
         // every output position's differ
         type Conv<'a> = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor + 'a;
@@ -815,10 +862,10 @@ mod tests {
             for cl in [false, true] {
                 let (ga, gb) =
                     (grads(&x, &wt, &b, bias, cl, &ours), grads(&x, &wt, &b, bias, false, &theirs));
-                check(
+                assert_same_grads(
                     &format!("transposed {transposed}, {c}->{k}, k{ks} s{s} p{p}, channels-last {cl}"),
-                    ga,
-                    gb,
+                    &ga,
+                    &gb,
                 );
                 if transposed {
                     // without gradients (sampling) the same values
@@ -877,6 +924,95 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("conv_transpose2d: ") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn k4s2_convolutions_equal_libtorch() {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, Device::Cpu);
+        // (the kernel and the gemv kernel both need AVX-512F: elsewhere these run libtorch's)
+        let avx512 = gemv_available();
+        let (s, p) = ([2, 2], [1, 1]);
+        // y = conv(x, w, b) on fresh leaves, and every gradient of a weighting of y that makes
+        // each output position's differ
+        let grads = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, ours: bool, transposed: bool| {
+            let (x, w) = (x.copy().set_requires_grad(true), w.copy().set_requires_grad(true));
+            let b = b.map(|b| b.copy().set_requires_grad(true));
+            if ours {
+                assert_eq!(is_k4s2_path(&x, &w, b.as_ref(), transposed, s, p), avx512);
+            }
+            let y = match (ours, transposed) {
+                (true, true) => conv_transpose2d(&x, &w, b.as_ref(), s, p).unwrap(),
+                (true, false) => conv2d(&x, &w, b.as_ref(), s, p).unwrap(),
+                (false, true) => x.conv_transpose2d(&w, b.as_ref(), s, p, [0, 0], 1, [1, 1]),
+                (false, false) => x.conv2d(&w, b.as_ref(), s, p, [1, 1], 1),
+            };
+            let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+            (&y * &g).sum(Kind::Float).backward();
+            (y.detach(), x.grad(), w.grad(), b.map(|b| b.grad()))
+        };
+        // (transposed, N, C in, K out, H, W, bias). Transposed: the conv VAE's 64 -> 32 layer;
+        // two blocks of 32 outputs, an odd number of rows (a one-row tile) and rows of 9 pixels
+        // (a tile of 8 and one of 1); a 1x1 input. Not transposed (the input's gradient is the
+        // kernel): the VAE's 32 -> 64 convolution, and rows whose gradient has 9 pixels.
+        for (transposed, n, c, k, h, w, bias) in [
+            (true, 3, 64, 32, 7, 7, true),
+            (true, 2, 16, 64, 5, 9, false),
+            (true, 2, 48, 32, 1, 1, true),
+            (false, 3, 32, 64, 14, 14, true),
+            (false, 2, 64, 16, 10, 18, false),
+        ] {
+            let x = Tensor::randn([n, c, h, w], opts);
+            let shape = if transposed { [c, k, 4, 4] } else { [k, c, 4, 4] };
+            let wt = Tensor::randn(shape, opts) * 0.1;
+            let b = Tensor::randn([k], opts);
+            let b = bias.then_some(&b);
+            let (a, r) = (grads(&x, &wt, b, true, transposed), grads(&x, &wt, b, false, transposed));
+            let what = format!("transposed {transposed}, {c}->{k}, {h}x{w}");
+            assert_same_grads(&what, &a, &r);
+            if transposed {
+                // without gradients (sampling, the IW-NLL) the same values
+                let got = tch::no_grad(|| conv_transpose2d(&x, &wt, b, s, p)).unwrap();
+                assert_close(&got, &r.0, &format!("{what}, output without gradients"));
+            }
+        }
+        // what stays libtorch's: a channels-last input (DCGAN keeps oneDNN's channels-last
+        // kernels), 16 outputs (not a multiple of 32), odd sides for the convolution, other
+        // strides
+        let x = Tensor::randn([2, 64, 7, 7], opts);
+        let w = Tensor::randn([64, 32, 4, 4], opts);
+        assert!(!is_k4s2_path(&channels_last(&x).unwrap(), &w, None, true, s, p));
+        assert!(!is_k4s2_path(&x, &Tensor::randn([64, 16, 4, 4], opts), None, true, s, p));
+        assert!(!is_k4s2_path(&x, &w, None, true, [1, 1], p));
+        let xg = Tensor::randn([2, 32, 15, 14], opts).set_requires_grad(true);
+        assert!(!is_k4s2_path(&xg, &Tensor::randn([64, 32, 4, 4], opts), None, false, s, p));
+        // an input without a gradient: nothing to take
+        let x = Tensor::randn([2, 32, 14, 14], opts);
+        assert!(!is_k4s2_path(&x, &Tensor::randn([64, 32, 4, 4], opts), None, false, s, p));
+        // second derivatives (a gradient penalty on the input) equal libtorch's
+        let penalty_grad = |ours: bool, transposed: bool| {
+            tch::manual_seed(1);
+            let (x, w) = if transposed {
+                (Tensor::randn([2, 32, 5, 5], opts), Tensor::randn([32, 32, 4, 4], opts) * 0.1)
+            } else {
+                (Tensor::randn([2, 32, 8, 8], opts), Tensor::randn([16, 32, 4, 4], opts) * 0.1)
+            };
+            let (x, w) = (x.set_requires_grad(true), w.set_requires_grad(true));
+            let y = match (ours, transposed) {
+                (true, true) => conv_transpose2d(&x, &w, None, s, p).unwrap(),
+                (true, false) => conv2d(&x, &w, None, s, p).unwrap(),
+                (false, true) => x.conv_transpose2d::<&Tensor>(&w, None, s, p, [0, 0], 1, [1, 1]),
+                (false, false) => x.conv2d::<&Tensor>(&w, None, s, p, [1, 1], 1),
+            };
+            let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
+            gx.square().sum(Kind::Float).backward();
+            w.grad()
+        };
+        for transposed in [true, false] {
+            let (pa, pb) = (penalty_grad(true, transposed), penalty_grad(false, transposed));
+            let d = max_diff(&pa, &pb);
+            assert!(d < 1e-4 * (1.0 + pb.abs().max().double_value(&[])), "penalty ({transposed}): {d}");
+        }
     }
 
     #[test]

@@ -1,0 +1,29 @@
+// The 4x4 transposed convolution at stride 2, padding 1 (the upsampling layer of DCGAN and of
+// the conv VAE's decoder, and the input gradient of their 4x4 stride-2 convolutions), float32,
+// NCHW in and out. See convt_k4s2.cpp.
+#pragma once
+#include <cstdint>
+
+namespace zoo {
+
+// Whether this CPU runs the kernel (x86-64 with AVX-512F); otherwise callers use libtorch's.
+bool convt_k4s2_available();
+
+// Output channels per block of the kernel: K must be a multiple of it.
+constexpr int64_t kConvtK4s2Block = 32;
+
+// Floats of the repacked filters (convt_k4s2_pack) and of one image's scratch.
+int64_t convt_k4s2_packed_size(int64_t c, int64_t k);
+int64_t convt_k4s2_scratch_size(int64_t c, int64_t h, int64_t w);
+
+// w (C, K, 4, 4) as conv_transpose2d stores it -> the kernel's layout.
+void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed);
+
+// Images [n0, n1) of y (N, K, 2H, 2W) = conv_transpose2d(x (N, C, H, W), w, b, stride 2,
+// padding 1), from the packed filters; b of K values or null; `scratch` holds
+// convt_k4s2_scratch_size floats. Touches only those images, so disjoint ranges can run on
+// different threads (each with its own scratch).
+void convt_k4s2_images(const float* x, const float* packed, const float* b, float* y, int64_t c,
+                       int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch);
+
+}  // namespace zoo
