@@ -13,13 +13,14 @@
 // (docs/benchmarks.md, the VAE section).
 //
 // The kernel: each image is copied once into a zero-padded (H+2, W+2, C) scratch, channels
-// innermost. A tile is up to 2 rows x 8 pixels of one phase times 32 output channels: 32 AVX-512
-// accumulators' worth (2 x 8 x 2), fed by one broadcast input value per pixel against two
-// vectors of filters per input channel and tap. The tiles of both column phases of a row are then
-// transposed 16 x 16 in registers so that each output channel's row of up to 16 pixels is one
-// (masked) store, with the bias added.
+// innermost. A tile is up to 14 pixels of one phase (up to 7 of a row, in up to 4 rows: 2 x 7
+// for the VAE's 7x7 input) times 32 output channels, 28 AVX-512 accumulators, fed by one
+// broadcast input value per pixel against two vectors of filters per input channel and tap. The
+// tiles of both column phases of a row are then transposed 16 x 16 in registers so that each
+// output channel's row of up to 14 pixels is one (masked) store, with the bias added.
 #include "convt_k4s2.h"
 
+#include <algorithm>
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -55,10 +56,12 @@ bool convt_k4s2_available() { return __builtin_cpu_supports("avx512f"); }
 
 namespace {
 
-constexpr int kPix = 8;  // pixels of a row per tile
+// A tile's pixels per row (at most kPix) times rows (at most kRows) is at most kTilePix: two
+// accumulators each, 28 of the 32 vector registers, the rest for the filters and the broadcast.
+constexpr int kPix = 7, kRows = 4, kTilePix = 14;
 
 // One tile: rows m .. m+R-1, pixels p0 .. p0+P-1 of phase (a, b), output channels k0 .. k0+31,
-// into t[(r kPix + q) 32 + channel].
+// into t[(r 8 + q) 32 + channel].
 template <int R, int P>
 __attribute__((target("avx512f"))) void tile(const float* xp, const float* packed, int64_t c,
                                              int64_t k, int64_t wp2, int64_t m, int64_t p0, int a,
@@ -83,8 +86,8 @@ __attribute__((target("avx512f"))) void tile(const float* xp, const float* packe
     }
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < P; ++q) {
-      _mm512_store_ps(t + (r * kPix + q) * 32, acc[r][q][0]);
-      _mm512_store_ps(t + (r * kPix + q) * 32 + 16, acc[r][q][1]);
+      _mm512_store_ps(t + (r * 8 + q) * 32, acc[r][q][0]);
+      _mm512_store_ps(t + (r * 8 + q) * 32 + 16, acc[r][q][1]);
     }
 }
 
@@ -92,7 +95,7 @@ using TileFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, i
                         int, int, int64_t, float*);
 
 template <int R>
-TileFn pick(int64_t p) {
+TileFn pick_pixels(int64_t p) {
   switch (p) {
     case 1: return tile<R, 1>;
     case 2: return tile<R, 2>;
@@ -100,9 +103,23 @@ TileFn pick(int64_t p) {
     case 4: return tile<R, 4>;
     case 5: return tile<R, 5>;
     case 6: return tile<R, 6>;
-    case 7: return tile<R, 7>;
-    default: return tile<R, 8>;
+    default: return tile<R, 7>;
   }
+}
+
+TileFn pick(int64_t rows, int64_t p) {
+  switch (rows) {
+    case 1: return pick_pixels<1>(p);
+    case 2: return pick_pixels<2>(p);
+    case 3: return pick_pixels<3>(p);
+    default: return pick_pixels<4>(p);
+  }
+}
+
+// n split into the fewest chunks of at most `most`, as even as can be: the chunks' size.
+int64_t even_chunk(int64_t n, int64_t most) {
+  const int64_t chunks = (n + most - 1) / most;
+  return (n + chunks - 1) / chunks;
 }
 
 // In-register transpose of 16 rows of 16 floats: afterwards r[i] holds column i.
@@ -139,7 +156,10 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
                                                           int64_t k, int64_t h, int64_t w,
                                                           int64_t n0, int64_t n1, float* scratch) {
   const int64_t wp2 = w + 2, oh = 2 * h, ow = 2 * w, plane = oh * ow;
-  alignas(64) float t[2][2 * kPix * 32] = {};  // (rows past a short tile: read, never stored)
+  // tiles: pixel rows as even as can be, then as many rows as the registers take
+  const int64_t pix_step = even_chunk(w, kPix);
+  const int64_t row_step = even_chunk(h, std::min<int64_t>(kRows, kTilePix / pix_step));
+  alignas(64) float t[2][kRows * 8 * 32] = {};  // (pixels past a tile's: read, never stored)
   for (int64_t n = n0; n < n1; ++n) {
     std::memset(scratch, 0, sizeof(float) * convt_k4s2_scratch_size(c, h, w));
     const float* xn = x + n * c * h * w;
@@ -150,20 +170,20 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
     float* yn = y + n * k * plane;
     for (int64_t k0 = 0; k0 < k; k0 += 32)
       for (int a = 0; a < 2; ++a)
-        for (int64_t m = 0; m < h; m += 2) {
-          const int rows = m + 1 < h ? 2 : 1;
-          for (int64_t p0 = 0; p0 < w; p0 += kPix) {
-            const int64_t pix = w - p0 < kPix ? w - p0 : kPix;
-            const TileFn f = rows == 2 ? pick<2>(pix) : pick<1>(pix);
+        for (int64_t m = 0; m < h; m += row_step) {
+          const int64_t rows = std::min(row_step, h - m);
+          for (int64_t p0 = 0; p0 < w; p0 += pix_step) {
+            const int64_t pix = std::min(pix_step, w - p0);
+            const TileFn f = pick(rows, pix);
             for (int b = 0; b < 2; ++b) f(scratch, packed, c, k, wp2, m, p0, a, b, k0, t[b]);
             // output columns 2 p0 .. 2 (p0 + pix) - 1 alternate between the two column phases
             const __mmask16 mask = static_cast<__mmask16>((1u << (2 * pix)) - 1u);
-            for (int r = 0; r < rows; ++r)
+            for (int64_t r = 0; r < rows; ++r)
               for (int half = 0; half < 2; ++half) {
                 __m512 v[16];
-                for (int q = 0; q < kPix; ++q)
+                for (int q = 0; q < 8; ++q)
                   for (int b = 0; b < 2; ++b)
-                    v[2 * q + b] = _mm512_load_ps(&t[b][(r * kPix + q) * 32 + 16 * half]);
+                    v[2 * q + b] = _mm512_load_ps(&t[b][(r * 8 + q) * 32 + 16 * half]);
                 transpose16(v);
                 const int64_t kk = k0 + 16 * half;
                 float* dst = yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0;

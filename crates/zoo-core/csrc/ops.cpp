@@ -514,16 +514,19 @@ at::Tensor dense(const at::Tensor& t) {
 }
 
 // The 4x4 transposed convolution at stride 2, padding 1 of convt_k4s2.cpp: float32 on the CPU,
-// AVX-512, x (N, C, H, W), w (C, K, 4, 4) with K a multiple of 32 and C >= kK4s2MinIn. The
-// conv VAE's 64 -> 32 layer (and its 32 -> 64 convolution's input gradient) runs in ~4.0 ms
-// against oneDNN's ~5.7 with libtorch's copy to NCHW (docs/benchmarks.md).
-constexpr int64_t kK4s2MinIn = 16;
+// AVX-512, x (N, C, H, W), w (C, K, 4, 4) with K a multiple of 32, C >= kK4s2MinIn and
+// C K <= kK4s2MaxFilters. examples/bench_upconv (docs/benchmarks.md): 1.2-1.7x libtorch for the
+// conv VAE's and the beta-VAE's layers (C K <= 4096) and DCGAN's 128 -> 64 (8192); about even
+// at 256 -> 128 and down to 0.5x at 512 -> 256, where the repacked filters (64 C K bytes)
+// outgrow the 1 MB L2 cache that every image's pass reads them from.
+constexpr int64_t kK4s2MinIn = 16, kK4s2MaxFilters = 16384;
 
 bool k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw, int64_t ph,
                int64_t pw) {
   return float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 && w.size(2) == 4 &&
          w.size(3) == 4 && sh == 2 && sw == 2 && ph == 1 && pw == 1 && w.size(0) == x.size(1) &&
-         x.size(1) >= kK4s2MinIn && w.size(1) % zoo::kConvtK4s2Block == 0 && x.numel() > 0 &&
+         x.size(1) >= kK4s2MinIn && w.size(1) % zoo::kConvtK4s2Block == 0 &&
+         x.size(1) * w.size(1) <= kK4s2MaxFilters && x.numel() > 0 &&
          zoo::convt_k4s2_available();
 }
 
@@ -562,6 +565,7 @@ bool k4s2_conv_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   if (x.dim() != 4 || w.dim() != 4 || x.size(2) % 2 != 0 || x.size(3) % 2 != 0) return false;
   // the gradient's transposed convolution: input channels K = w.size(0), output C = x.size(1)
   return float_cpu(x) && float_cpu(w) && w.size(1) == x.size(1) && w.size(0) >= kK4s2MinIn &&
+         w.size(0) * w.size(1) <= kK4s2MaxFilters &&
          x.size(1) % zoo::kConvtK4s2Block == 0 && w.size(2) == 4 && w.size(3) == 4 && sh == 2 &&
          sw == 2 && ph == 1 && pw == 1 && x.is_contiguous() && bias_fits(b, w) &&
          zoo::convt_k4s2_available() && x.requires_grad() && c10::GradMode::is_enabled();

@@ -177,8 +177,8 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
 /// [`conv_transpose2d`]'s GEMM path instead of oneDNN's (DCGAN's discriminator in the
 /// generator's step). So does a 4x4 stride-2 convolution with padding 1 (DCGAN's and the conv
 /// VAE's downsampling layers; NCHW input with even sides, a multiple of 32 input channels, 16 or
-/// more output channels, AVX-512): its input's gradient is [`conv_transpose2d`]'s 4x4 stride-2
-/// kernel. Everything else is libtorch's conv2d.
+/// more output channels, at most 16384 of both multiplied, AVX-512): its input's gradient is
+/// [`conv_transpose2d`]'s 4x4 stride-2 kernel. Everything else is libtorch's conv2d.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -199,7 +199,8 @@ pub fn conv2d(
 /// layers several times slower than its other convolutions (docs/benchmarks.md).
 ///
 /// The 4x4 stride-2 upsampling layer with padding 1 (NCHW input, 16 or more input channels, a
-/// multiple of 32 output channels, float32 on a CPU with AVX-512) runs as four 2x2
+/// multiple of 32 output channels, at most 16384 of both multiplied, float32 on a CPU with
+/// AVX-512) runs as four 2x2
 /// convolutions, one per output phase (csrc/convt_k4s2.cpp), where oneDNN's kernel for it runs
 /// at two thirds of its forward convolutions' speed and its result needs a copy to NCHW. The
 /// gradients are libtorch's. Everything else is libtorch's conv_transpose2d.
@@ -977,13 +978,15 @@ mod tests {
             }
         }
         // what stays libtorch's: a channels-last input (DCGAN keeps oneDNN's channels-last
-        // kernels), 16 outputs (not a multiple of 32), odd sides for the convolution, other
-        // strides
+        // kernels), 16 outputs (not a multiple of 32), other strides, filters too big for the
+        // cache, odd sides for the convolution
         let x = Tensor::randn([2, 64, 7, 7], opts);
         let w = Tensor::randn([64, 32, 4, 4], opts);
         assert!(!is_k4s2_path(&channels_last(&x).unwrap(), &w, None, true, s, p));
         assert!(!is_k4s2_path(&x, &Tensor::randn([64, 16, 4, 4], opts), None, true, s, p));
         assert!(!is_k4s2_path(&x, &w, None, true, [1, 1], p));
+        let big = Tensor::randn([2, 256, 4, 4], opts);
+        assert!(!is_k4s2_path(&big, &Tensor::randn([256, 128, 4, 4], opts), None, true, s, p));
         let xg = Tensor::randn([2, 32, 15, 14], opts).set_requires_grad(true);
         assert!(!is_k4s2_path(&xg, &Tensor::randn([64, 32, 4, 4], opts), None, false, s, p));
         // an input without a gradient: nothing to take

@@ -1,0 +1,79 @@
+//! Times the 4x4 stride-2 (padding 1) convolutions that `zoo_core::ops` runs through its
+//! transposed-convolution kernel (csrc/convt_k4s2.cpp) against libtorch's, one line per shape:
+//! the transposed convolution's forward without gradients, and a stride-2 convolution's input
+//! gradient (the same operation, in the backward). Shapes: the conv VAE's 64 -> 32 layer and
+//! its 32 -> 64 convolution at batch 128, the beta-VAE preset's upsampling layers (batch 64),
+//! and DCGAN-64's at batch 64 (which zoo-gan runs channels-last, through oneDNN; here in NCHW). The evidence behind the kernel in
+//! docs/benchmarks.md (VAE section).
+//!
+//! ```sh
+//! cargo run --release -p zoo-examples --example bench_upconv -- [REPEATS]
+//! ```
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+use zoo_core::ops;
+
+#[path = "timing.rs"]
+mod timing;
+use timing::time;
+
+fn main() -> Result<()> {
+    let repeats = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5usize);
+    // (the CLI's malloc settings, for both sides)
+    ops::tune_allocator();
+    let opts = (Kind::Float, Device::Cpu);
+    let (s, p) = ([2, 2], [1, 1]);
+    println!("{:>44} {:>10} {:>10} {:>7} {:>8}", "operation", "torch ms", "zoo ms", "ratio", "zoo GF/s");
+    // (N, C in, K out, H = W of the transposed convolution's input)
+    for (n, c, k, hw) in [
+        (128, 64, 32, 7),
+        (64, 64, 64, 2),
+        (64, 64, 32, 4),
+        (64, 32, 32, 8),
+        (64, 512, 256, 4),
+        (64, 256, 128, 8),
+        (64, 128, 64, 16),
+    ] {
+        let x = Tensor::randn([n, c, hw, hw], opts);
+        let w = Tensor::randn([c, k, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
+        let b = Tensor::randn([k], opts);
+        let path = if ops::is_k4s2_path(&x, &w, Some(&b), true, s, p) { "" } else { " (libtorch)" };
+        let torch = time(repeats, || {
+            let _y = tch::no_grad(|| x.f_conv_transpose2d(&w, Some(&b), s, p, [0, 0], 1, [1, 1]))?;
+            Ok(())
+        })?;
+        let zoo = time(repeats, || {
+            let _y = tch::no_grad(|| ops::conv_transpose2d(&x, &w, Some(&b), s, p))?;
+            Ok(())
+        })?;
+        report(&format!("convT {n}x{c}x{hw}x{hw} -> {k}{path}"), torch, zoo, n * c * k * hw * hw * 16);
+    }
+    // the input gradient of conv2d(x (N, C, H, W), w (K, C, 4, 4)), alone: the filters need none
+    for (n, c, k, hw) in [(128, 32, 64, 14), (64, 128, 256, 16), (64, 64, 128, 32)] {
+        let x = Tensor::randn([n, c, hw, hw], opts).set_requires_grad(true);
+        let w = Tensor::randn([k, c, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
+        let path = if ops::is_k4s2_path(&x, &w, None, false, s, p) { "" } else { " (libtorch)" };
+        let y = x.f_conv2d::<&Tensor>(&w, None, s, p, [1, 1], 1)?;
+        let g = Tensor::randn(y.size().as_slice(), opts);
+        let gx = |y: &Tensor| Tensor::run_backward(&[y], &[&x], false, false).remove(0);
+        let torch = time(repeats, || {
+            let y = x.f_conv2d::<&Tensor>(&w, None, s, p, [1, 1], 1)?;
+            let _g = gx(&(&y * &g).sum(Kind::Float));
+            Ok(())
+        })?;
+        let zoo = time(repeats, || {
+            let y = ops::conv2d(&x, &w, None, s, p)?;
+            let _g = gx(&(&y * &g).sum(Kind::Float));
+            Ok(())
+        })?;
+        let macs = n * k * (hw / 2) * (hw / 2) * c * 16;
+        report(&format!("conv {n}x{c}x{hw}x{hw} -> {k}, fwd + dx{path}"), torch, zoo, 2 * macs);
+    }
+    Ok(())
+}
+
+/// One line: both times, the ratio and zoo's rate for `macs` multiply-adds.
+fn report(what: &str, torch: f64, zoo: f64, macs: i64) {
+    let gflops = 2.0 * macs as f64 / zoo / 1e9;
+    println!("{what:>44} {:>10.2} {:>10.2} {:>6.2}x {gflops:>8.1}", torch * 1e3, zoo * 1e3, torch / zoo);
+}
