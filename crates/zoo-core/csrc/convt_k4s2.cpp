@@ -13,7 +13,7 @@
 // (docs/benchmarks.md, the VAE section).
 //
 // The kernel: each image is copied once into a zero-padded (H+2, W+2, C) scratch, channels
-// innermost. A tile is up to 14 pixels of one phase (up to 7 of a row, in up to 4 rows: 2 x 7
+// innermost (16 x 16 in-register transposes). A tile is up to 14 pixels of one phase (up to 7 of a row, in up to 4 rows: 2 x 7
 // for the VAE's 7x7 input) times 32 output channels, 28 AVX-512 accumulators, fed by one
 // broadcast input value per pixel against two vectors of filters per input channel and tap. The
 // tiles of both column phases of a row are then transposed 16 x 16 in registers so that each
@@ -149,6 +149,36 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
   }
 }
 
+// One image x (C, H, W) -> the zero-padded (H+2, W+2, C) scratch: blocks of 16 channels x up to
+// 16 pixels of a row transposed in registers, the channels past the last whole block one by one.
+__attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_t c, int64_t h,
+                                                          int64_t w, float* scratch) {
+  const int64_t wp2 = w + 2;
+  // the border (the interior is all written below)
+  std::memset(scratch, 0, sizeof(float) * wp2 * c);
+  std::memset(scratch + (h + 1) * wp2 * c, 0, sizeof(float) * wp2 * c);
+  for (int64_t iy = 1; iy <= h; ++iy) {
+    std::memset(scratch + iy * wp2 * c, 0, sizeof(float) * c);
+    std::memset(scratch + (iy * wp2 + w + 1) * c, 0, sizeof(float) * c);
+  }
+  const int64_t whole = c / 16 * 16;
+  for (int64_t iy = 0; iy < h; ++iy) {
+    float* row = scratch + ((iy + 1) * wp2 + 1) * c;
+    for (int64_t ix0 = 0; ix0 < w; ix0 += 16) {
+      const int64_t pix = std::min<int64_t>(16, w - ix0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
+      for (int64_t c0 = 0; c0 < whole; c0 += 16) {
+        __m512 v[16];
+        for (int s = 0; s < 16; ++s) v[s] = _mm512_maskz_loadu_ps(mask, x + ((c0 + s) * h + iy) * w + ix0);
+        transpose16(v);
+        for (int64_t q = 0; q < pix; ++q) _mm512_storeu_ps(row + (ix0 + q) * c + c0, v[q]);
+      }
+    }
+    for (int64_t ci = whole; ci < c; ++ci)
+      for (int64_t ix = 0; ix < w; ++ix) row[ix * c + ci] = x[(ci * h + iy) * w + ix];
+  }
+}
+
 }  // namespace
 
 __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const float* packed,
@@ -161,12 +191,7 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
   const int64_t row_step = even_chunk(h, std::min<int64_t>(kRows, kTilePix / pix_step));
   alignas(64) float t[2][kRows * 8 * 32] = {};  // (pixels past a tile's: read, never stored)
   for (int64_t n = n0; n < n1; ++n) {
-    std::memset(scratch, 0, sizeof(float) * convt_k4s2_scratch_size(c, h, w));
-    const float* xn = x + n * c * h * w;
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t iy = 0; iy < h; ++iy)
-        for (int64_t ix = 0; ix < w; ++ix)
-          scratch[((iy + 1) * wp2 + ix + 1) * c + ci] = xn[(ci * h + iy) * w + ix];
+    pad_channels_last(x + n * c * h * w, c, h, w, scratch);
     float* yn = y + n * k * plane;
     for (int64_t k0 = 0; k0 < k; k0 += 32)
       for (int a = 0; a < 2; ++a)

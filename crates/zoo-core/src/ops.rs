@@ -953,13 +953,14 @@ mod tests {
             (y.detach(), x.grad(), w.grad(), b.map(|b| b.grad()))
         };
         // (transposed, N, C in, K out, H, W, bias). Transposed: the conv VAE's 64 -> 32 layer;
-        // two blocks of 32 outputs, an odd number of rows (a one-row tile) and rows of 9 pixels
-        // (a tile of 8 and one of 1); a 1x1 input. Not transposed (the input's gradient is the
+        // two blocks of 32 outputs, an odd number of rows and rows of 9 pixels (tiles of 5 and
+        // 4); a 1x1 input; 20 channels (a block of 16 and 4 more) in rows of 17 pixels. Not transposed (the input's gradient is the
         // kernel): the VAE's 32 -> 64 convolution, and rows whose gradient has 9 pixels.
         for (transposed, n, c, k, h, w, bias) in [
             (true, 3, 64, 32, 7, 7, true),
             (true, 2, 16, 64, 5, 9, false),
             (true, 2, 48, 32, 1, 1, true),
+            (true, 2, 20, 32, 3, 17, true),
             (false, 3, 32, 64, 14, 14, true),
             (false, 2, 64, 16, 10, 18, false),
         ] {
