@@ -37,6 +37,9 @@ int64_t convt_k4s2_packed_size(int64_t c, int64_t k) { return 16 * c * k; }
 
 int64_t convt_k4s2_scratch_size(int64_t c, int64_t h, int64_t w) { return (h + 2) * (w + 2) * c; }
 
+// rows of the padded image, each with room for reads of 34 floats from any even column
+int64_t conv1_k4s2_scratch_size(int64_t h, int64_t w) { return (h + 2) * (w + 34); }
+
 // packed[a][b][i][j][ci][k]: phase (a, b), window offset (i, j), output channel innermost.
 void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed) {
   for (int a = 0; a < 2; ++a)
@@ -222,9 +225,54 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
   }
 }
 
+// The single-channel case: output (oy, ox) reads the padded image at (2 oy + ky, 2 ox + kx), so
+// for one output row and 16 columns the 16 taps are 16 vectors, each the even or the odd lanes
+// of 32 padded values (two permutes per pair of loads); every output channel is then 16 FMAs
+// of broadcast filter taps against them, stored as one (masked) row of NCHW.
+__attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const float* w,
+                                                          const float* bias, float* y, int64_t k,
+                                                          int64_t h, int64_t wd, int64_t n0,
+                                                          int64_t n1, float* scratch) {
+  const int64_t oh = h / 2, ow = wd / 2, stride = wd + 34;
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  std::memset(scratch, 0, sizeof(float) * conv1_k4s2_scratch_size(h, wd));
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* xn = x + n * h * wd;
+    for (int64_t iy = 0; iy < h; ++iy) std::memcpy(scratch + (iy + 1) * stride + 1, xn + iy * wd, sizeof(float) * wd);
+    float* yn = y + n * k * oh * ow;
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox0 = 0; ox0 < ow; ox0 += 16) {
+        const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, ow - ox0)) - 1u);
+        __m512 v[16];
+        for (int ky = 0; ky < 4; ++ky) {
+          const float* row = scratch + (2 * oy + ky) * stride + 2 * ox0;
+          const __m512 lo = _mm512_loadu_ps(row), hi = _mm512_loadu_ps(row + 16);
+          const __m512 lo2 = _mm512_loadu_ps(row + 2), hi2 = _mm512_loadu_ps(row + 18);
+          v[ky * 4] = _mm512_permutex2var_ps(lo, even, hi);
+          v[ky * 4 + 1] = _mm512_permutex2var_ps(lo, odd, hi);
+          v[ky * 4 + 2] = _mm512_permutex2var_ps(lo2, even, hi2);
+          v[ky * 4 + 3] = _mm512_permutex2var_ps(lo2, odd, hi2);
+        }
+        for (int64_t c = 0; c < k; c += 4) {
+          __m512 acc[4];
+          for (int u = 0; u < 4; ++u) acc[u] = _mm512_set1_ps(bias ? bias[c + u] : 0.0f);
+          for (int t = 0; t < 16; ++t)
+            for (int u = 0; u < 4; ++u)
+              acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(w[(c + u) * 16 + t]), v[t], acc[u]);
+          for (int u = 0; u < 4; ++u)
+            _mm512_mask_storeu_ps(yn + ((c + u) * oh + oy) * ow + ox0, mask, acc[u]);
+        }
+      }
+  }
+}
+
 #else
 
 bool convt_k4s2_available() { return false; }
+
+void conv1_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, float*) {}
 
 void convt_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, float*) {}

@@ -26,4 +26,12 @@ void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed);
 void convt_k4s2_images(const float* x, const float* packed, const float* b, float* y, int64_t c,
                        int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch);
 
+// Images [n0, n1) of y (N, K, H/2, W/2) = conv2d(x (N, 1, H, W), w (K, 1, 4, 4), b, stride 2,
+// padding 1) for a single input channel (a grey image's first layer; also the input gradient
+// of a transposed convolution to one channel, the same operation): H and W even, K a multiple
+// of 4, b of K values or null; `scratch` holds conv1_k4s2_scratch_size floats.
+int64_t conv1_k4s2_scratch_size(int64_t h, int64_t w);
+void conv1_k4s2_images(const float* x, const float* w, const float* b, float* y, int64_t k,
+                       int64_t h, int64_t wd, int64_t n0, int64_t n1, float* scratch);
+
 }  // namespace zoo

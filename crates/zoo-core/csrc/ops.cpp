@@ -549,6 +549,35 @@ at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::
   return y;
 }
 
+// conv2d(x (N, 1, H, W), w (K, 1, 4, 4), b, stride 2, padding 1) of a single channel by
+// convt_k4s2.cpp's conv1_k4s2_images: float32 on the CPU, AVX-512, H and W even, K a multiple
+// of 4. The conv VAE's first layer, and its last layer's input gradient (the same operation):
+// oneDNN's blocked output and input need a reorder each way there (docs/benchmarks.md).
+bool conv1_k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw,
+                     int64_t ph, int64_t pw) {
+  return float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 && x.size(1) == 1 &&
+         w.size(1) == 1 && w.size(2) == 4 && w.size(3) == 4 && w.size(0) % 4 == 0 &&
+         w.size(0) > 0 && sh == 2 && sw == 2 && ph == 1 && pw == 1 && x.size(0) > 0 &&
+         x.size(2) > 0 && x.size(3) > 0 && x.size(2) % 2 == 0 && x.size(3) % 2 == 0 &&
+         zoo::convt_k4s2_available();
+}
+
+// (b empty or undefined: no bias)
+at::Tensor conv1_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in) {
+  const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), K = w.size(0);
+  at::Tensor y = at::empty({N, K, H / 2, W / 2}, x.options());
+  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> scratch(zoo::conv1_k4s2_scratch_size(H, W));
+    zoo::conv1_k4s2_images(xp, wp, bp, yp, K, H, W, n0, n1, scratch.data());
+  });
+  return y;
+}
+
 // Whether conv_transpose2d(x, w, b, stride, padding) runs as convt_k4s2: an NCHW x (a
 // channels-last one keeps oneDNN's channels-last kernels).
 bool k4s2_convt_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
@@ -629,11 +658,19 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
     return y;
   }
 
+  // The input's gradient of a layer to one channel at 4x4 stride 2 is conv1_k4s2 of the
+  // output's gradient (unless the backward builds a graph); the rest is libtorch's.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto r = saved_conv_backward(ctx, dense(grads[0]), true, ctx->needs_input_grad(0));
-    return {std::get<0>(r), std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    const at::Tensor g = dense(grads[0]);
+    const auto saved = ctx->get_saved_variables();
+    const auto s = ctx->saved_data["s"].toIntVector();
+    const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled() &&
+                        conv1_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3]);
+    auto r = saved_conv_backward(ctx, g, true, ctx->needs_input_grad(0) && !fast_x);
+    const at::Tensor gx = fast_x ? conv1_k4s2(g, saved[1], at::Tensor()) : std::get<0>(r);
+    return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -645,6 +682,7 @@ struct FewConv : public torch::autograd::Function<FewConv> {
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
                             int64_t ph, int64_t pw) {
     save_conv(ctx, x, w, b, {sh, sw, ph, pw});
+    if (conv1_k4s2_fits(x, w, sh, sw, ph, pw)) return conv1_k4s2(x, w, b);
     return at::conv2d(x, w, b.numel() > 0 ? c10::optional<at::Tensor>(b) : c10::nullopt,
                       {sh, sw}, {ph, pw});
   }
@@ -695,8 +733,10 @@ at::Tensor conv_transpose2d(const at::Tensor& x, const at::Tensor& w, const at::
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
                   int64_t sw, int64_t ph, int64_t pw) {
   if (!wino_chosen(x, w, b, sh, sw, ph, pw)) {
+    const bool one = conv1_k4s2_fits(x, w, sh, sw, ph, pw) && bias_fits(b, w);
+    if (one && !needs_grad(x, w, b)) return conv1_k4s2(x, w, b);
     if ((few_conv_chosen(x, w, b) && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0) ||
-        k4s2_conv_chosen(x, w, b, sh, sw, ph, pw))
+        k4s2_conv_chosen(x, w, b, sh, sw, ph, pw) || one)
       return FewConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw);
     return at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
                       {ph, pw});

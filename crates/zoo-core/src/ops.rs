@@ -178,7 +178,10 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
 /// generator's step). So does a 4x4 stride-2 convolution with padding 1 (DCGAN's and the conv
 /// VAE's downsampling layers; NCHW input with even sides, a multiple of 32 input channels, 16 or
 /// more output channels, at most 16384 of both multiplied, AVX-512): its input's gradient is
-/// [`conv_transpose2d`]'s 4x4 stride-2 kernel. Everything else is libtorch's conv2d.
+/// [`conv_transpose2d`]'s 4x4 stride-2 kernel. A single input channel at 4x4 stride 2 with
+/// padding 1 (a grey image's first layer: even sides, a multiple of 4 outputs, AVX-512) runs
+/// its forward as 16 taps gathered per row of 16 outputs and broadcast against the filters
+/// (csrc/convt_k4s2.cpp). Everything else is libtorch's conv2d.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -203,7 +206,9 @@ pub fn conv2d(
 /// AVX-512) runs as four 2x2
 /// convolutions, one per output phase (csrc/convt_k4s2.cpp), where oneDNN's kernel for it runs
 /// at two thirds of its forward convolutions' speed and its result needs a copy to NCHW. The
-/// gradients are libtorch's. Everything else is libtorch's conv_transpose2d.
+/// gradients are libtorch's, except the input's gradient of a layer to one channel at 4x4
+/// stride 2 (a grey image's last layer), which is [`conv2d`]'s single-channel kernel.
+/// Everything else is libtorch's conv_transpose2d.
 pub fn conv_transpose2d(
     x: &Tensor,
     w: &Tensor,
@@ -842,6 +847,10 @@ mod tests {
             (false, 2, 1, 32, 15, 13, 4, 2, 1, true),
             (false, 2, 2, 16, 9, 9, 3, 1, 1, true),
             (false, 2, 3, 16, 10, 11, 5, 3, 2, true),
+            // one channel at 4x4 stride 2, even sides: the forward is the single-channel
+            // kernel (rows of 7 and of 18 outputs: one and two vectors)
+            (false, 3, 1, 32, 28, 14, 4, 2, 1, true),
+            (false, 2, 1, 16, 6, 36, 4, 2, 1, false),
         ] {
             let x = Tensor::randn([n, c, h, w], opts);
             // PyTorch's layouts: ConvTranspose2d (in, out, k, k), Conv2d (out, in, k, k)
@@ -878,6 +887,28 @@ mod tests {
                 }
             }
         }
+        // a grey image's first layer (no gradient for the image): the single-channel kernel,
+        // against libtorch's output and filter and bias gradients
+        let x = Tensor::randn([4, 1, 28, 28], opts);
+        let wt = Tensor::randn([32, 1, 4, 4], opts) * 0.2;
+        let b = Tensor::randn([32], opts);
+        let first = |ours: bool| {
+            let (w, b) = (wt.copy().set_requires_grad(true), b.copy().set_requires_grad(true));
+            let y = if ours {
+                conv2d(&x, &w, Some(&b), [2, 2], [1, 1]).unwrap()
+            } else {
+                x.conv2d(&w, Some(&b), [2, 2], [1, 1], [1, 1], 1)
+            };
+            let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+            (&y * &g).sum(Kind::Float).backward();
+            (y.detach(), w.grad(), b.grad())
+        };
+        let (a, r) = (first(true), first(false));
+        assert_close(&a.0, &r.0, "first layer, output");
+        assert_close(&a.1, &r.1, "first layer, filter gradient");
+        assert_close(&a.2, &r.2, "first layer, bias gradient");
+        let y = tch::no_grad(|| conv2d(&x, &wt, Some(&b), [2, 2], [1, 1])).unwrap();
+        assert_close(&y, &r.0, "first layer without gradients");
         // an input without a gradient (real images) stays libtorch's plain convolution
         let x = Tensor::randn([2, 3, 16, 16], opts);
         let wt = Tensor::randn([64, 3, 4, 4], opts).set_requires_grad(true);
