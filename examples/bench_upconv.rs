@@ -1,9 +1,10 @@
-//! Times the 4x4 stride-2 (padding 1) convolutions that `zoo_core::ops` runs through its
-//! transposed-convolution kernel (csrc/convt_k4s2.cpp) against libtorch's, one line per shape:
-//! the transposed convolution's forward without gradients, and a stride-2 convolution's input
-//! gradient (the same operation, in the backward). Shapes: the conv VAE's 64 -> 32 layer and
-//! its 32 -> 64 convolution at batch 128, the beta-VAE preset's upsampling layers (batch 64),
-//! and DCGAN-64's at batch 64 (which zoo-gan runs channels-last, through oneDNN; here in NCHW). The evidence behind the kernel in
+//! Times the 4x4 stride-2 (padding 1) convolutions that `zoo_core::ops` runs through its own
+//! kernels (csrc/convt_k4s2.cpp) against libtorch's, one line per shape: the transposed
+//! convolution's forward without gradients, the single-channel convolution of a grey image's
+//! first layer, and a stride-2 convolution's input gradient (the same operation as the
+//! transposed one, in the backward). Shapes: the conv VAE's layers at batch 128, the beta-VAE
+//! preset's upsampling layers (batch 64), and DCGAN-64's at batch 64 (which zoo-gan runs
+//! channels-last, through oneDNN; here in NCHW). The evidence behind the kernels in
 //! docs/benchmarks.md (VAE section).
 //!
 //! ```sh
@@ -48,6 +49,20 @@ fn main() -> Result<()> {
         })?;
         report(&format!("convT {n}x{c}x{hw}x{hw} -> {k}{path}"), torch, zoo, n * c * k * hw * hw * 16);
     }
+    // a grey image's first layer (one input channel), forward without gradients; the same
+    // kernel gives the input gradient of the last layer (32 -> 1 channel)
+    let x = Tensor::randn([128, 1, 28, 28], opts);
+    let w = Tensor::randn([32, 1, 4, 4], opts) * 0.25;
+    let b = Tensor::randn([32], opts);
+    let torch = time(repeats, || {
+        let _y = tch::no_grad(|| x.f_conv2d(&w, Some(&b), s, p, [1, 1], 1))?;
+        Ok(())
+    })?;
+    let zoo = time(repeats, || {
+        let _y = tch::no_grad(|| ops::conv2d(&x, &w, Some(&b), s, p))?;
+        Ok(())
+    })?;
+    report("conv 128x1x28x28 -> 32", torch, zoo, 128 * 32 * 14 * 14 * 16);
     // the input gradient of conv2d(x (N, C, H, W), w (K, C, 4, 4)), alone: the filters need none
     for (n, c, k, hw) in [(128, 32, 64, 14), (64, 128, 256, 16), (64, 64, 128, 32)] {
         let x = Tensor::randn([n, c, hw, hw], opts).set_requires_grad(true);
