@@ -807,6 +807,23 @@ mod tests {
         }
     }
 
+    /// The filters' gradient of a gradient penalty on the input (|d tanh(y).sum() / dx|^2, with
+    /// create_graph) of a 4x4 (transposed) convolution at stride 2, padding 1: zoo's (`ours`) or
+    /// libtorch's, on fresh leaves copied from x0 and w0.
+    fn s2_penalty_filter_grad(ours: bool, transposed: bool, x0: &Tensor, w0: &Tensor) -> Tensor {
+        let (s, p) = ([2, 2], [1, 1]);
+        let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
+        let y = match (ours, transposed) {
+            (true, true) => conv_transpose2d(&x, &w, None, s, p).unwrap(),
+            (true, false) => conv2d(&x, &w, None, s, p).unwrap(),
+            (false, true) => x.conv_transpose2d::<&Tensor>(&w, None, s, p, [0, 0], 1, [1, 1]),
+            (false, false) => x.conv2d::<&Tensor>(&w, None, s, p, [1, 1], 1),
+        };
+        let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
+        gx.square().sum(Kind::Float).backward();
+        w.grad()
+    }
+
     #[test]
     fn few_channel_convolutions_equal_libtorch() {
         tch::manual_seed(0);
@@ -914,21 +931,6 @@ mod tests {
         let wt = Tensor::randn([64, 3, 4, 4], opts).set_requires_grad(true);
         assert!(!is_few_channel_path(&x, &wt, None, false));
         // second derivatives through both (a gradient penalty on the input) equal libtorch's
-        let penalty_grad = |ours: bool, transposed: bool, x0: &Tensor, w0: &Tensor| {
-            let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
-            if ours {
-                assert!(is_few_channel_path(&x, &w, None, transposed));
-            }
-            let y = match (ours, transposed) {
-                (true, true) => conv_transpose2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
-                (true, false) => conv2d(&x, &w, None, [2, 2], [1, 1]).unwrap(),
-                (false, true) => x.conv_transpose2d::<&Tensor>(&w, None, [2, 2], [1, 1], [0, 0], 1, [1, 1]),
-                (false, false) => x.conv2d::<&Tensor>(&w, None, [2, 2], [1, 1], [1, 1], 1),
-            };
-            let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
-            gx.square().sum(Kind::Float).backward();
-            w.grad()
-        };
         for transposed in [true, false] {
             // (the same operands for both sides, drawn once: the global generator is shared with
             // tests running alongside)
@@ -937,8 +939,9 @@ mod tests {
             } else {
                 (Tensor::randn([2, 3, 12, 12], opts), Tensor::randn([32, 3, 4, 4], opts) * 0.1)
             };
-            let pa = penalty_grad(true, transposed, &x0, &w0);
-            let pb = penalty_grad(false, transposed, &x0, &w0);
+            assert!(is_few_channel_path(&x0.copy().set_requires_grad(true), &w0, None, transposed));
+            let pa = s2_penalty_filter_grad(true, transposed, &x0, &w0);
+            let pb = s2_penalty_filter_grad(false, transposed, &x0, &w0);
             let d = max_diff(&pa, &pb);
             assert!(
                 d < 1e-4 * (1.0 + pb.abs().max().double_value(&[])),
@@ -1025,18 +1028,6 @@ mod tests {
         let x = Tensor::randn([2, 32, 14, 14], opts);
         assert!(!is_k4s2_path(&x, &Tensor::randn([64, 32, 4, 4], opts), None, false, s, p));
         // second derivatives (a gradient penalty on the input) equal libtorch's
-        let penalty_grad = |ours: bool, transposed: bool, x0: &Tensor, w0: &Tensor| {
-            let (x, w) = (x0.copy().set_requires_grad(true), w0.copy().set_requires_grad(true));
-            let y = match (ours, transposed) {
-                (true, true) => conv_transpose2d(&x, &w, None, s, p).unwrap(),
-                (true, false) => conv2d(&x, &w, None, s, p).unwrap(),
-                (false, true) => x.conv_transpose2d::<&Tensor>(&w, None, s, p, [0, 0], 1, [1, 1]),
-                (false, false) => x.conv2d::<&Tensor>(&w, None, s, p, [1, 1], 1),
-            };
-            let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
-            gx.square().sum(Kind::Float).backward();
-            w.grad()
-        };
         for transposed in [true, false] {
             // (both sides get the same operands, drawn once: tests running alongside draw from
             // the same global generator, so reseeding per side is not enough)
@@ -1045,8 +1036,8 @@ mod tests {
             } else {
                 (Tensor::randn([2, 32, 8, 8], opts), Tensor::randn([16, 32, 4, 4], opts) * 0.1)
             };
-            let (pa, pb) =
-                (penalty_grad(true, transposed, &x0, &w0), penalty_grad(false, transposed, &x0, &w0));
+            let pa = s2_penalty_filter_grad(true, transposed, &x0, &w0);
+            let pb = s2_penalty_filter_grad(false, transposed, &x0, &w0);
             let d = max_diff(&pa, &pb);
             assert!(d < 1e-4 * (1.0 + pb.abs().max().double_value(&[])), "penalty ({transposed}): {d}");
         }
