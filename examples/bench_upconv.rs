@@ -39,14 +39,11 @@ fn main() -> Result<()> {
         let w = Tensor::randn([c, k, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
         let b = Tensor::randn([k], opts);
         let path = if ops::is_k4s2_path(&x, &w, Some(&b), true, s, p) { "" } else { " (libtorch)" };
-        let torch = time(repeats, || {
-            let _y = tch::no_grad(|| x.f_conv_transpose2d(&w, Some(&b), s, p, [0, 0], 1, [1, 1]))?;
-            Ok(())
-        })?;
-        let zoo = time(repeats, || {
-            let _y = tch::no_grad(|| ops::conv_transpose2d(&x, &w, Some(&b), s, p))?;
-            Ok(())
-        })?;
+        let (torch, zoo) = no_grad_times(
+            repeats,
+            || Ok(x.f_conv_transpose2d(&w, Some(&b), s, p, [0, 0], 1, [1, 1])?),
+            || Ok(ops::conv_transpose2d(&x, &w, Some(&b), s, p)?),
+        )?;
         report(&format!("convT {n}x{c}x{hw}x{hw} -> {k}{path}"), torch, zoo, n * c * k * hw * hw * 16);
     }
     // a grey image's first layer (one input channel), forward without gradients; the same
@@ -54,14 +51,11 @@ fn main() -> Result<()> {
     let x = Tensor::randn([128, 1, 28, 28], opts);
     let w = Tensor::randn([32, 1, 4, 4], opts) * 0.25;
     let b = Tensor::randn([32], opts);
-    let torch = time(repeats, || {
-        let _y = tch::no_grad(|| x.f_conv2d(&w, Some(&b), s, p, [1, 1], 1))?;
-        Ok(())
-    })?;
-    let zoo = time(repeats, || {
-        let _y = tch::no_grad(|| ops::conv2d(&x, &w, Some(&b), s, p))?;
-        Ok(())
-    })?;
+    let (torch, zoo) = no_grad_times(
+        repeats,
+        || Ok(x.f_conv2d(&w, Some(&b), s, p, [1, 1], 1)?),
+        || Ok(ops::conv2d(&x, &w, Some(&b), s, p)?),
+    )?;
     report("conv 128x1x28x28 -> 32", torch, zoo, 128 * 32 * 14 * 14 * 16);
     // the input gradient of conv2d(x (N, C, H, W), w (K, C, 4, 4)), alone: the filters need none
     for (n, c, k, hw) in [(128, 32, 64, 14), (64, 128, 256, 16), (64, 64, 128, 32)] {
@@ -85,6 +79,21 @@ fn main() -> Result<()> {
         report(&format!("conv {n}x{c}x{hw}x{hw} -> {k}, fwd + dx{path}"), torch, zoo, 2 * macs);
     }
     Ok(())
+}
+
+/// Medians of `repeats` runs of each side without gradients: (libtorch's, zoo's) seconds.
+fn no_grad_times(
+    repeats: usize,
+    torch: impl Fn() -> Result<Tensor>,
+    zoo: impl Fn() -> Result<Tensor>,
+) -> Result<(f64, f64)> {
+    let run = |f: &dyn Fn() -> Result<Tensor>| {
+        time(repeats, || {
+            let _y = tch::no_grad(f)?;
+            Ok(())
+        })
+    };
+    Ok((run(&torch)?, run(&zoo)?))
 }
 
 /// One line: both times, the ratio and zoo's rate for `macs` multiply-adds.

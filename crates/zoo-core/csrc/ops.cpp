@@ -638,8 +638,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_conv_backward(
       {s[2], s[3]}, {1, 1}, transposed, {0, 0}, 1, {need_x, ctx->needs_input_grad(1), need_b});
 }
 
-// conv_transpose2d through gemm_convt; gradients from libtorch's convolution backward (which
-// autograd can differentiate again).
+// conv_transpose2d through gemm_convt (few output channels) or convt_k4s2 (4x4 stride 2);
+// gradients from libtorch's convolution backward (which autograd can differentiate again),
+// except the input's of a layer to one channel at 4x4 stride 2 (conv1_k4s2).
 struct FewConvT : public torch::autograd::Function<FewConvT> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
@@ -674,9 +675,10 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
   }
 };
 
-// conv2d by libtorch, with the input's gradient through gemm_convt when the input has few
-// channels (the filters' and the bias's gradient from libtorch's convolution backward). A
-// backward that builds a graph runs libtorch's whole backward.
+// conv2d by libtorch (by conv1_k4s2 for one input channel at 4x4 stride 2), with the input's
+// gradient through gemm_convt when the input has few channels, or convt_k4s2 for a 4x4
+// stride-2 convolution (the filters' and the bias's gradient from libtorch's convolution
+// backward). A backward that builds a graph runs libtorch's whole backward.
 struct FewConv : public torch::autograd::Function<FewConv> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
