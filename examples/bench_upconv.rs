@@ -57,6 +57,50 @@ fn main() -> Result<()> {
         || Ok(ops::conv2d(&x, &w, Some(&b), s, p)?),
     )?;
     report("conv 128x1x28x28 -> 32", torch, zoo, 128 * 32 * 14 * 14 * 16);
+    // and in training: forward, then the filters' and the bias's gradients (not the image's)
+    let leaves = [&w, &b].map(|t| t.copy().set_requires_grad(true));
+    let g = Tensor::randn([128, 32, 14, 14], opts);
+    let step = |y: Tensor| {
+        let _g = Tensor::run_backward(&[(&y * &g).sum(Kind::Float)], &leaves, false, false);
+    };
+    let torch = time(repeats, || {
+        step(x.f_conv2d(&leaves[0], Some(&leaves[1]), s, p, [1, 1], 1)?);
+        Ok(())
+    })?;
+    let zoo = time(repeats, || {
+        step(ops::conv2d(&x, &leaves[0], Some(&leaves[1]), s, p)?);
+        Ok(())
+    })?;
+    report("conv 128x1x28x28 -> 32, fwd + bwd", torch, zoo, 2 * 128 * 32 * 14 * 14 * 16);
+    // the last layer of an image decoder, to few channels (the conv VAE's, DCGAN-64's in NCHW):
+    // the forward without gradients, then forward and backward for the input, filters and bias
+    for (n, c, k, hw) in [(128, 32, 1, 14), (64, 64, 3, 32)] {
+        let x = Tensor::randn([n, c, hw, hw], opts);
+        let w = Tensor::randn([c, k, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
+        let b = Tensor::randn([k], opts);
+        let macs = n * c * k * hw * hw * 16;
+        let (torch, zoo) = no_grad_times(
+            repeats,
+            || Ok(x.f_conv_transpose2d(&w, Some(&b), s, p, [0, 0], 1, [1, 1])?),
+            || Ok(ops::conv_transpose2d(&x, &w, Some(&b), s, p)?),
+        )?;
+        report(&format!("convT {n}x{c}x{hw}x{hw} -> {k}"), torch, zoo, macs);
+        let leaves = [&x, &w, &b].map(|t| t.copy().set_requires_grad(true));
+        let g = Tensor::randn([n, k, 2 * hw, 2 * hw], opts);
+        let step = |y: Tensor| {
+            let _g = Tensor::run_backward(&[(&y * &g).sum(Kind::Float)], &leaves, false, false);
+        };
+        let [xg, wg, bg] = &leaves;
+        let torch = time(repeats, || {
+            step(xg.f_conv_transpose2d(wg, Some(bg), s, p, [0, 0], 1, [1, 1])?);
+            Ok(())
+        })?;
+        let zoo = time(repeats, || {
+            step(ops::conv_transpose2d(xg, wg, Some(bg), s, p)?);
+            Ok(())
+        })?;
+        report(&format!("convT {n}x{c}x{hw}x{hw} -> {k}, fwd + bwd"), torch, zoo, 3 * macs);
+    }
     // the input gradient of conv2d(x (N, C, H, W), w (K, C, 4, 4)), alone: the filters need none
     for (n, c, k, hw) in [(128, 32, 64, 14), (64, 128, 256, 16), (64, 64, 128, 32)] {
         let x = Tensor::randn([n, c, hw, hw], opts).set_requires_grad(true);

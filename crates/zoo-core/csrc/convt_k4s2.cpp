@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -39,6 +40,22 @@ int64_t convt_k4s2_scratch_size(int64_t c, int64_t h, int64_t w) { return (h + 2
 
 // rows of the padded image, each with room for reads of 34 floats from any even column
 int64_t conv1_k4s2_scratch_size(int64_t h, int64_t w) { return (h + 2) * (w + 34); }
+
+// The few-output kernels work on whole images as flat pixel vectors: (H W) floats rounded up to
+// whole vectors, plus a vector of slack on each side for their shifted masked loads.
+namespace {
+int64_t few_vectors(int64_t h, int64_t w) { return (h * w + 15) / 16; }
+int64_t few_plane(int64_t h, int64_t w) { return few_vectors(h, w) * 16 + 32; }
+}  // namespace
+
+// the 16 tap planes of one output channel
+int64_t convt_few_k4s2_scratch_size(int64_t, int64_t h, int64_t w) { return 16 * few_plane(h, w); }
+
+// the 16 tap planes of the output's gradient, one zero-padded row of it, and the accumulators
+// (C K taps x 16 lanes, then K x 16 for the bias)
+int64_t convt_few_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w) {
+  return 16 * few_plane(h, w) + ((2 * w + 15) / 16 + 1) * 32 + 16 + c * k * 256 + k * 16;
+}
 
 // packed[a][b][i][j][ci][k]: phase (a, b), window offset (i, j), output channel innermost.
 void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed) {
@@ -267,6 +284,222 @@ __attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const 
   }
 }
 
+namespace {
+
+// Lanes p of a 16-column chunk starting at column p0 whose column p0 + p and source column
+// p0 + p + d both lie in 0 .. w-1.
+inline __mmask16 shift_mask(int64_t p0, int64_t d, int64_t w) {
+  uint32_t m = 0;
+  for (int p = 0; p < 16; ++p) {
+    const int64_t col = p0 + p;
+    if (col < w && col + d >= 0 && col + d < w) m |= 1u << p;
+  }
+  return static_cast<__mmask16>(m);
+}
+
+// Valid lanes of flat pixel vector v of an image of hw pixels.
+inline __mmask16 flat_mask(int64_t v, int64_t hw) {
+  const int64_t left = hw - 16 * v;
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// Eight tap planes (taps t0 .. t0+7) of output channel ko at pixel vectors v0 .. v0+P-1:
+// T[t][pix] = sum over ci of w[ci][ko][t] x[ci][pix].
+template <int P>
+__attribute__((target("avx512f"))) void tap_tile(const float* x, const float* w, int64_t c,
+                                                 int64_t k, int64_t ko, int64_t hw, int64_t v0,
+                                                 int t0, float* taps, int64_t plane) {
+  __m512 acc[8][P];
+  #pragma GCC unroll 16
+  for (int t = 0; t < 8; ++t)
+    #pragma GCC unroll 16
+    for (int q = 0; q < P; ++q) acc[t][q] = _mm512_setzero_ps();
+  __mmask16 mask[P];
+  #pragma GCC unroll 16
+  for (int q = 0; q < P; ++q) mask[q] = flat_mask(v0 + q, hw);
+  for (int64_t ci = 0; ci < c; ++ci) {
+    __m512 xv[P];
+    #pragma GCC unroll 16
+    for (int q = 0; q < P; ++q) xv[q] = _mm512_maskz_loadu_ps(mask[q], x + ci * hw + (v0 + q) * 16);
+    const float* wt = w + (ci * k + ko) * 16 + t0;
+    #pragma GCC unroll 16
+    for (int t = 0; t < 8; ++t) {
+      const __m512 wb = _mm512_set1_ps(wt[t]);
+      #pragma GCC unroll 16
+      for (int q = 0; q < P; ++q) acc[t][q] = _mm512_fmadd_ps(wb, xv[q], acc[t][q]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int t = 0; t < 8; ++t)
+    #pragma GCC unroll 16
+    for (int q = 0; q < P; ++q) _mm512_storeu_ps(taps + (t0 + t) * plane + (v0 + q) * 16, acc[t][q]);
+}
+
+// acc[ci][t] (16 lanes each, in `acc`) += x[ci][pix] g_t[pix] over an image's pixel vectors,
+// for CB channels from ci0 and four taps from t0.
+template <int CB>
+__attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* taps,
+                                                   int64_t plane, int64_t hw, int64_t vectors,
+                                                   int64_t ci0, int t0, float* acc, int64_t k) {
+  __m512 s[CB][4];
+  #pragma GCC unroll 16
+  for (int u = 0; u < CB; ++u)
+    #pragma GCC unroll 16
+    for (int t = 0; t < 4; ++t) s[u][t] = _mm512_loadu_ps(acc + ((ci0 + u) * k * 16 + t0 + t) * 16);
+  for (int64_t v = 0; v < vectors; ++v) {
+    const __mmask16 mask = flat_mask(v, hw);
+    __m512 gv[4];
+    #pragma GCC unroll 16
+    for (int t = 0; t < 4; ++t) gv[t] = _mm512_loadu_ps(taps + (t0 + t) * plane + v * 16);
+    #pragma GCC unroll 16
+    for (int u = 0; u < CB; ++u) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (ci0 + u) * hw + v * 16);
+      #pragma GCC unroll 16
+      for (int t = 0; t < 4; ++t) s[u][t] = _mm512_fmadd_ps(xv, gv[t], s[u][t]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int u = 0; u < CB; ++u)
+    #pragma GCC unroll 16
+    for (int t = 0; t < 4; ++t) _mm512_storeu_ps(acc + ((ci0 + u) * k * 16 + t0 + t) * 16, s[u][t]);
+}
+
+}  // namespace
+
+// Each input pixel (iy, ix) spreads x[.][iy][ix] w[.][ky][kx] to output (2 iy - 1 + ky,
+// 2 ix - 1 + kx). So per output channel the layer is first 16 "tap planes", T_t = sum over ci of
+// w[ci][t] x[ci] (a GEMM over the channels, 8 taps x up to 48 pixels in registers), and then
+// output phase (a, b) at (m, p) is the sum of the four planes with ky = 3 - a - 2i,
+// kx = 3 - b - 2j read at (m + a + i - 1, p + b + j - 1), i, j in {0, 1}: shifted masked loads
+// of whole rows, the two column phases interleaved as the output rows are stored.
+__attribute__((target("avx512f"))) void convt_few_k4s2_images(const float* x, const float* w,
+                                                              const float* bias, float* y,
+                                                              int64_t c, int64_t k, int64_t h,
+                                                              int64_t wd, int64_t n0, int64_t n1,
+                                                              float* scratch) {
+  const int64_t hw = h * wd, vectors = few_vectors(h, wd), plane = few_plane(h, wd), ow = 2 * wd;
+  float* taps = scratch + 16;  // (a vector of slack before each plane, and after)
+  const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_idx =
+      _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  // per chunk of 16 columns, the lanes of the column shifts -1, 0 and 1
+  std::vector<__mmask16> shifts;
+  for (int64_t p0 = 0; p0 < wd; p0 += 16)
+    for (int64_t d = -1; d <= 1; ++d) shifts.push_back(shift_mask(p0, d, wd));
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* xn = x + n * c * hw;
+    for (int64_t ko = 0; ko < k; ++ko) {
+      for (int t0 = 0; t0 < 16; t0 += 8)
+        for (int64_t v0 = 0; v0 < vectors; v0 += 3) {
+          switch (std::min<int64_t>(3, vectors - v0)) {
+            case 1: tap_tile<1>(xn, w, c, k, ko, hw, v0, t0, taps, plane); break;
+            case 2: tap_tile<2>(xn, w, c, k, ko, hw, v0, t0, taps, plane); break;
+            default: tap_tile<3>(xn, w, c, k, ko, hw, v0, t0, taps, plane);
+          }
+        }
+      const __m512 b0 = _mm512_set1_ps(bias ? bias[ko] : 0.0f);
+      float* yk = y + (n * k + ko) * 4 * hw;
+      for (int64_t m = 0; m < h; ++m)
+        for (int a = 0; a < 2; ++a)
+          for (int64_t p0 = 0; p0 < wd; p0 += 16) {
+            __m512 e = b0, o = b0;
+            const __mmask16* sm = &shifts[3 * (p0 / 16)];
+            for (int i = 0; i < 2; ++i) {
+              const int64_t iy = m + a + i - 1;
+              if (iy < 0 || iy >= h) continue;
+              const float* row = taps + (3 - a - 2 * i) * 4 * plane + iy * wd + p0;
+              // e (b = 0): kx 3 at column p - 1, kx 1 at p; o (b = 1): kx 2 at p, kx 0 at p + 1
+              e = _mm512_add_ps(e, _mm512_maskz_loadu_ps(sm[0], row + 3 * plane - 1));
+              e = _mm512_add_ps(e, _mm512_maskz_loadu_ps(sm[1], row + plane));
+              o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(sm[1], row + 2 * plane));
+              o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(sm[2], row + 1));
+            }
+            const int64_t cols = 2 * std::min<int64_t>(16, wd - p0);  // output columns here
+            const __mmask16 lo_mask =
+                static_cast<__mmask16>((1u << std::min<int64_t>(16, cols)) - 1u);
+            const __mmask16 hi_mask =
+                static_cast<__mmask16>((1u << std::max<int64_t>(0, cols - 16)) - 1u);
+            float* dst = yk + (2 * m + a) * ow + 2 * p0;
+            _mm512_mask_storeu_ps(dst, lo_mask, _mm512_permutex2var_ps(e, lo_idx, o));
+            if (hi_mask) _mm512_mask_storeu_ps(dst + 16, hi_mask, _mm512_permutex2var_ps(e, hi_idx, o));
+          }
+    }
+  }
+}
+
+// The same sums the other way: the gradient of tap (ky, kx) of channel ci is the sum over the
+// input's pixels of x[ci][iy][ix] g[2 iy - 1 + ky][2 ix - 1 + kx]. Per image and output
+// channel the 16 planes G_t[iy][ix] = g[2 iy - 1 + ky][2 ix - 1 + kx] (zero outside the output)
+// are gathered once: lane ix of tap column kx is element 2 ix + kx of the output row padded
+// with a zero in front, the even lanes of two loads. Then channels x taps accumulate the
+// products over the pixel vectors (4 x 4 in registers, kept in the scratch between images).
+__attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
+    const float* x, const float* g, float* gw, float* gb, int64_t c, int64_t k, int64_t h,
+    int64_t wd, int64_t n0, int64_t n1, float* scratch) {
+  const int64_t hw = h * wd, vectors = few_vectors(h, wd), plane = few_plane(h, wd), ow = 2 * wd;
+  const int64_t chunks = (wd + 15) / 16, row_len = (chunks + 1) * 32 + 16;
+  float* taps = scratch + 16;
+  float* grow = scratch + 16 * plane;  // one output row: a zero, the row, zeros
+  float* acc_w = grow + row_len;       // [ci][ko][tap][16]
+  float* acc_b = acc_w + c * k * 256;  // [ko][16]
+  std::memset(acc_w, 0, sizeof(float) * (c * k * 256 + k * 16));
+  std::memset(grow, 0, sizeof(float) * row_len);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* xn = x + n * c * hw;
+    for (int64_t ko = 0; ko < k; ++ko) {
+      const float* gk = g + (n * k + ko) * 4 * hw;
+      // rows of G with no output row (iy 0 for ky 0, iy H-1 for ky 3) are zero
+      for (int t = 0; t < 16; ++t) {
+        const int ky = t / 4;
+        if (ky == 0) std::memset(taps + t * plane, 0, sizeof(float) * wd);
+        if (ky == 3) std::memset(taps + t * plane + (h - 1) * wd, 0, sizeof(float) * wd);
+      }
+      __m512 bsum = _mm512_loadu_ps(acc_b + ko * 16);
+      for (int64_t oy = 0; oy < 2 * h; ++oy) {
+        std::memcpy(grow + 1, gk + oy * ow, sizeof(float) * ow);
+        for (int64_t ch = 0; ch < chunks; ++ch)
+          bsum = _mm512_add_ps(bsum, _mm512_add_ps(_mm512_loadu_ps(grow + 1 + 32 * ch),
+                                                   _mm512_loadu_ps(grow + 17 + 32 * ch)));
+        // output row oy = 2 iy - 1 + ky: the taps ky of the other parity than oy, each at one iy
+        for (int ky = (oy + 1) % 2; ky < 4; ky += 2) {
+          const int64_t iy = (oy + 1 - ky) / 2;
+          if (iy < 0 || iy >= h) continue;
+          for (int64_t ch = 0; ch < chunks; ++ch) {
+            const __mmask16 mask =
+                static_cast<__mmask16>((1u << std::min<int64_t>(16, wd - 16 * ch)) - 1u);
+            for (int kx = 0; kx < 4; ++kx) {
+              const float* src = grow + 32 * ch + kx;
+              const __m512 v = _mm512_permutex2var_ps(_mm512_loadu_ps(src), even, _mm512_loadu_ps(src + 16));
+              _mm512_mask_storeu_ps(taps + (ky * 4 + kx) * plane + iy * wd + 16 * ch, mask, v);
+            }
+          }
+        }
+      }
+      _mm512_storeu_ps(acc_b + ko * 16, bsum);
+      // (the planes' lanes past the image: zero)
+      for (int t = 0; t < 16; ++t) std::memset(taps + t * plane + hw, 0, sizeof(float) * (vectors * 16 - hw));
+      float* acc_k = acc_w + ko * 256;
+      for (int t0 = 0; t0 < 16; t0 += 4)
+        for (int64_t ci0 = 0; ci0 < c; ci0 += 4) {
+          switch (std::min<int64_t>(4, c - ci0)) {
+            case 1: wgrad_tile<1>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
+            case 2: wgrad_tile<2>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
+            case 3: wgrad_tile<3>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
+            default: wgrad_tile<4>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k);
+          }
+        }
+    }
+  }
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ko = 0; ko < k; ++ko)
+      for (int q = 0; q < 16; ++q)
+        gw[(ci * k + ko) * 16 + q] +=
+            _mm512_reduce_add_ps(_mm512_loadu_ps(acc_w + ((ci * k + ko) * 16 + q) * 16));
+  if (gb)
+    for (int64_t ko = 0; ko < k; ++ko) gb[ko] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc_b + ko * 16));
+}
+
 #else
 
 bool convt_k4s2_available() { return false; }
@@ -276,6 +509,12 @@ void conv1_k4s2_images(const float*, const float*, const float*, float*, int64_t
 
 void convt_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, float*) {}
+
+void convt_few_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, float*) {}
+
+void convt_few_k4s2_wgrad_images(const float*, const float*, float*, float*, int64_t, int64_t,
+                                 int64_t, int64_t, int64_t, int64_t, float*) {}
 
 #endif
 

@@ -34,4 +34,21 @@ int64_t conv1_k4s2_scratch_size(int64_t h, int64_t w);
 void conv1_k4s2_images(const float* x, const float* w, const float* b, float* y, int64_t k,
                        int64_t h, int64_t wd, int64_t n0, int64_t n1, float* scratch);
 
+// The transposed convolution of the same shape to few output channels (K of 1 to 4: an image
+// decoder's last layer), w (C, K, 4, 4) as stored. Images [n0, n1) of
+// y (N, K, 2H, 2W) = conv_transpose2d(x (N, C, H, W), w, b, stride 2, padding 1); b of K values
+// or null; `scratch` holds convt_few_k4s2_scratch_size floats.
+int64_t convt_few_k4s2_scratch_size(int64_t c, int64_t h, int64_t w);
+void convt_few_k4s2_images(const float* x, const float* w, const float* b, float* y, int64_t c,
+                           int64_t k, int64_t h, int64_t wd, int64_t n0, int64_t n1,
+                           float* scratch);
+
+// That layer's filter and bias gradients over images [n0, n1), from its input x (N, C, H, W)
+// and its output's gradient g (N, K, 2H, 2W): added to gw (C, K, 4, 4) and to gb (K; null: not
+// wanted). `scratch` holds convt_few_k4s2_wgrad_scratch_size floats.
+int64_t convt_few_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w);
+void convt_few_k4s2_wgrad_images(const float* x, const float* g, float* gw, float* gb, int64_t c,
+                                 int64_t k, int64_t h, int64_t wd, int64_t n0, int64_t n1,
+                                 float* scratch);
+
 }  // namespace zoo

@@ -615,6 +615,55 @@ bool few_fits(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int
          (!b.defined() || (float_cpu(b) && b.dim() == 1 && b.size(0) == outputs));
 }
 
+// The 4x4 stride-2 transposed convolution (padding 1) to few output channels, an image
+// decoder's last layer, by convt_k4s2.cpp's convt_few_k4s2 kernels: float32 on the CPU,
+// AVX-512, an NCHW x (N, C, H, W), w (C, K, 4, 4) with K <= kFewChannels. The forward and the
+// filters' gradient (docs/benchmarks.md, the VAE section); libtorch's GEMM path for this layer
+// ran its batched GEMM through MKL's generic code, and its backward reordered the input for
+// oneDNN and summed the bias's gradient in oneDNN's reference code.
+bool few_k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw, int64_t ph,
+                   int64_t pw) {
+  return float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 && x.is_contiguous() &&
+         w.size(0) == x.size(1) && w.size(1) >= 1 && w.size(1) <= kFewChannels &&
+         w.size(2) == 4 && w.size(3) == 4 && sh == 2 && sw == 2 && ph == 1 && pw == 1 &&
+         x.numel() > 0 && zoo::convt_k4s2_available();
+}
+
+// (b empty or undefined: no bias)
+at::Tensor convt_few_k4s2(const at::Tensor& x, const at::Tensor& w_in, const at::Tensor& b_in) {
+  const at::Tensor w = w_in.contiguous();
+  const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(1);
+  at::Tensor y = at::empty({N, K, 2 * H, 2 * W}, x.options());
+  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> scratch(zoo::convt_few_k4s2_scratch_size(C, H, W));
+    zoo::convt_few_k4s2_images(xp, wp, bp, yp, C, K, H, W, n0, n1, scratch.data());
+  });
+  return y;
+}
+
+// The filters' gradient (C, K, 4, 4) of convt_few_k4s2 and, with `bias`, the bias's (K), from
+// its input x and its output's gradient g: per thread over its images, then summed.
+std::pair<at::Tensor, at::Tensor> convt_few_k4s2_wgrad(const at::Tensor& x, const at::Tensor& g_in,
+                                                       int64_t K, bool bias) {
+  const at::Tensor g = g_in.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
+  at::Tensor gw = at::zeros({parts, C, K, 4, 4}, x.options()), gb = at::zeros({parts, K}, x.options());
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>();
+  float *gwp = gw.data_ptr<float>(), *gbp = gb.data_ptr<float>();
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> scratch(zoo::convt_few_k4s2_wgrad_scratch_size(C, K, H, W));
+    for (int64_t part = p0; part < p1; ++part)
+      zoo::convt_few_k4s2_wgrad_images(xp, gp, gwp + part * C * K * 16, gbp + part * K, C, K, H, W,
+                                       N * part / parts, N * (part + 1) / parts, scratch.data());
+  });
+  return {gw.sum(0), bias ? gb.sum(0) : at::Tensor()};
+}
+
 // What FewConvT's and FewConv's backward read: the operands, stride and padding, and whether
 // there is a bias (an empty one: custom functions take no undefined inputs).
 void save_conv(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
@@ -638,9 +687,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_conv_backward(
       {s[2], s[3]}, {1, 1}, transposed, {0, 0}, 1, {need_x, ctx->needs_input_grad(1), need_b});
 }
 
-// conv_transpose2d through gemm_convt (few output channels) or convt_k4s2 (4x4 stride 2);
-// gradients from libtorch's convolution backward (which autograd can differentiate again),
-// except the input's of a layer to one channel at 4x4 stride 2 (conv1_k4s2).
+// conv_transpose2d through gemm_convt (few output channels), convt_k4s2 (4x4 stride 2) or
+// convt_few_k4s2 (both); gradients from libtorch's convolution backward (which autograd can
+// differentiate again), except the input's of a layer to one channel at 4x4 stride 2
+// (conv1_k4s2) and the filters' and bias's of convt_few_k4s2's layers, when the backward
+// builds no graph.
 struct FewConvT : public torch::autograd::Function<FewConvT> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
@@ -652,6 +703,7 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
   static at::Tensor convt_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                                   int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
     if (k4s2_fits(x, w, sh, sw, ph, pw)) return convt_k4s2(x, w, b);
+    if (few_k4s2_fits(x, w, sh, sw, ph, pw)) return convt_few_k4s2(x, w, b);
     const int64_t OH = (x.size(2) - 1) * sh - 2 * ph + w.size(2);
     const int64_t OW = (x.size(3) - 1) * sw - 2 * pw + w.size(3);
     at::Tensor y = gemm_convt(x, w, sh, sw, ph, pw, OH, OW);
@@ -666,8 +718,25 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
     const at::Tensor g = dense(grads[0]);
     const auto saved = ctx->get_saved_variables();
     const auto s = ctx->saved_data["s"].toIntVector();
-    const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled() &&
+    const bool graph = c10::GradMode::is_enabled();
+    const bool fast_x = ctx->needs_input_grad(0) && !graph &&
                         conv1_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3]);
+    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    const bool fast_w = (ctx->needs_input_grad(1) || need_b) && !graph &&
+                        few_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3]);
+    if (fast_w) {
+      auto [gw, gb] = convt_few_k4s2_wgrad(saved[0], g, saved[1].size(1), need_b);
+      at::Tensor gx;
+      if (fast_x) {
+        gx = conv1_k4s2(g, saved[1], at::Tensor());
+      } else if (ctx->needs_input_grad(0)) {
+        gx = std::get<0>(at::convolution_backward(g, saved[0], saved[1], c10::nullopt, {2, 2},
+                                                  {1, 1}, {1, 1}, true, {0, 0}, 1,
+                                                  {true, false, false}));
+      }
+      return {gx, ctx->needs_input_grad(1) ? gw : at::Tensor(), gb, at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor()};
+    }
     auto r = saved_conv_backward(ctx, g, true, ctx->needs_input_grad(0) && !fast_x);
     const at::Tensor gx = fast_x ? conv1_k4s2(g, saved[1], at::Tensor()) : std::get<0>(r);
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -676,10 +745,22 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
 };
 
 // conv2d by libtorch (by conv1_k4s2 for one input channel at 4x4 stride 2), with the input's
-// gradient through gemm_convt when the input has few channels, or convt_k4s2 for a 4x4
-// stride-2 convolution (the filters' and the bias's gradient from libtorch's convolution
-// backward). A backward that builds a graph runs libtorch's whole backward.
+// gradient through gemm_convt when the input has few channels, or convt_k4s2 / convt_few_k4s2
+// for a 4x4 stride-2 convolution (the filters' and the bias's gradient from libtorch's
+// convolution backward, or convt_few_k4s2's for conv1_k4s2's layers). A backward that builds a
+// graph runs libtorch's whole backward.
 struct FewConv : public torch::autograd::Function<FewConv> {
+  // The input's gradient, the transposed convolution of the output's gradient g at x's size:
+  // convt_k4s2, convt_few_k4s2 (4x4 stride 2 to few channels, x's sides even) or gemm_convt.
+  static at::Tensor input_grad(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w,
+                               const std::vector<int64_t>& s) {
+    if (k4s2_fits(g, w, s[0], s[1], s[2], s[3])) return convt_k4s2(g, w, at::Tensor());
+    if (few_k4s2_fits(g, w, s[0], s[1], s[2], s[3]) && 2 * g.size(2) == x.size(2) &&
+        2 * g.size(3) == x.size(3))
+      return convt_few_k4s2(g, w, at::Tensor());
+    return gemm_convt(g, w, s[0], s[1], s[2], s[3], x.size(2), x.size(3));
+  }
+
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
                             int64_t ph, int64_t pw) {
@@ -692,16 +773,25 @@ struct FewConv : public torch::autograd::Function<FewConv> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const at::Tensor g = dense(grads[0]);
-    const bool fast_x = ctx->needs_input_grad(0) && !c10::GradMode::is_enabled();
-    auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
-    at::Tensor gx = std::get<0>(r);
-    if (fast_x) {
-      const auto saved = ctx->get_saved_variables();
-      const auto s = ctx->saved_data["s"].toIntVector();
-      gx = k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3])
-               ? convt_k4s2(g, saved[1], at::Tensor())
-               : gemm_convt(g, saved[1], s[0], s[1], s[2], s[3], saved[0].size(2), saved[0].size(3));
+    const auto saved = ctx->get_saved_variables();
+    const auto s = ctx->saved_data["s"].toIntVector();
+    const bool graph = c10::GradMode::is_enabled();
+    const bool fast_x = ctx->needs_input_grad(0) && !graph;
+    // The filters of a single-channel 4x4 stride-2 convolution: the few-output transposed
+    // kernel's filter gradient with the roles swapped (the output's gradient as its input, the
+    // image as its output's gradient): the same sums, in conv2d's (K, 1, 4, 4) layout.
+    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    if (!graph && (ctx->needs_input_grad(1) || need_b) &&
+        conv1_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3]) &&
+        few_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3])) {
+      at::Tensor gw = convt_few_k4s2_wgrad(g, saved[0].contiguous(), 1, false).first;
+      const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : at::Tensor();
+      return {gx, ctx->needs_input_grad(1) ? gw : at::Tensor(),
+              need_b ? g.sum({0, 2, 3}) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor()};
     }
+    auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
+    const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : std::get<0>(r);
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }

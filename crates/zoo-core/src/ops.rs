@@ -181,7 +181,8 @@ fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> 
 /// [`conv_transpose2d`]'s 4x4 stride-2 kernel. A single input channel at 4x4 stride 2 with
 /// padding 1 (a grey image's first layer: even sides, a multiple of 4 outputs, AVX-512) runs
 /// its forward as 16 taps gathered per row of 16 outputs and broadcast against the filters
-/// (csrc/convt_k4s2.cpp). Everything else is libtorch's conv2d.
+/// (csrc/convt_k4s2.cpp), and its filters' gradient as [`conv_transpose2d`]'s few-output
+/// kernel's with the roles swapped. Everything else is libtorch's conv2d.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -199,7 +200,12 @@ pub fn conv2d(
 /// With at most 4 output channels (an image's last layer) and 16 or more input channels,
 /// float32 on the CPU, the forward is one batched GEMM (W^T X per image) and a scatter of the
 /// columns into the image (csrc/ops.cpp `gemm_convt`), where oneDNN's deconvolution runs such
-/// layers several times slower than its other convolutions (docs/benchmarks.md).
+/// layers several times slower than its other convolutions (docs/benchmarks.md). At 4x4
+/// stride 2 with padding 1 and an NCHW input (the conv VAE's and beta-VAE's last layers;
+/// AVX-512) the forward and the filters' and bias's gradients are csrc/convt_k4s2.cpp's
+/// few-output kernels instead: 16 tap planes per output channel (a GEMM over the input
+/// channels) summed into the four output phases by shifted loads, and the same sums the other
+/// way for the filters.
 ///
 /// The 4x4 stride-2 upsampling layer with padding 1 (NCHW input, 16 or more input channels, a
 /// multiple of 32 output channels, at most 16384 of both multiplied, float32 on a CPU with
@@ -207,8 +213,8 @@ pub fn conv2d(
 /// convolutions, one per output phase (csrc/convt_k4s2.cpp), where oneDNN's kernel for it runs
 /// at two thirds of its forward convolutions' speed and its result needs a copy to NCHW. The
 /// gradients are libtorch's, except the input's gradient of a layer to one channel at 4x4
-/// stride 2 (a grey image's last layer), which is [`conv2d`]'s single-channel kernel.
-/// Everything else is libtorch's conv_transpose2d.
+/// stride 2 (a grey image's last layer), which is [`conv2d`]'s single-channel kernel, and the
+/// few-output filters' gradient above. Everything else is libtorch's conv_transpose2d.
 pub fn conv_transpose2d(
     x: &Tensor,
     w: &Tensor,
@@ -851,7 +857,8 @@ mod tests {
             (y.detach(), x.grad(), w.grad(), bias.map(|b| b.grad()))
         };
         // (transposed, N, C in, K out, H, W, kernel, stride, padding, bias). Transposed: the
-        // VAE's and DCGAN's last layers, odd sizes, stride 1 and 3. Not transposed: few input
+        // VAE's and DCGAN's last layers, odd sizes, stride 1 and 3; at 4x4 stride 2 in NCHW the
+        // few-output kernels (rows of one, two and three 16-column chunks). Not transposed: few input
         // channels whose input needs a gradient (DCGAN's first discriminator layer in the
         // generator's step), including sizes the stride does not cover, where the last rows of
         // the input get no gradient.
@@ -860,6 +867,9 @@ mod tests {
             (true, 2, 64, 3, 8, 8, 4, 2, 1, false),
             (true, 2, 16, 2, 5, 6, 3, 1, 0, true),
             (true, 2, 20, 4, 5, 5, 5, 3, 2, true),
+            (true, 2, 16, 4, 3, 17, 4, 2, 1, true),
+            (true, 3, 16, 2, 1, 2, 4, 2, 1, true),
+            (true, 2, 24, 1, 4, 40, 4, 2, 1, false),
             (false, 2, 3, 64, 16, 16, 4, 2, 1, false),
             (false, 2, 1, 32, 15, 13, 4, 2, 1, true),
             (false, 2, 2, 16, 9, 9, 3, 1, 1, true),
