@@ -52,9 +52,9 @@ int64_t few_plane(int64_t h, int64_t w) { return few_vectors(h, w) * 16 + 32; }
 int64_t convt_few_k4s2_scratch_size(int64_t, int64_t h, int64_t w) { return 16 * few_plane(h, w); }
 
 // the 16 tap planes of the output's gradient, one zero-padded row of it, and the accumulators
-// (C K taps x 16 lanes, then K x 16 for the bias)
+// (C K taps x 16 lanes, K x 16 for the bias, C x 16 for x's sums)
 int64_t convt_few_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w) {
-  return 16 * few_plane(h, w) + ((2 * w + 15) / 16 + 1) * 32 + 16 + c * k * 256 + k * 16;
+  return 16 * few_plane(h, w) + ((2 * w + 15) / 16 + 1) * 32 + 16 + c * k * 256 + k * 16 + c * 16;
 }
 
 // packed[a][b][i][j][ci][k]: phase (a, b), window offset (i, j), output channel innermost.
@@ -204,7 +204,8 @@ __attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_
 __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const float* packed,
                                                           const float* bias, float* y, int64_t c,
                                                           int64_t k, int64_t h, int64_t w,
-                                                          int64_t n0, int64_t n1, float* scratch) {
+                                                          int64_t n0, int64_t n1, float* scratch,
+                                                          bool relu) {
   const int64_t wp2 = w + 2, oh = 2 * h, ow = 2 * w, plane = oh * ow;
   // tiles: pixel rows as even as can be, then as many rows as the registers take
   const int64_t pix_step = even_chunk(w, kPix);
@@ -233,7 +234,8 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
                 const int64_t kk = k0 + 16 * half;
                 float* dst = yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0;
                 for (int s = 0; s < 16; ++s) {
-                  const __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+                  __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+                  if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
                   _mm512_mask_storeu_ps(dst + s * plane, mask, out);
                 }
               }
@@ -249,7 +251,7 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
 __attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const float* w,
                                                           const float* bias, float* y, int64_t k,
                                                           int64_t h, int64_t wd, int64_t n0,
-                                                          int64_t n1, float* scratch) {
+                                                          int64_t n1, float* scratch, bool relu) {
   const int64_t oh = h / 2, ow = wd / 2, stride = wd + 34;
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
@@ -277,8 +279,10 @@ __attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const 
           for (int t = 0; t < 16; ++t)
             for (int u = 0; u < 4; ++u)
               acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(w[(c + u) * 16 + t]), v[t], acc[u]);
-          for (int u = 0; u < 4; ++u)
+          for (int u = 0; u < 4; ++u) {
+            if (relu) acc[u] = _mm512_max_ps(acc[u], _mm512_setzero_ps());
             _mm512_mask_storeu_ps(yn + ((c + u) * oh + oy) * ow + ox0, mask, acc[u]);
+          }
         }
       }
   }
@@ -337,11 +341,17 @@ __attribute__((target("avx512f"))) void tap_tile(const float* x, const float* w,
 
 // acc[ci][t] (16 lanes each, in `acc`) += x[ci][pix] g_t[pix] over an image's pixel vectors,
 // for CB channels from ci0 and four taps from t0.
+// With `x_mask`, x is zero where x_mask is not above zero; with `x_acc`, x's sums per channel
+// are accumulated there too (16 lanes each).
 template <int CB>
 __attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* taps,
                                                    int64_t plane, int64_t hw, int64_t vectors,
-                                                   int64_t ci0, int t0, float* acc, int64_t k) {
+                                                   int64_t ci0, int t0, float* acc, int64_t k,
+                                                   const float* x_mask, float* x_acc) {
   __m512 s[CB][4];
+  __m512 xs[CB];
+#pragma GCC unroll 16
+  for (int u = 0; u < CB; ++u) xs[u] = x_acc ? _mm512_loadu_ps(x_acc + (ci0 + u) * 16) : _mm512_setzero_ps();
   #pragma GCC unroll 16
   for (int u = 0; u < CB; ++u)
     #pragma GCC unroll 16
@@ -353,7 +363,13 @@ __attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* 
     for (int t = 0; t < 4; ++t) gv[t] = _mm512_loadu_ps(taps + (t0 + t) * plane + v * 16);
     #pragma GCC unroll 16
     for (int u = 0; u < CB; ++u) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (ci0 + u) * hw + v * 16);
+      const int64_t at = (ci0 + u) * hw + v * 16;
+      __m512 xv = _mm512_maskz_loadu_ps(mask, x + at);
+      if (x_mask) {
+        const __m512 m = _mm512_maskz_loadu_ps(mask, x_mask + at);
+        xv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), xv);
+      }
+      if (x_acc) xs[u] = _mm512_add_ps(xs[u], xv);
       #pragma GCC unroll 16
       for (int t = 0; t < 4; ++t) s[u][t] = _mm512_fmadd_ps(xv, gv[t], s[u][t]);
     }
@@ -362,6 +378,10 @@ __attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* 
   for (int u = 0; u < CB; ++u)
     #pragma GCC unroll 16
     for (int t = 0; t < 4; ++t) _mm512_storeu_ps(acc + ((ci0 + u) * k * 16 + t0 + t) * 16, s[u][t]);
+  if (x_acc) {
+#pragma GCC unroll 16
+    for (int u = 0; u < CB; ++u) _mm512_storeu_ps(x_acc + (ci0 + u) * 16, xs[u]);
+  }
 }
 
 }  // namespace
@@ -435,18 +455,20 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_images(const float* x, co
 // products over the pixel vectors (4 x 4 in registers, kept in the scratch between images).
 __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
     const float* x, const float* g, float* gw, float* gb, int64_t c, int64_t k, int64_t h,
-    int64_t wd, int64_t n0, int64_t n1, float* scratch) {
+    int64_t wd, int64_t n0, int64_t n1, float* scratch, const float* x_mask, float* x_sums) {
   const int64_t hw = h * wd, vectors = few_vectors(h, wd), plane = few_plane(h, wd), ow = 2 * wd;
   const int64_t chunks = (wd + 15) / 16, row_len = (chunks + 1) * 32 + 16;
   float* taps = scratch + 16;
   float* grow = scratch + 16 * plane;  // one output row: a zero, the row, zeros
   float* acc_w = grow + row_len;       // [ci][ko][tap][16]
   float* acc_b = acc_w + c * k * 256;  // [ko][16]
-  std::memset(acc_w, 0, sizeof(float) * (c * k * 256 + k * 16));
+  float* acc_x = acc_b + k * 16;       // [ci][16]
+  std::memset(acc_w, 0, sizeof(float) * (c * k * 256 + k * 16 + c * 16));
   std::memset(grow, 0, sizeof(float) * row_len);
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * c * hw;
+    const float* mn = x_mask ? x_mask + n * c * hw : nullptr;
     for (int64_t ko = 0; ko < k; ++ko) {
       const float* gk = g + (n * k + ko) * 4 * hw;
       // rows of G with no output row (iy 0 for ky 0, iy H-1 for ky 3) are zero
@@ -482,11 +504,13 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
       float* acc_k = acc_w + ko * 256;
       for (int t0 = 0; t0 < 16; t0 += 4)
         for (int64_t ci0 = 0; ci0 < c; ci0 += 4) {
+          // (x's sums once per image)
+          float* xa = x_sums && ko == 0 && t0 == 0 ? acc_x : nullptr;
           switch (std::min<int64_t>(4, c - ci0)) {
-            case 1: wgrad_tile<1>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
-            case 2: wgrad_tile<2>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
-            case 3: wgrad_tile<3>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k); break;
-            default: wgrad_tile<4>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k);
+            case 1: wgrad_tile<1>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k, mn, xa); break;
+            case 2: wgrad_tile<2>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k, mn, xa); break;
+            case 3: wgrad_tile<3>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k, mn, xa); break;
+            default: wgrad_tile<4>(xn, taps, plane, hw, vectors, ci0, t0, acc_k, k, mn, xa);
           }
         }
     }
@@ -498,6 +522,8 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
             _mm512_reduce_add_ps(_mm512_loadu_ps(acc_w + ((ci * k + ko) * 16 + q) * 16));
   if (gb)
     for (int64_t ko = 0; ko < k; ++ko) gb[ko] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc_b + ko * 16));
+  if (x_sums)
+    for (int64_t ci = 0; ci < c; ++ci) x_sums[ci] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc_x + ci * 16));
 }
 
 #else
@@ -505,16 +531,16 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
 bool convt_k4s2_available() { return false; }
 
 void conv1_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, float*) {}
+                       int64_t, int64_t, float*, bool) {}
 
 void convt_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, float*) {}
+                       int64_t, int64_t, int64_t, float*, bool) {}
 
 void convt_few_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t, float*) {}
 
 void convt_few_k4s2_wgrad_images(const float*, const float*, float*, float*, int64_t, int64_t,
-                                 int64_t, int64_t, int64_t, int64_t, float*) {}
+                                 int64_t, int64_t, int64_t, int64_t, float*, const float*, float*) {}
 
 #endif
 

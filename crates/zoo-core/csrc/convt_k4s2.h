@@ -23,16 +23,19 @@ void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed);
 // padding 1), from the packed filters; b of K values or null; `scratch` holds
 // convt_k4s2_scratch_size floats. Touches only those images, so disjoint ranges can run on
 // different threads (each with its own scratch).
+// With `relu`, max(y, 0) instead (the layer and its activation in one pass).
 void convt_k4s2_images(const float* x, const float* packed, const float* b, float* y, int64_t c,
-                       int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch);
+                       int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch,
+                       bool relu);
 
 // Images [n0, n1) of y (N, K, H/2, W/2) = conv2d(x (N, 1, H, W), w (K, 1, 4, 4), b, stride 2,
 // padding 1) for a single input channel (a grey image's first layer; also the input gradient
 // of a transposed convolution to one channel, the same operation): H and W even, K a multiple
-// of 4, b of K values or null; `scratch` holds conv1_k4s2_scratch_size floats.
+// of 4, b of K values or null; `scratch` holds conv1_k4s2_scratch_size floats; with `relu`,
+// max(y, 0).
 int64_t conv1_k4s2_scratch_size(int64_t h, int64_t w);
 void conv1_k4s2_images(const float* x, const float* w, const float* b, float* y, int64_t k,
-                       int64_t h, int64_t wd, int64_t n0, int64_t n1, float* scratch);
+                       int64_t h, int64_t wd, int64_t n0, int64_t n1, float* scratch, bool relu);
 
 // The transposed convolution of the same shape to few output channels (K of 1 to 4: an image
 // decoder's last layer), w (C, K, 4, 4) as stored. Images [n0, n1) of
@@ -45,10 +48,14 @@ void convt_few_k4s2_images(const float* x, const float* w, const float* b, float
 
 // That layer's filter and bias gradients over images [n0, n1), from its input x (N, C, H, W)
 // and its output's gradient g (N, K, 2H, 2W): added to gw (C, K, 4, 4) and to gb (K; null: not
-// wanted). `scratch` holds convt_few_k4s2_wgrad_scratch_size floats.
+// wanted). With `x_mask` (like x), x counts as zero where x_mask is not above zero, and
+// `x_sums` (C; null: not wanted) gets the sums of each channel of x added. `scratch` holds
+// convt_few_k4s2_wgrad_scratch_size floats. (The same sums give the filters of a
+// single-channel 4x4 stride-2 convolution, with its output's gradient as x and its image as g;
+// x_mask is then a ReLU's output after it, and x_sums its bias's gradient.)
 int64_t convt_few_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w);
 void convt_few_k4s2_wgrad_images(const float* x, const float* g, float* gw, float* gb, int64_t c,
                                  int64_t k, int64_t h, int64_t wd, int64_t n0, int64_t n1,
-                                 float* scratch);
+                                 float* scratch, const float* x_mask, float* x_sums);
 
 }  // namespace zoo

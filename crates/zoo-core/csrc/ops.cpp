@@ -532,7 +532,8 @@ bool k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw,
 
 // conv_transpose2d(x, w, b, stride 2, padding 1) by convt_k4s2.cpp (k4s2_fits holds; b empty or
 // undefined: no bias).
-at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in) {
+at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
+                      bool relu = false) {
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(1);
@@ -544,7 +545,7 @@ at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
     std::vector<float> scratch(zoo::convt_k4s2_scratch_size(C, H, W));
-    zoo::convt_k4s2_images(xp, pp, bp, yp, C, K, H, W, n0, n1, scratch.data());
+    zoo::convt_k4s2_images(xp, pp, bp, yp, C, K, H, W, n0, n1, scratch.data(), relu);
   });
   return y;
 }
@@ -563,7 +564,8 @@ bool conv1_k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64
 }
 
 // (b empty or undefined: no bias)
-at::Tensor conv1_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in) {
+at::Tensor conv1_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
+                      bool relu = false) {
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3), K = w.size(0);
@@ -573,7 +575,7 @@ at::Tensor conv1_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
     std::vector<float> scratch(zoo::conv1_k4s2_scratch_size(H, W));
-    zoo::conv1_k4s2_images(xp, wp, bp, yp, K, H, W, n0, n1, scratch.data());
+    zoo::conv1_k4s2_images(xp, wp, bp, yp, K, H, W, n0, n1, scratch.data(), relu);
   });
   return y;
 }
@@ -646,31 +648,48 @@ at::Tensor convt_few_k4s2(const at::Tensor& x, const at::Tensor& w_in, const at:
 }
 
 // The filters' gradient (C, K, 4, 4) of convt_few_k4s2 and, with `bias`, the bias's (K), from
-// its input x and its output's gradient g: per thread over its images, then summed.
-std::pair<at::Tensor, at::Tensor> convt_few_k4s2_wgrad(const at::Tensor& x, const at::Tensor& g_in,
-                                                       int64_t K, bool bias) {
+// its input x and its output's gradient g, and with `x_sums` the sums of x's channels (C); x
+// counts as zero where a defined `x_mask` is not above zero. Per thread over its images, then
+// summed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> convt_few_k4s2_wgrad(
+    const at::Tensor& x, const at::Tensor& g_in, int64_t K, bool bias,
+    const at::Tensor& x_mask = at::Tensor(), bool x_sums = false) {
   const at::Tensor g = g_in.contiguous();
+  const at::Tensor m = x_mask.defined() ? x_mask.contiguous() : at::Tensor();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
   at::Tensor gw = at::zeros({parts, C, K, 4, 4}, x.options()), gb = at::zeros({parts, K}, x.options());
+  at::Tensor xs = at::zeros({parts, C}, x.options());
   const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>();
-  float *gwp = gw.data_ptr<float>(), *gbp = gb.data_ptr<float>();
+  const float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
+  float *gwp = gw.data_ptr<float>(), *gbp = gb.data_ptr<float>(), *xsp = xs.data_ptr<float>();
   at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
     std::vector<float> scratch(zoo::convt_few_k4s2_wgrad_scratch_size(C, K, H, W));
     for (int64_t part = p0; part < p1; ++part)
       zoo::convt_few_k4s2_wgrad_images(xp, gp, gwp + part * C * K * 16, gbp + part * K, C, K, H, W,
-                                       N * part / parts, N * (part + 1) / parts, scratch.data());
+                                       N * part / parts, N * (part + 1) / parts, scratch.data(),
+                                       mp, x_sums ? xsp + part * C : nullptr);
   });
-  return {gw.sum(0), bias ? gb.sum(0) : at::Tensor()};
+  return {gw.sum(0), bias ? gb.sum(0) : at::Tensor(), x_sums ? xs.sum(0) : at::Tensor()};
 }
 
-// What FewConvT's and FewConv's backward read: the operands, stride and padding, and whether
-// there is a bias (an empty one: custom functions take no undefined inputs).
+// What FewConvT's and FewConv's backward read: the operands, stride and padding, whether
+// there is a bias (an empty one: custom functions take no undefined inputs), and the output y
+// of a layer with its ReLU fused (else undefined).
 void save_conv(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-               const at::Tensor& b, std::vector<int64_t> stride_padding) {
-  ctx->save_for_backward({x, w});
+               const at::Tensor& b, std::vector<int64_t> stride_padding, const at::Tensor& y) {
+  if (y.defined()) {
+    ctx->save_for_backward({x, w, y});
+  } else {
+    ctx->save_for_backward({x, w});
+  }
   ctx->saved_data["s"] = std::move(stride_padding);
   ctx->saved_data["bias"] = b.numel() > 0;
+}
+
+// The gradient before a fused ReLU with output y (saved third), or g when there is none.
+at::Tensor before_relu(const std::vector<at::Tensor>& saved, const at::Tensor& g) {
+  return saved.size() > 2 ? at::threshold_backward(g, saved[2], 0) : g;
 }
 
 // libtorch's convolution backward of a saved FewConvT / FewConv for the input (`need_x`), the
@@ -693,16 +712,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_conv_backward(
 // (conv1_k4s2) and the filters' and bias's of convt_few_k4s2's layers, when the backward
 // builds no graph.
 struct FewConvT : public torch::autograd::Function<FewConvT> {
+  // (`relu`: relu(conv_transpose2d(...)), the ReLU fused into convt_k4s2's stores)
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
-                            int64_t ph, int64_t pw) {
-    save_conv(ctx, x, w, b, {sh, sw, ph, pw});
-    return convt_forward(x, w, b.numel() > 0 ? b : at::Tensor(), sh, sw, ph, pw);
+                            int64_t ph, int64_t pw, bool relu) {
+    at::Tensor y = convt_forward(x, w, b.numel() > 0 ? b : at::Tensor(), sh, sw, ph, pw, relu);
+    save_conv(ctx, x, w, b, {sh, sw, ph, pw}, relu ? y : at::Tensor());
+    return y;
   }
 
   static at::Tensor convt_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-    if (k4s2_fits(x, w, sh, sw, ph, pw)) return convt_k4s2(x, w, b);
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu) {
+    if (k4s2_fits(x, w, sh, sw, ph, pw)) return convt_k4s2(x, w, b, relu);
+    at::Tensor y = convt_plain(x, w, b, sh, sw, ph, pw);
+    return relu ? y.relu_() : y;
+  }
+
+  static at::Tensor convt_plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                                int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
     if (few_k4s2_fits(x, w, sh, sw, ph, pw)) return convt_few_k4s2(x, w, b);
     const int64_t OH = (x.size(2) - 1) * sh - 2 * ph + w.size(2);
     const int64_t OW = (x.size(3) - 1) * sw - 2 * pw + w.size(3);
@@ -715,8 +742,8 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
   // output's gradient (unless the backward builds a graph); the rest is libtorch's.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const at::Tensor g = dense(grads[0]);
     const auto saved = ctx->get_saved_variables();
+    const at::Tensor g = dense(before_relu(saved, grads[0]));
     const auto s = ctx->saved_data["s"].toIntVector();
     const bool graph = c10::GradMode::is_enabled();
     const bool fast_x = ctx->needs_input_grad(0) && !graph &&
@@ -725,7 +752,7 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
     const bool fast_w = (ctx->needs_input_grad(1) || need_b) && !graph &&
                         few_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3]);
     if (fast_w) {
-      auto [gw, gb] = convt_few_k4s2_wgrad(saved[0], g, saved[1].size(1), need_b);
+      auto [gw, gb, unused] = convt_few_k4s2_wgrad(saved[0], g, saved[1].size(1), need_b);
       at::Tensor gx;
       if (fast_x) {
         gx = conv1_k4s2(g, saved[1], at::Tensor());
@@ -735,12 +762,12 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
                                                   {true, false, false}));
       }
       return {gx, ctx->needs_input_grad(1) ? gw : at::Tensor(), gb, at::Tensor(), at::Tensor(),
-              at::Tensor(), at::Tensor()};
+              at::Tensor(), at::Tensor(), at::Tensor()};
     }
     auto r = saved_conv_backward(ctx, g, true, ctx->needs_input_grad(0) && !fast_x);
     const at::Tensor gx = fast_x ? conv1_k4s2(g, saved[1], at::Tensor()) : std::get<0>(r);
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -761,39 +788,49 @@ struct FewConv : public torch::autograd::Function<FewConv> {
     return gemm_convt(g, w, s[0], s[1], s[2], s[3], x.size(2), x.size(3));
   }
 
+  // (`relu`: relu(conv2d(...)), fused into conv1_k4s2's stores)
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w, const at::Tensor& b, int64_t sh, int64_t sw,
-                            int64_t ph, int64_t pw) {
-    save_conv(ctx, x, w, b, {sh, sw, ph, pw});
-    if (conv1_k4s2_fits(x, w, sh, sw, ph, pw)) return conv1_k4s2(x, w, b);
-    return at::conv2d(x, w, b.numel() > 0 ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                      {sh, sw}, {ph, pw});
+                            int64_t ph, int64_t pw, bool relu) {
+    at::Tensor y;
+    if (conv1_k4s2_fits(x, w, sh, sw, ph, pw)) {
+      y = conv1_k4s2(x, w, b, relu);
+    } else {
+      y = at::conv2d(x, w, b.numel() > 0 ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
+                     {ph, pw});
+      if (relu) y.relu_();
+    }
+    save_conv(ctx, x, w, b, {sh, sw, ph, pw}, relu ? y : at::Tensor());
+    return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const at::Tensor g = dense(grads[0]);
     const auto saved = ctx->get_saved_variables();
     const auto s = ctx->saved_data["s"].toIntVector();
     const bool graph = c10::GradMode::is_enabled();
     const bool fast_x = ctx->needs_input_grad(0) && !graph;
     // The filters of a single-channel 4x4 stride-2 convolution: the few-output transposed
     // kernel's filter gradient with the roles swapped (the output's gradient as its input, the
-    // image as its output's gradient): the same sums, in conv2d's (K, 1, 4, 4) layout.
+    // image as its output's gradient): the same sums, in conv2d's (K, 1, 4, 4) layout; the
+    // bias's are the sums of the output's gradient, and a fused ReLU masks it as it is read.
     const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    const at::Tensor g0 = dense(grads[0]);
     if (!graph && (ctx->needs_input_grad(1) || need_b) &&
         conv1_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3]) &&
-        few_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3])) {
-      at::Tensor gw = convt_few_k4s2_wgrad(g, saved[0].contiguous(), 1, false).first;
-      const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : at::Tensor();
-      return {gx, ctx->needs_input_grad(1) ? gw : at::Tensor(),
-              need_b ? g.sum({0, 2, 3}) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-              at::Tensor()};
+        few_k4s2_fits(g0, saved[1], s[0], s[1], s[2], s[3])) {
+      const at::Tensor y = saved.size() > 2 ? saved[2] : at::Tensor();
+      auto [gw, unused, gb] = convt_few_k4s2_wgrad(g0, saved[0].contiguous(), 1, false, y, need_b);
+      const at::Tensor gx =
+          fast_x ? input_grad(before_relu(saved, g0), saved[0], saved[1], s) : at::Tensor();
+      return {gx, ctx->needs_input_grad(1) ? gw : at::Tensor(), gb, at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor(), at::Tensor()};
     }
+    const at::Tensor g = dense(before_relu(saved, g0));
     auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
     const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : std::get<0>(r);
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -810,29 +847,36 @@ bool few_conv_chosen(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
          x.requires_grad() && c10::GradMode::is_enabled();
 }
 
+// (`relu`: relu of the result, fused into the layer where zoo's kernels run it)
 at::Tensor conv_transpose2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                            int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+                            int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool relu) {
   const bool k4s2 = k4s2_convt_chosen(x, w, b, sh, sw, ph, pw);
   if (!k4s2 && (!convt_chosen(x, w, b) || sh < 1 || sw < 1 || ph < 0 || pw < 0)) {
-    return at::conv_transpose2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
-                                {sh, sw}, {ph, pw});
+    at::Tensor y = at::conv_transpose2d(
+        x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw}, {ph, pw});
+    return relu ? at::relu(y) : y;
   }
-  if (!needs_grad(x, w, b)) return FewConvT::convt_forward(x, w, b, sh, sw, ph, pw);
-  return FewConvT::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw);
+  if (!needs_grad(x, w, b)) return FewConvT::convt_forward(x, w, b, sh, sw, ph, pw, relu);
+  return FewConvT::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw,
+                         relu);
 }
 
 
+// (`relu`: relu of the result, fused into the layer where zoo's kernels run it)
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t sh,
-                  int64_t sw, int64_t ph, int64_t pw) {
+                  int64_t sw, int64_t ph, int64_t pw, bool relu) {
   if (!wino_chosen(x, w, b, sh, sw, ph, pw)) {
     const bool one = conv1_k4s2_fits(x, w, sh, sw, ph, pw) && bias_fits(b, w);
-    if (one && !needs_grad(x, w, b)) return conv1_k4s2(x, w, b);
+    if (one && !needs_grad(x, w, b)) return conv1_k4s2(x, w, b, relu);
     if ((few_conv_chosen(x, w, b) && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0) ||
         k4s2_conv_chosen(x, w, b, sh, sw, ph, pw) || one)
-      return FewConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw);
-    return at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
-                      {ph, pw});
+      return FewConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw,
+                            relu);
+    at::Tensor y = at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
+                              {sh, sw}, {ph, pw});
+    return relu ? at::relu(y) : y;
   }
+  if (relu) return at::relu(conv2d(x, w, b, sh, sw, ph, pw, false));
   if (!needs_grad(x, w, b)) return wino_conv(x, w, b, ph, true);
   {
     // training changes the weights: let go of the filters sampling transformed
@@ -956,7 +1000,20 @@ void* zoo_conv2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, 
   try {
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     return new at::Tensor(conv2d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
-                                 sh, sw, ph, pw));
+                                 sh, sw, ph, pw, false));
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return nullptr;
+  }
+}
+
+// relu(zoo_conv2d(...)), fused where zoo's kernels run the layer.
+void* zoo_conv2d_relu(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                      char* err, size_t err_len) {
+  try {
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    return new at::Tensor(conv2d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
+                                 sh, sw, ph, pw, true));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;
@@ -969,7 +1026,22 @@ void* zoo_conv_transpose2d(void* x, void* w, void* b, int64_t sh, int64_t sw, in
   try {
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     return new at::Tensor(conv_transpose2d(*static_cast<at::Tensor*>(x),
-                                           *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw));
+                                           *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw,
+                                           false));
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return nullptr;
+  }
+}
+
+// relu(zoo_conv_transpose2d(...)), fused where zoo's kernels run the layer.
+void* zoo_conv_transpose2d_relu(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph,
+                                int64_t pw, char* err, size_t err_len) {
+  try {
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    return new at::Tensor(conv_transpose2d(*static_cast<at::Tensor*>(x),
+                                           *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw,
+                                           true));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;

@@ -44,6 +44,17 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> *mut c_void;
+    fn zoo_conv_transpose2d_relu(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
     fn zoo_few_channel_path(x: *const c_void, w: *const c_void, b: *const c_void, transposed: i32) -> i32;
     fn zoo_k4s2_path(
         x: *const c_void,
@@ -78,6 +89,17 @@ extern "C" {
         pw: i64,
     ) -> i32;
     fn zoo_conv2d(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn zoo_conv2d_relu(
         x: *const c_void,
         w: *const c_void,
         b: *const c_void,
@@ -193,6 +215,19 @@ pub fn conv2d(
     call_conv("conv2d", zoo_conv2d, x, w, b, stride, padding)
 }
 
+/// `relu(conv2d(x, w, b, stride, padding))`, with the ReLU fused into the layer where zoo's
+/// single-channel kernel runs it (a grey image's first layer: the kernel stores the activation,
+/// and the filters' gradient masks the output's gradient as it reads it).
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> Result<Tensor> {
+    call_conv("conv2d", zoo_conv2d_relu, x, w, b, stride, padding)
+}
+
 /// A 2-D transposed convolution without groups, dilation or output padding
 /// (`torch.nn.functional.conv_transpose2d`), differentiable. Shapes: x (N, C, H, W),
 /// w (C, K, kh, kw), b (K) -> (N, K, (H - 1) sh - 2 ph + kh, ...).
@@ -223,6 +258,18 @@ pub fn conv_transpose2d(
     padding: [i64; 2],
 ) -> Result<Tensor> {
     call_conv("conv_transpose2d", zoo_conv_transpose2d, x, w, b, stride, padding)
+}
+
+/// `relu(conv_transpose2d(x, w, b, stride, padding))`, with the ReLU fused into the stores of
+/// the 4x4 stride-2 kernel where it runs the layer.
+pub fn conv_transpose2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> Result<Tensor> {
+    call_conv("conv_transpose2d", zoo_conv_transpose2d_relu, x, w, b, stride, padding)
 }
 
 /// Whether [`conv_transpose2d`] (`transposed`) or [`conv2d`]'s input gradient (in the current
@@ -828,6 +875,57 @@ mod tests {
         let gx = Tensor::run_backward(&[y.tanh().sum(Kind::Float)], &[&x], true, true).remove(0);
         gx.square().sum(Kind::Float).backward();
         w.grad()
+    }
+
+    #[test]
+    fn fused_relu_convolutions_equal_libtorch() {
+        let opts = (Kind::Float, Device::Cpu);
+        // (transposed, x's shape, w's shape, stride, padding, the image needs a gradient): the
+        // single-channel first layer and the 4x4 stride-2 upsampling kernel (ReLU fused), and
+        // layers libtorch runs (ReLU after it)
+        for (transposed, xs, ws, s, p, x_grad) in [
+            (false, [3, 1, 28, 14], [32, 1, 4, 4], 2, 1, false),
+            (false, [2, 1, 8, 6], [16, 1, 4, 4], 2, 1, true),
+            (true, [2, 64, 7, 7], [64, 32, 4, 4], 2, 1, true),
+            (true, [2, 64, 3, 5], [64, 32, 4, 4], 2, 1, false),
+            (false, [2, 8, 9, 9], [16, 8, 3, 3], 1, 1, true),
+            (true, [2, 8, 5, 5], [8, 4, 3, 3], 1, 0, true),
+            // zoo's custom functions without a fused kernel (the GEMM paths for few channels)
+            (true, [2, 16, 5, 6], [16, 2, 3, 3], 1, 0, true),
+            (false, [2, 3, 10, 10], [16, 3, 4, 4], 2, 1, true),
+        ] {
+            let x0 = Tensor::randn(xs, opts);
+            let w0 = Tensor::randn(ws, opts) * 0.3;
+            let b0 = Tensor::randn([ws[if transposed { 1 } else { 0 }]], opts) * 0.3;
+            let run = |ours: bool| -> Grads {
+                let x = x0.copy().set_requires_grad(x_grad);
+                let (w, b) = (w0.copy().set_requires_grad(true), b0.copy().set_requires_grad(true));
+                let y = match (ours, transposed) {
+                    (true, true) => conv_transpose2d_relu(&x, &w, Some(&b), [s, s], [p, p]).unwrap(),
+                    (true, false) => conv2d_relu(&x, &w, Some(&b), [s, s], [p, p]).unwrap(),
+                    (false, true) => x.conv_transpose2d(&w, Some(&b), [s, s], [p, p], [0, 0], 1, [1, 1]).relu(),
+                    (false, false) => x.conv2d(&w, Some(&b), [s, s], [p, p], [1, 1], 1).relu(),
+                };
+                let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
+                (&y * &g).sum(Kind::Float).backward();
+                let gx = if x_grad { x.grad() } else { Tensor::zeros([1], opts) };
+                (y.detach(), gx, w.grad(), Some(b.grad()))
+            };
+            let what = format!("relu, transposed {transposed}, x {xs:?}, w {ws:?}");
+            let (a, r) = (run(true), run(false));
+            // (a ReLU zeroes a good part of the output: the comparison must see live units)
+            assert!(r.0.gt(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]) > 0.2);
+            assert_same_grads(&what, &a, &r);
+            let y = tch::no_grad(|| {
+                if transposed {
+                    conv_transpose2d_relu(&x0, &w0, Some(&b0), [s, s], [p, p])
+                } else {
+                    conv2d_relu(&x0, &w0, Some(&b0), [s, s], [p, p])
+                }
+            })
+            .unwrap();
+            assert_close(&y, &r.0, &format!("{what}, without gradients"));
+        }
     }
 
     #[test]

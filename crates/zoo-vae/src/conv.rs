@@ -123,7 +123,7 @@ impl ConvVae {
     pub fn encode(&self, x: &Tensor) -> Result<DiagonalGaussianDistribution> {
         let mut h = x.shallow_clone();
         for c in &self.convs {
-            h = c.forward(&h)?.f_relu()?; // (B, c, S/2^i, S/2^i)
+            h = c.forward_relu(&h)?; // (B, c, S/2^i, S/2^i)
         }
         let h = self.enc_fc.forward(&h.f_flatten(1, -1)?)?.f_relu()?;
         DiagonalGaussianDistribution::new(self.fc_mu.forward(&h)?, self.fc_logvar.forward(&h)?)
@@ -137,10 +137,7 @@ impl ConvVae {
         let (c, s) = (self.cfg.channels.last().copied().unwrap_or(1), self.cfg.bottom_size());
         let mut h = h.f_reshape([-1, c, s, s])?;
         for (i, d) in self.deconvs.iter().enumerate() {
-            h = d.forward(&h)?;
-            if i + 1 < self.deconvs.len() {
-                h = h.f_relu()?;
-            }
+            h = if i + 1 < self.deconvs.len() { d.forward_relu(&h)? } else { d.forward(&h)? };
         }
         let mut shape = lead;
         shape.extend([self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size]);

@@ -55,6 +55,11 @@ impl Conv2d {
         // zoo_core's conv2d: Winograd for the 3x3 stride-1 convolutions (AutoencoderKL's)
         Ok(zoo_core::ops::conv2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
     }
+    /// `relu(self.forward(x))`, fused where zoo_core's kernels run the layer.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let (s, p) = (self.stride, self.padding);
+        Ok(zoo_core::ops::conv2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+    }
 }
 
 /// `nn.ConvTranspose2d` with a square kernel. Shapes: (B, in, H, W) -> (B, out, H', W').
@@ -80,6 +85,11 @@ impl ConvTranspose2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
         Ok(zoo_core::ops::conv_transpose2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+    }
+    /// `relu(self.forward(x))`, fused where zoo_core's kernels run the layer.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let (s, p) = (self.stride, self.padding);
+        Ok(zoo_core::ops::conv_transpose2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
     }
 }
 
