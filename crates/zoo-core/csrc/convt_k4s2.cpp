@@ -13,11 +13,15 @@
 // (docs/benchmarks.md, the VAE section).
 //
 // The kernel: each image is copied once into a zero-padded (H+2, W+2, C) scratch, channels
-// innermost (16 x 16 in-register transposes). A tile is up to 14 pixels of one phase (up to 7 of a row, in up to 4 rows: 2 x 7
-// for the VAE's 7x7 input) times 32 output channels, 28 AVX-512 accumulators, fed by one
+// innermost (16 x 16 in-register transposes). A tile is up to 14 pixels of one phase (up to 7
+// of a row, in up to 4 rows: 2 x 7 for the VAE's 7x7 input) times 32 output channels, 28 AVX-512 accumulators, fed by one
 // broadcast input value per pixel against two vectors of filters per input channel and tap. The
 // tiles of both column phases of a row are then transposed 16 x 16 in registers so that each
 // output channel's row of up to 14 pixels is one (masked) store, with the bias added.
+//
+// Also here: the single-channel 4x4 stride-2 convolution (a grey image's first layer), and the
+// transposed convolution to few output channels (an image decoder's last layer) with its
+// filters' gradient, each described at its function.
 #include "convt_k4s2.h"
 
 #include <algorithm>

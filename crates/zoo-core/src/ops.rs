@@ -903,7 +903,9 @@ mod tests {
                 let y = match (ours, transposed) {
                     (true, true) => conv_transpose2d_relu(&x, &w, Some(&b), [s, s], [p, p]).unwrap(),
                     (true, false) => conv2d_relu(&x, &w, Some(&b), [s, s], [p, p]).unwrap(),
-                    (false, true) => x.conv_transpose2d(&w, Some(&b), [s, s], [p, p], [0, 0], 1, [1, 1]).relu(),
+                    (false, true) => {
+                        x.conv_transpose2d(&w, Some(&b), [s, s], [p, p], [0, 0], 1, [1, 1]).relu()
+                    }
                     (false, false) => x.conv2d(&w, Some(&b), [s, s], [p, p], [1, 1], 1).relu(),
                 };
                 let g = Tensor::linspace(-1.0, 1.0, y.numel() as i64, opts).view(y.size().as_slice());
