@@ -994,54 +994,29 @@ void* zoo_linear(void* x, void* w, void* b, int transposed, char* err, size_t er
   }
 }
 
-// Returns a new at::Tensor or null with the message in `err`; `b` may be null.
+// Returns a new at::Tensor or null with the message in `err`; `b` may be null. With `relu`
+// nonzero, relu of the convolution, fused where zoo's kernels run the layer.
 void* zoo_conv2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                 char* err, size_t err_len) {
+                 int relu, char* err, size_t err_len) {
   try {
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     return new at::Tensor(conv2d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
-                                 sh, sw, ph, pw, false));
+                                 sh, sw, ph, pw, relu != 0));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;
   }
 }
 
-// relu(zoo_conv2d(...)), fused where zoo's kernels run the layer.
-void* zoo_conv2d_relu(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                      char* err, size_t err_len) {
-  try {
-    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
-    return new at::Tensor(conv2d(*static_cast<at::Tensor*>(x), *static_cast<at::Tensor*>(w), bias,
-                                 sh, sw, ph, pw, true));
-  } catch (const std::exception& e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return nullptr;
-  }
-}
-
-// conv_transpose2d (at::conv_transpose2d's semantics, no output padding, groups or dilation).
+// conv_transpose2d (at::conv_transpose2d's semantics, no output padding, groups or dilation);
+// relu of it when `relu` is nonzero, fused where zoo's kernels run the layer.
 void* zoo_conv_transpose2d(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph,
-                           int64_t pw, char* err, size_t err_len) {
+                           int64_t pw, int relu, char* err, size_t err_len) {
   try {
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     return new at::Tensor(conv_transpose2d(*static_cast<at::Tensor*>(x),
                                            *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw,
-                                           false));
-  } catch (const std::exception& e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return nullptr;
-  }
-}
-
-// relu(zoo_conv_transpose2d(...)), fused where zoo's kernels run the layer.
-void* zoo_conv_transpose2d_relu(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph,
-                                int64_t pw, char* err, size_t err_len) {
-  try {
-    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
-    return new at::Tensor(conv_transpose2d(*static_cast<at::Tensor*>(x),
-                                           *static_cast<at::Tensor*>(w), bias, sh, sw, ph, pw,
-                                           true));
+                                           relu != 0));
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());
     return nullptr;

@@ -41,17 +41,7 @@ extern "C" {
         sw: i64,
         ph: i64,
         pw: i64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> *mut c_void;
-    fn zoo_conv_transpose2d_relu(
-        x: *const c_void,
-        w: *const c_void,
-        b: *const c_void,
-        sh: i64,
-        sw: i64,
-        ph: i64,
-        pw: i64,
+        relu: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> *mut c_void;
@@ -96,17 +86,7 @@ extern "C" {
         sw: i64,
         ph: i64,
         pw: i64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> *mut c_void;
-    fn zoo_conv2d_relu(
-        x: *const c_void,
-        w: *const c_void,
-        b: *const c_void,
-        sh: i64,
-        sw: i64,
-        ph: i64,
-        pw: i64,
+        relu: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> *mut c_void;
@@ -212,7 +192,7 @@ pub fn conv2d(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    call_conv("conv2d", zoo_conv2d, x, w, b, stride, padding)
+    call_conv(false, x, w, b, stride, padding, false)
 }
 
 /// `relu(conv2d(x, w, b, stride, padding))`, with the ReLU fused into the layer where zoo's
@@ -225,7 +205,7 @@ pub fn conv2d_relu(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    call_conv("conv2d", zoo_conv2d_relu, x, w, b, stride, padding)
+    call_conv(false, x, w, b, stride, padding, true)
 }
 
 /// A 2-D transposed convolution without groups, dilation or output padding
@@ -257,7 +237,7 @@ pub fn conv_transpose2d(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    call_conv("conv_transpose2d", zoo_conv_transpose2d, x, w, b, stride, padding)
+    call_conv(true, x, w, b, stride, padding, false)
 }
 
 /// `relu(conv_transpose2d(x, w, b, stride, padding))`, with the ReLU fused into the stores of
@@ -269,7 +249,7 @@ pub fn conv_transpose2d_relu(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> Result<Tensor> {
-    call_conv("conv_transpose2d", zoo_conv_transpose2d_relu, x, w, b, stride, padding)
+    call_conv(true, x, w, b, stride, padding, true)
 }
 
 /// Whether [`conv_transpose2d`] (`transposed`) or [`conv2d`]'s input gradient (in the current
@@ -304,7 +284,8 @@ pub fn is_k4s2_path(
     }
 }
 
-/// The shim's 2-D convolutions share one signature: (x, w, b, stride, padding, error buffer).
+/// The shim's 2-D convolutions share one signature: (x, w, b, stride, padding, relu, error
+/// buffer).
 type ShimConv = unsafe extern "C" fn(
     *const c_void,
     *const c_void,
@@ -313,23 +294,39 @@ type ShimConv = unsafe extern "C" fn(
     i64,
     i64,
     i64,
+    i32,
     *mut c_char,
     usize,
 ) -> *mut c_void;
 
+/// The shim's conv_transpose2d (`transposed`) or conv2d, with `relu`: relu of it.
 fn call_conv(
-    what: &str,
-    f: ShimConv,
+    transposed: bool,
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     stride: [i64; 2],
     padding: [i64; 2],
+    relu: bool,
 ) -> Result<Tensor> {
+    let (what, f): (&str, ShimConv) =
+        if transposed { ("conv_transpose2d", zoo_conv_transpose2d) } else { ("conv2d", zoo_conv2d) };
+    let relu = i32::from(relu);
     // SAFETY: x, w and b are live tensors for the call; f is one of the shim's convolutions.
     unsafe {
         shim_tensor(what, |err, len| {
-            f(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1], err, len)
+            f(
+                ptr(Some(x)),
+                ptr(Some(w)),
+                ptr(b),
+                stride[0],
+                stride[1],
+                padding[0],
+                padding[1],
+                relu,
+                err,
+                len,
+            )
         })
     }
 }
