@@ -14,8 +14,9 @@
 //
 // The kernel: each image is copied once into a zero-padded (H+2, W+2, C) scratch, channels
 // innermost (16 x 16 in-register transposes). A tile is up to 14 pixels of one phase (up to 7
-// of a row, in up to 4 rows: 2 x 7 for the VAE's 7x7 input) times 32 output channels, 28 AVX-512 accumulators, fed by one
-// broadcast input value per pixel against two vectors of filters per input channel and tap. The
+// of a row, in up to 4 rows: 2 x 7 for the VAE's 7x7 input) times 32 output channels, 28
+// AVX-512 accumulators, fed by one broadcast input value per pixel against two vectors of
+// filters per input channel and tap. The
 // tiles of both column phases of a row are then transposed 16 x 16 in registers so that each
 // output channel's row of up to 14 pixels is one (masked) store, with the bias added.
 //
@@ -79,6 +80,14 @@ void convt_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed) {
 bool convt_k4s2_available() { return __builtin_cpu_supports("avx512f"); }
 
 namespace {
+
+// permutex2var indices: the even / odd lanes of two vectors (32 floats) as one
+__attribute__((target("avx512f"))) inline __m512i even_lanes() {
+  return _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+}
+__attribute__((target("avx512f"))) inline __m512i odd_lanes() {
+  return _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+}
 
 // A tile's pixels per row (at most kPix) times rows (at most kRows) is at most kTilePix: two
 // accumulators each, 28 of the 32 vector registers, the rest for the filters and the broadcast.
@@ -257,8 +266,7 @@ __attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const 
                                                           int64_t h, int64_t wd, int64_t n0,
                                                           int64_t n1, float* scratch, bool relu) {
   const int64_t oh = h / 2, ow = wd / 2, stride = wd + 34;
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const __m512i even = even_lanes(), odd = odd_lanes();
   std::memset(scratch, 0, sizeof(float) * conv1_k4s2_scratch_size(h, wd));
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * h * wd;
@@ -354,7 +362,7 @@ __attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* 
                                                    const float* x_mask, float* x_acc) {
   __m512 s[CB][4];
   __m512 xs[CB];
-#pragma GCC unroll 16
+  #pragma GCC unroll 16
   for (int u = 0; u < CB; ++u) xs[u] = x_acc ? _mm512_loadu_ps(x_acc + (ci0 + u) * 16) : _mm512_setzero_ps();
   #pragma GCC unroll 16
   for (int u = 0; u < CB; ++u)
@@ -383,7 +391,7 @@ __attribute__((target("avx512f"))) void wgrad_tile(const float* x, const float* 
     #pragma GCC unroll 16
     for (int t = 0; t < 4; ++t) _mm512_storeu_ps(acc + ((ci0 + u) * k * 16 + t0 + t) * 16, s[u][t]);
   if (x_acc) {
-#pragma GCC unroll 16
+    #pragma GCC unroll 16
     for (int u = 0; u < CB; ++u) _mm512_storeu_ps(x_acc + (ci0 + u) * 16, xs[u]);
   }
 }
@@ -469,18 +477,15 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
   float* acc_x = acc_b + k * 16;       // [ci][16]
   std::memset(acc_w, 0, sizeof(float) * (c * k * 256 + k * 16 + c * 16));
   std::memset(grow, 0, sizeof(float) * row_len);
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  // What no image writes stays zero: the rows of G with no output row (iy 0 for ky 0, iy H-1
+  // for ky 3) and the planes' lanes past the image.
+  std::memset(scratch, 0, sizeof(float) * 16 * plane);
+  const __m512i even = even_lanes();
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * c * hw;
     const float* mn = x_mask ? x_mask + n * c * hw : nullptr;
     for (int64_t ko = 0; ko < k; ++ko) {
       const float* gk = g + (n * k + ko) * 4 * hw;
-      // rows of G with no output row (iy 0 for ky 0, iy H-1 for ky 3) are zero
-      for (int t = 0; t < 16; ++t) {
-        const int ky = t / 4;
-        if (ky == 0) std::memset(taps + t * plane, 0, sizeof(float) * wd);
-        if (ky == 3) std::memset(taps + t * plane + (h - 1) * wd, 0, sizeof(float) * wd);
-      }
       __m512 bsum = _mm512_loadu_ps(acc_b + ko * 16);
       for (int64_t oy = 0; oy < 2 * h; ++oy) {
         std::memcpy(grow + 1, gk + oy * ow, sizeof(float) * ow);
@@ -503,8 +508,6 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
         }
       }
       _mm512_storeu_ps(acc_b + ko * 16, bsum);
-      // (the planes' lanes past the image: zero)
-      for (int t = 0; t < 16; ++t) std::memset(taps + t * plane + hw, 0, sizeof(float) * (vectors * 16 - hw));
       float* acc_k = acc_w + ko * 256;
       for (int t0 = 0; t0 < 16; t0 += 4)
         for (int64_t ci0 = 0; ci0 < c; ci0 += 4) {

@@ -513,6 +513,16 @@ at::Tensor dense(const at::Tensor& t) {
   return t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
 }
 
+// f(n0, n1, scratch) over ranges of the N images in parallel, each with its own scratch of
+// `floats` floats (convt_k4s2.cpp's per-image kernels).
+template <typename F>
+void over_images(int64_t N, int64_t floats, const F& f) {
+  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> scratch(floats);
+    f(n0, n1, scratch.data());
+  });
+}
+
 // The 4x4 transposed convolution at stride 2, padding 1 of convt_k4s2.cpp: float32 on the CPU,
 // AVX-512, x (N, C, H, W), w (C, K, 4, 4) with K a multiple of 32, C >= kK4s2MinIn and
 // C K <= kK4s2MaxFilters. examples/bench_upconv (docs/benchmarks.md): 1.2-1.7x libtorch for the
@@ -543,9 +553,8 @@ at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::
   const float *xp = x.data_ptr<float>(), *pp = packed.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> scratch(zoo::convt_k4s2_scratch_size(C, H, W));
-    zoo::convt_k4s2_images(xp, pp, bp, yp, C, K, H, W, n0, n1, scratch.data(), relu);
+  over_images(N, zoo::convt_k4s2_scratch_size(C, H, W), [&](int64_t n0, int64_t n1, float* sc) {
+    zoo::convt_k4s2_images(xp, pp, bp, yp, C, K, H, W, n0, n1, sc, relu);
   });
   return y;
 }
@@ -573,9 +582,8 @@ at::Tensor conv1_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::
   const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> scratch(zoo::conv1_k4s2_scratch_size(H, W));
-    zoo::conv1_k4s2_images(xp, wp, bp, yp, K, H, W, n0, n1, scratch.data(), relu);
+  over_images(N, zoo::conv1_k4s2_scratch_size(H, W), [&](int64_t n0, int64_t n1, float* sc) {
+    zoo::conv1_k4s2_images(xp, wp, bp, yp, K, H, W, n0, n1, sc, relu);
   });
   return y;
 }
@@ -640,9 +648,8 @@ at::Tensor convt_few_k4s2(const at::Tensor& x, const at::Tensor& w_in, const at:
   const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> scratch(zoo::convt_few_k4s2_scratch_size(C, H, W));
-    zoo::convt_few_k4s2_images(xp, wp, bp, yp, C, K, H, W, n0, n1, scratch.data());
+  over_images(N, zoo::convt_few_k4s2_scratch_size(C, H, W), [&](int64_t n0, int64_t n1, float* sc) {
+    zoo::convt_few_k4s2_images(xp, wp, bp, yp, C, K, H, W, n0, n1, sc);
   });
   return y;
 }
