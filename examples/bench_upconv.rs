@@ -72,9 +72,10 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     report("conv 128x1x28x28 -> 32, fwd + bwd", torch, zoo, 2 * 128 * 32 * 14 * 14 * 16);
-    // the last layer of an image decoder, to few channels (the conv VAE's, DCGAN-64's in NCHW):
-    // the forward without gradients, then forward and backward for the input, filters and bias
-    for (n, c, k, hw) in [(128, 32, 1, 14), (64, 64, 3, 32)] {
+    // the last layer of an image decoder, to few channels (the conv VAE's, DCGAN-64's in NCHW),
+    // and the conv VAE's 64 -> 32 upsampling layer: the forward without gradients, then forward
+    // and backward for the input, filters and bias
+    for (n, c, k, hw) in [(128, 32, 1, 14), (64, 64, 3, 32), (128, 64, 32, 7)] {
         let x = Tensor::randn([n, c, hw, hw], opts);
         let w = Tensor::randn([c, k, 4, 4], opts) * (1.0 / (16.0 * c as f64).sqrt());
         let b = Tensor::randn([k], opts);
@@ -121,6 +122,31 @@ fn main() -> Result<()> {
         })?;
         let macs = n * k * (hw / 2) * (hw / 2) * c * 16;
         report(&format!("conv {n}x{c}x{hw}x{hw} -> {k}, fwd + dx{path}"), torch, zoo, 2 * macs);
+        // the forward alone, then forward and backward for the input, filters and bias
+        let xd = x.detach();
+        let b = Tensor::randn([k], opts);
+        let strided = ops::is_conv_k4s2_path(&xd, &w, Some(&b), s, p);
+        let path = if strided { "" } else { " (libtorch)" };
+        let (torch, zoo) = no_grad_times(
+            repeats,
+            || Ok(xd.f_conv2d(&w, Some(&b), s, p, [1, 1], 1)?),
+            || Ok(ops::conv2d(&xd, &w, Some(&b), s, p)?),
+        )?;
+        report(&format!("conv {n}x{c}x{hw}x{hw} -> {k}{path}"), torch, zoo, macs);
+        let leaves = [&xd, &w, &b].map(|t| t.copy().set_requires_grad(true));
+        let [xg, wg, bg] = &leaves;
+        let step = |y: Tensor| {
+            let _g = Tensor::run_backward(&[(&y * &g).sum(Kind::Float)], &leaves, false, false);
+        };
+        let torch = time(repeats, || {
+            step(xg.f_conv2d(wg, Some(bg), s, p, [1, 1], 1)?);
+            Ok(())
+        })?;
+        let zoo = time(repeats, || {
+            step(ops::conv2d(xg, wg, Some(bg), s, p)?);
+            Ok(())
+        })?;
+        report(&format!("conv {n}x{c}x{hw}x{hw} -> {k}, fwd + bwd{path}"), torch, zoo, 3 * macs);
     }
     Ok(())
 }

@@ -20,13 +20,20 @@
 // tiles of both column phases of a row are then transposed 16 x 16 in registers so that each
 // output channel's row of up to 14 pixels is one (masked) store, with the bias added.
 //
-// Also here: the single-channel 4x4 stride-2 convolution (a grey image's first layer), and the
-// transposed convolution to few output channels (an image decoder's last layer) with its
-// filters' gradient, each described at its function.
+// Products with the zero padding are skipped: for the window row (or column) that reaches past
+// the image, a tile on the image's top (bottom, left, right) edge leaves out its first row
+// (last row, first pixel, last pixel), each such choice its own copy of the inner loop (for
+// the conv VAE's 7x7 input, 1 - (13/14)^2 = 14% of the products).
+//
+// Also here: the strided 4x4 convolution (the same tiles with 16 taps at stride 2) and its
+// filters' gradient, the single-channel 4x4 stride-2 convolution (a grey image's first layer),
+// and the transposed convolution to few output channels (an image decoder's last layer) with
+// its filters' gradient, each described at its function.
 #include "convt_k4s2.h"
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -93,12 +100,76 @@ __attribute__((target("avx512f"))) inline __m512i odd_lanes() {
 // accumulators each, 28 of the 32 vector registers, the rest for the filters and the broadcast.
 constexpr int kPix = 7, kRows = 4, kTilePix = 14;
 
+// acc[r][q] += x[r][q stride + ci] f[ci] over the input channels ci, for rows r of [R0, R1) and
+// pixels q of [Q0, Q1): the products of one tap for a tile of R rows of P pixels and 32 output
+// channels (f[ci] two vectors at f + ci k).
+template <int R, int P, int R0, int R1, int Q0, int Q1>
+__attribute__((target("avx512f"), always_inline)) inline void fma_tap(
+    __m512 (&acc)[R][P][2], const float* const (&x)[R], const float* f, int64_t c, int64_t k,
+    int64_t stride) {
+  if (R0 >= R1 || Q0 >= Q1) return;
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const __m512 f0 = _mm512_loadu_ps(f + ci * k), f1 = _mm512_loadu_ps(f + ci * k + 16);
+    for (int r = R0; r < R1; ++r)
+      for (int q = Q0; q < Q1; ++q) {
+        const __m512 xv = _mm512_set1_ps(x[r][q * stride + ci]);
+        acc[r][q][0] = _mm512_fmadd_ps(xv, f0, acc[r][q][0]);
+        acc[r][q][1] = _mm512_fmadd_ps(xv, f1, acc[r][q][1]);
+      }
+  }
+}
+
+// Which of a tile's products one tap leaves out: those of its first row (`top`: the tap reads
+// the padding above the image there), its last (`bottom`), its first pixel (`left`) or its
+// last (`right`); a tap is never on two opposite sides.
+struct Edges {
+  bool top, bottom, left, right;
+};
+
+template <int R, int P, int R0, int R1>
+__attribute__((target("avx512f"), always_inline)) inline void edge_columns(
+    __m512 (&acc)[R][P][2], const float* const (&x)[R], const float* f, int64_t c, int64_t k,
+    int64_t stride, Edges e) {
+  if (e.left) {
+    fma_tap<R, P, R0, R1, 1, P>(acc, x, f, c, k, stride);
+  } else if (e.right) {
+    fma_tap<R, P, R0, R1, 0, P - 1>(acc, x, f, c, k, stride);
+  } else {
+    fma_tap<R, P, R0, R1, 0, P>(acc, x, f, c, k, stride);
+  }
+}
+
+// fma_tap for the whole tile but the products on the padding
+template <int R, int P>
+__attribute__((target("avx512f"), always_inline)) inline void edge_tap(
+    __m512 (&acc)[R][P][2], const float* const (&x)[R], const float* f, int64_t c, int64_t k,
+    int64_t stride, Edges e) {
+  if (e.top) {
+    edge_columns<R, P, 1, R>(acc, x, f, c, k, stride, e);
+  } else if (e.bottom) {
+    edge_columns<R, P, 0, R - 1>(acc, x, f, c, k, stride, e);
+  } else {
+    edge_columns<R, P, 0, R>(acc, x, f, c, k, stride, e);
+  }
+}
+
+template <int R, int P>
+__attribute__((target("avx512f"), always_inline)) inline void store_tile(
+    const __m512 (&acc)[R][P][2], float* t) {
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < P; ++q) {
+      _mm512_store_ps(t + (r * 8 + q) * 32, acc[r][q][0]);
+      _mm512_store_ps(t + (r * 8 + q) * 32 + 16, acc[r][q][1]);
+    }
+}
+
 // One tile: rows m .. m+R-1, pixels p0 .. p0+P-1 of phase (a, b), output channels k0 .. k0+31,
-// into t[(r 8 + q) 32 + channel].
+// into t[(r 8 + q) 32 + channel]. `edge`: which sides of the tile are the image's (products on
+// the padding are skipped).
 template <int R, int P>
 __attribute__((target("avx512f"))) void tile(const float* xp, const float* packed, int64_t c,
                                              int64_t k, int64_t wp2, int64_t m, int64_t p0, int a,
-                                             int b, int64_t k0, float* t) {
+                                             int b, int64_t k0, Edges edge, float* t) {
   __m512 acc[R][P][2];
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < P; ++q) acc[r][q][0] = acc[r][q][1] = _mm512_setzero_ps();
@@ -107,46 +178,44 @@ __attribute__((target("avx512f"))) void tile(const float* xp, const float* packe
       const float* f = packed + ((((a * 2 + b) * 2 + i) * 2 + j) * c) * k + k0;
       const float* x[R];
       for (int r = 0; r < R; ++r) x[r] = xp + ((m + r + a + i) * wp2 + (p0 + b + j)) * c;
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const __m512 f0 = _mm512_loadu_ps(f + ci * k), f1 = _mm512_loadu_ps(f + ci * k + 16);
-        for (int r = 0; r < R; ++r)
-          for (int q = 0; q < P; ++q) {
-            const __m512 xv = _mm512_set1_ps(x[r][q * c + ci]);
-            acc[r][q][0] = _mm512_fmadd_ps(xv, f0, acc[r][q][0]);
-            acc[r][q][1] = _mm512_fmadd_ps(xv, f1, acc[r][q][1]);
-          }
-      }
+      // (window (i, j) reads input row m + r + a + i - 1, column p0 + q + b + j - 1)
+      edge_tap<R, P>(acc, x, f, c, k, c,
+                     {edge.top && a == 0 && i == 0, edge.bottom && a == 1 && i == 1,
+                      edge.left && b == 0 && j == 0, edge.right && b == 1 && j == 1});
     }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < P; ++q) {
-      _mm512_store_ps(t + (r * 8 + q) * 32, acc[r][q][0]);
-      _mm512_store_ps(t + (r * 8 + q) * 32 + 16, acc[r][q][1]);
-    }
+  store_tile<R, P>(acc, t);
 }
 
 using TileFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                        int, int, int64_t, float*);
+                        int, int, int64_t, Edges, float*);
 
-template <int R>
-TileFn pick_pixels(int64_t p) {
-  switch (p) {
-    case 1: return tile<R, 1>;
-    case 2: return tile<R, 2>;
-    case 3: return tile<R, 3>;
-    case 4: return tile<R, 4>;
-    case 5: return tile<R, 5>;
-    case 6: return tile<R, 6>;
-    default: return tile<R, 7>;
+// make(R, P) (std::integral_constant<int>s) for a tile of `rows` (1-4) rows of `pix` (1-7)
+// pixels: the tile function instantiated for that shape.
+template <typename Fn, typename Make>
+Fn pick_shape(int64_t rows, int64_t pix, const Make& make) {
+  auto pixels = [&](auto r) -> Fn {
+    switch (pix) {
+      case 1: return make(r, std::integral_constant<int, 1>());
+      case 2: return make(r, std::integral_constant<int, 2>());
+      case 3: return make(r, std::integral_constant<int, 3>());
+      case 4: return make(r, std::integral_constant<int, 4>());
+      case 5: return make(r, std::integral_constant<int, 5>());
+      case 6: return make(r, std::integral_constant<int, 6>());
+      default: return make(r, std::integral_constant<int, 7>());
+    }
+  };
+  switch (rows) {
+    case 1: return pixels(std::integral_constant<int, 1>());
+    case 2: return pixels(std::integral_constant<int, 2>());
+    case 3: return pixels(std::integral_constant<int, 3>());
+    default: return pixels(std::integral_constant<int, 4>());
   }
 }
 
 TileFn pick(int64_t rows, int64_t p) {
-  switch (rows) {
-    case 1: return pick_pixels<1>(p);
-    case 2: return pick_pixels<2>(p);
-    case 3: return pick_pixels<3>(p);
-    default: return pick_pixels<4>(p);
-  }
+  return pick_shape<TileFn>(rows, p, [](auto r, auto q) -> TileFn {
+    return tile<decltype(r)::value, decltype(q)::value>;
+  });
 }
 
 // n split into the fewest chunks of at most `most`, as even as can be: the chunks' size.
@@ -180,6 +249,13 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
     r[s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0x88);
     r[8 + s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0xdd);
   }
+}
+
+// Asks for `floats` floats from p in the L2 cache, ahead of their use (the next image's input:
+// read channel by channel, row by row, its first reads otherwise wait on memory one row at a
+// time).
+__attribute__((target("avx512f"))) inline void prefetch_l2(const float* p, int64_t floats) {
+  for (int64_t i = 0; i < floats; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
 }
 
 // One image x (C, H, W) -> the zero-padded (H+2, W+2, C) scratch: blocks of 16 channels x up to
@@ -225,6 +301,7 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
   const int64_t row_step = even_chunk(h, std::min<int64_t>(kRows, kTilePix / pix_step));
   alignas(64) float t[2][kRows * 8 * 32] = {};  // (pixels past a tile's: read, never stored)
   for (int64_t n = n0; n < n1; ++n) {
+    if (n + 1 < n1) prefetch_l2(x + (n + 1) * c * h * w, c * h * w);
     pad_channels_last(x + n * c * h * w, c, h, w, scratch);
     float* yn = y + n * k * plane;
     for (int64_t k0 = 0; k0 < k; k0 += 32)
@@ -234,7 +311,8 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
           for (int64_t p0 = 0; p0 < w; p0 += pix_step) {
             const int64_t pix = std::min(pix_step, w - p0);
             const TileFn f = pick(rows, pix);
-            for (int b = 0; b < 2; ++b) f(scratch, packed, c, k, wp2, m, p0, a, b, k0, t[b]);
+            const Edges edge = {m == 0, m + rows == h, p0 == 0, p0 + pix == w};
+            for (int b = 0; b < 2; ++b) f(scratch, packed, c, k, wp2, m, p0, a, b, k0, edge, t[b]);
             // output columns 2 p0 .. 2 (p0 + pix) - 1 alternate between the two column phases
             const __mmask16 mask = static_cast<__mmask16>((1u << (2 * pix)) - 1u);
             for (int64_t r = 0; r < rows; ++r)
@@ -533,6 +611,205 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
     for (int64_t ci = 0; ci < c; ++ci) x_sums[ci] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc_x + ci * 16));
 }
 
+// The 4x4 convolution at stride 2, padding 1 (the downsampling layer of the conv VAE's encoder
+// and DCGAN's discriminator, and the input gradient of the transposed layer above): output
+// (oy, ox) reads the zero-padded input at (2 oy + ky, 2 ox + kx). The same tiles as the
+// transposed kernel's, with 16 taps at stride 2 instead of four at stride 1: up to 14 output
+// pixels (up to 7 of a row) times 32 output channels in 28 accumulators, one broadcast input
+// value per pixel against two vectors of filters per input channel and tap. Each tile is then
+// transposed 16 x 16 in registers so that an output channel's row is one masked store. Its
+// filter gradient: per image and tap, U output channels x 32 input channels in registers, summed
+// over the output pixels from the output's gradient transposed to channels-last (per image)
+// and the same padded channels-last input.
+
+// packed[ky][kx][ci][k] from conv2d's w (K, C, 4, 4)
+void conv_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed) {
+  for (int t = 0; t < 16; ++t)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t ko = 0; ko < k; ++ko) packed[(t * c + ci) * k + ko] = w[(ko * c + ci) * 16 + t];
+}
+
+// the padded input image, and its output's gradient channels-last (pixels rounded up to 16)
+int64_t conv_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w) {
+  return convt_k4s2_scratch_size(c, h, w) + ((h / 2) * (w / 2) + 15) / 16 * 16 * k;
+}
+
+namespace {
+
+// One tile of the strided convolution: output rows m .. m+R-1, pixels p0 .. p0+P-1, output
+// channels k0 .. k0+31, into t[(r 8 + q) 32 + channel]; `edge` as for tile.
+template <int R, int P>
+__attribute__((target("avx512f"))) void down_tile(const float* xp, const float* packed,
+                                                  int64_t c, int64_t k, int64_t wp2, int64_t m,
+                                                  int64_t p0, int64_t k0, Edges edge, float* t) {
+  __m512 acc[R][P][2];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < P; ++q) acc[r][q][0] = acc[r][q][1] = _mm512_setzero_ps();
+  for (int ky = 0; ky < 4; ++ky)
+    for (int kx = 0; kx < 4; ++kx) {
+      const float* x[R];
+      for (int r = 0; r < R; ++r) x[r] = xp + ((2 * (m + r) + ky) * wp2 + 2 * p0 + kx) * c;
+      // (tap (ky, kx) reads input row 2 (m + r) + ky - 1, column 2 (p0 + q) + kx - 1: -1 for
+      // the first row or pixel with tap 0, H or W for the last with tap 3, H and W even)
+      edge_tap<R, P>(acc, x, packed + (ky * 4 + kx) * c * k + k0, c, k, 2 * c,
+                     {edge.top && ky == 0, edge.bottom && ky == 3, edge.left && kx == 0,
+                      edge.right && kx == 3});
+    }
+  store_tile<R, P>(acc, t);
+}
+
+using DownFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                        int64_t, Edges, float*);
+
+DownFn pick_down(int64_t rows, int64_t p) {
+  return pick_shape<DownFn>(rows, p, [](auto r, auto q) -> DownFn {
+    return down_tile<decltype(r)::value, decltype(q)::value>;
+  });
+}
+
+// acc[tap][ko][ci] += sum over the output pixels (i, j) of gt[i ow + j][ko] xp[2 i + ky][2 j + kx][ci]
+// for U output channels from k0 and 32 input channels from c0.
+template <int U>
+__attribute__((target("avx512f"))) void down_wgrad_tile(const float* xp, const float* gt,
+                                                        int64_t c, int64_t k, int64_t wp2,
+                                                        int64_t oh, int64_t ow, int tap,
+                                                        int64_t k0, int64_t c0, float* acc) {
+  __m512 s[U][2];
+  #pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) s[u][0] = s[u][1] = _mm512_setzero_ps();
+  // (output pixels whose tap falls on the padding add nothing: tap 0 of a row or column reads
+  // the padding at its first output, tap 3 at its last, with H and W even)
+  const int ky = tap / 4, kx = tap % 4;
+  const int64_t j0 = kx == 0 ? 1 : 0, j1 = kx == 3 ? ow - 1 : ow;
+  for (int64_t i = ky == 0 ? 1 : 0; i < (ky == 3 ? oh - 1 : oh); ++i) {
+    const float* xrow = xp + ((2 * i + ky) * wp2 + kx) * c + c0;
+    const float* grow = gt + i * ow * k + k0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const __m512 x0 = _mm512_loadu_ps(xrow + 2 * j * c), x1 = _mm512_loadu_ps(xrow + 2 * j * c + 16);
+      #pragma GCC unroll 16
+      for (int u = 0; u < U; ++u) {
+        const __m512 gv = _mm512_set1_ps(grow[j * k + u]);
+        s[u][0] = _mm512_fmadd_ps(gv, x0, s[u][0]);
+        s[u][1] = _mm512_fmadd_ps(gv, x1, s[u][1]);
+      }
+    }
+  }
+  #pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) {
+    float* a = acc + (tap * k + k0 + u) * c + c0;
+    _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), s[u][0]));
+    _mm512_storeu_ps(a + 16, _mm512_add_ps(_mm512_loadu_ps(a + 16), s[u][1]));
+  }
+}
+
+using DownWgradFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int, int64_t, int64_t, float*);
+
+// (U of 1 to 14: K in chunks of at most 14)
+DownWgradFn pick_down_wgrad(int64_t u) {
+  switch (u) {
+    case 1: return down_wgrad_tile<1>;
+    case 2: return down_wgrad_tile<2>;
+    case 3: return down_wgrad_tile<3>;
+    case 4: return down_wgrad_tile<4>;
+    case 5: return down_wgrad_tile<5>;
+    case 6: return down_wgrad_tile<6>;
+    case 7: return down_wgrad_tile<7>;
+    case 8: return down_wgrad_tile<8>;
+    case 9: return down_wgrad_tile<9>;
+    case 10: return down_wgrad_tile<10>;
+    case 11: return down_wgrad_tile<11>;
+    case 12: return down_wgrad_tile<12>;
+    case 13: return down_wgrad_tile<13>;
+    default: return down_wgrad_tile<14>;
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx512f"))) void conv_k4s2_images(const float* x, const float* packed,
+                                                         const float* bias, float* y, int64_t c,
+                                                         int64_t k, int64_t h, int64_t w,
+                                                         int64_t n0, int64_t n1, float* scratch,
+                                                         bool relu) {
+  const int64_t wp2 = w + 2, oh = h / 2, ow = w / 2, plane = oh * ow;
+  const int64_t pix_step = even_chunk(ow, kPix);
+  const int64_t row_step = even_chunk(oh, std::min<int64_t>(kRows, kTilePix / pix_step));
+  alignas(64) float t[kRows * 8 * 32] = {};  // (pixels past a tile's: read, never stored)
+  for (int64_t n = n0; n < n1; ++n) {
+    if (n + 1 < n1) prefetch_l2(x + (n + 1) * c * h * w, c * h * w);
+    pad_channels_last(x + n * c * h * w, c, h, w, scratch);
+    float* yn = y + n * k * plane;
+    for (int64_t k0 = 0; k0 < k; k0 += 32)
+      for (int64_t m = 0; m < oh; m += row_step) {
+        const int64_t rows = std::min(row_step, oh - m);
+        for (int64_t p0 = 0; p0 < ow; p0 += pix_step) {
+          const int64_t pix = std::min(pix_step, ow - p0);
+          const Edges edge = {m == 0, m + rows == oh, p0 == 0, p0 + pix == ow};
+          pick_down(rows, pix)(scratch, packed, c, k, wp2, m, p0, k0, edge, t);
+          const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int half = 0; half < 2; ++half) {
+              __m512 v[16];
+              for (int q = 0; q < 8; ++q) v[q] = _mm512_load_ps(&t[(r * 8 + q) * 32 + 16 * half]);
+              for (int q = 8; q < 16; ++q) v[q] = _mm512_setzero_ps();
+              transpose16(v);
+              const int64_t kk = k0 + 16 * half;
+              float* dst = yn + kk * plane + (m + r) * ow + p0;
+              for (int s = 0; s < 16; ++s) {
+                __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+                if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
+                _mm512_mask_storeu_ps(dst + s * plane, mask, out);
+              }
+            }
+        }
+      }
+  }
+}
+
+__attribute__((target("avx512f"))) void conv_k4s2_wgrad_images(
+    const float* x, const float* g, float* acc, float* g_sums, float* x_sums, int64_t c,
+    int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch) {
+  const int64_t wp2 = w + 2, oh = h / 2, ow = w / 2, plane = oh * ow;
+  float* gt = scratch + convt_k4s2_scratch_size(c, h, w);
+  const int64_t u_step = even_chunk(k, 14);
+  const DownWgradFn full = pick_down_wgrad(u_step), last = pick_down_wgrad(k - (k - 1) / u_step * u_step);
+  for (int64_t n = n0; n < n1; ++n) {
+    if (n + 1 < n1) prefetch_l2(x + (n + 1) * c * h * w, c * h * w);
+    pad_channels_last(x + n * c * h * w, c, h, w, scratch);
+    // the output's gradient (K, plane) -> gt (plane, K), 16 x 16 blocks in registers
+    const float* gn = g + n * k * plane;
+    if (n + 1 < n1) prefetch_l2(gn + k * plane, k * plane);
+    for (int64_t k0 = 0; k0 < k; k0 += 16) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t p0 = 0; p0 < plane; p0 += 16) {
+        const int64_t pix = std::min<int64_t>(16, plane - p0);
+        const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
+        __m512 v[16];
+        for (int s = 0; s < 16; ++s) v[s] = _mm512_maskz_loadu_ps(mask, gn + (k0 + s) * plane + p0);
+        transpose16(v);
+        for (int64_t q = 0; q < pix; ++q) {
+          _mm512_storeu_ps(gt + (p0 + q) * k + k0, v[q]);
+          sum = _mm512_add_ps(sum, v[q]);
+        }
+      }
+      if (g_sums) _mm512_storeu_ps(g_sums + k0, _mm512_add_ps(_mm512_loadu_ps(g_sums + k0), sum));
+    }
+    if (x_sums)
+      for (int64_t c0 = 0; c0 < c; c0 += 16) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t iy = 1; iy <= h; ++iy)
+          for (int64_t ix = 1; ix <= w; ++ix) sum = _mm512_add_ps(sum, _mm512_loadu_ps(scratch + (iy * wp2 + ix) * c + c0));
+        _mm512_storeu_ps(x_sums + c0, _mm512_add_ps(_mm512_loadu_ps(x_sums + c0), sum));
+      }
+    for (int tap = 0; tap < 16; ++tap)
+      for (int64_t k0 = 0; k0 < k; k0 += u_step) {
+        const DownWgradFn f = k0 + u_step >= k ? last : full;
+        for (int64_t c0 = 0; c0 < c; c0 += 32) f(scratch, gt, c, k, wp2, oh, ow, tap, k0, c0, acc);
+      }
+  }
+}
+
 #else
 
 bool convt_k4s2_available() { return false; }
@@ -548,6 +825,12 @@ void convt_few_k4s2_images(const float*, const float*, const float*, float*, int
 
 void convt_few_k4s2_wgrad_images(const float*, const float*, float*, float*, int64_t, int64_t,
                                  int64_t, int64_t, int64_t, int64_t, float*, const float*, float*) {}
+
+void conv_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
+                      int64_t, int64_t, int64_t, float*, bool) {}
+
+void conv_k4s2_wgrad_images(const float*, const float*, float*, float*, float*, int64_t, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, float*) {}
 
 #endif
 

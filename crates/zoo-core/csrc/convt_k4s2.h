@@ -58,4 +58,26 @@ void convt_few_k4s2_wgrad_images(const float* x, const float* g, float* gw, floa
                                  int64_t k, int64_t h, int64_t wd, int64_t n0, int64_t n1,
                                  float* scratch, const float* x_mask, float* x_sums);
 
+// The 4x4 convolution at stride 2, padding 1 (y (N, K, H/2, W/2) = conv2d(x (N, C, H, W), w
+// (K, C, 4, 4), b, stride 2, padding 1), H and W even, K a multiple of kConvtK4s2Block):
+// conv_k4s2_pack repacks w (convt_k4s2_packed_size floats), then images [n0, n1) as for
+// convt_k4s2_images (`scratch`: convt_k4s2_scratch_size floats; b of K values or null; with
+// `relu`, max(y, 0)). It is also the input gradient of conv_transpose2d at 4x4 stride 2, with
+// that layer's (C', K', 4, 4) filters read as (K, C, 4, 4).
+void conv_k4s2_pack(const float* w, int64_t c, int64_t k, float* packed);
+void conv_k4s2_images(const float* x, const float* packed, const float* b, float* y, int64_t c,
+                      int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch,
+                      bool relu);
+
+// Its filter gradient over images [n0, n1) from x and the output's gradient g (N, K, H/2, W/2),
+// C a multiple of 32 and K of 16: added to `acc` (16 taps, K, C: tap-major, not conv2d's
+// layout); the sums of g's channels to g_sums (K) and of x's to x_sums (C) unless null.
+// `scratch` holds conv_k4s2_wgrad_scratch_size floats. (With the output's gradient of a 4x4
+// stride-2 transposed convolution as x and its input as g, the same sums are that layer's
+// filter gradient in conv_transpose2d's (C', K', 4, 4) layout, and x_sums its bias's.)
+int64_t conv_k4s2_wgrad_scratch_size(int64_t c, int64_t k, int64_t h, int64_t w);
+void conv_k4s2_wgrad_images(const float* x, const float* g, float* acc, float* g_sums,
+                            float* x_sums, int64_t c, int64_t k, int64_t h, int64_t w, int64_t n0,
+                            int64_t n1, float* scratch);
+
 }  // namespace zoo

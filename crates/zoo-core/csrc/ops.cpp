@@ -540,23 +540,35 @@ bool k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw,
          zoo::convt_k4s2_available();
 }
 
-// conv_transpose2d(x, w, b, stride 2, padding 1) by convt_k4s2.cpp (k4s2_fits holds; b empty or
-// undefined: no bias).
-at::Tensor convt_k4s2(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& b_in,
-                      bool relu = false) {
+// One of convt_k4s2.cpp's packed-filter 4x4 stride-2 kernels: `transposed` convt_k4s2 (w (C,
+// K, 4, 4), y (N, K, 2H, 2W)), else conv_k4s2 (w (K, C, 4, 4), y (N, K, H/2, W/2)); b empty or
+// undefined: no bias; `relu`: relu of the result.
+at::Tensor packed_k4s2(bool transposed, const at::Tensor& x_in, const at::Tensor& w_in,
+                       const at::Tensor& b_in, bool relu) {
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = w.size(1);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t K = w.size(transposed ? 1 : 0);
   at::Tensor packed = at::empty({zoo::convt_k4s2_packed_size(C, K)}, x.options());
-  zoo::convt_k4s2_pack(w.data_ptr<float>(), C, K, packed.data_ptr<float>());
-  at::Tensor y = at::empty({N, K, 2 * H, 2 * W}, x.options());
+  (transposed ? zoo::convt_k4s2_pack : zoo::conv_k4s2_pack)(w.data_ptr<float>(), C, K,
+                                                            packed.data_ptr<float>());
+  at::Tensor y = transposed ? at::empty({N, K, 2 * H, 2 * W}, x.options())
+                            : at::empty({N, K, H / 2, W / 2}, x.options());
   const float *xp = x.data_ptr<float>(), *pp = packed.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
+  const auto images = transposed ? zoo::convt_k4s2_images : zoo::conv_k4s2_images;
   over_images(N, zoo::convt_k4s2_scratch_size(C, H, W), [&](int64_t n0, int64_t n1, float* sc) {
-    zoo::convt_k4s2_images(xp, pp, bp, yp, C, K, H, W, n0, n1, sc, relu);
+    images(xp, pp, bp, yp, C, K, H, W, n0, n1, sc, relu);
   });
   return y;
+}
+
+// conv_transpose2d(x, w, b, stride 2, padding 1) by convt_k4s2.cpp (k4s2_fits holds; b empty or
+// undefined: no bias).
+at::Tensor convt_k4s2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                      bool relu = false) {
+  return packed_k4s2(true, x, w, b, relu);
 }
 
 // conv2d(x (N, 1, H, W), w (K, 1, 4, 4), b, stride 2, padding 1) of a single channel by
@@ -680,6 +692,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convt_few_k4s2_wgrad(
   return {gw.sum(0), bias ? gb.sum(0) : at::Tensor(), x_sums ? xs.sum(0) : at::Tensor()};
 }
 
+// The 4x4 stride-2 convolution (padding 1) by convt_k4s2.cpp's conv_k4s2 kernels, forward and
+// filter gradient: float32 on the CPU, AVX-512, an NCHW x (N, C, H, W) with H and W even,
+// w (K, C, 4, 4) with C and K multiples of 32 and C K <= kK4s2MaxFilters (the repacked filters
+// stay in the L2 cache, as for convt_k4s2). The conv VAE's 32 -> 64 layer, and the input and
+// filter gradients of its decoder's 64 -> 32 transposed layer; oneDNN ran them at ~60 GFLOP/s
+// plus a reorder of each NCHW operand to its blocked layout and back (docs/benchmarks.md).
+bool conv_k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw, int64_t ph,
+                    int64_t pw) {
+  return float_cpu(x) && float_cpu(w) && x.dim() == 4 && w.dim() == 4 && x.is_contiguous() &&
+         w.size(1) == x.size(1) && x.size(1) % 32 == 0 && w.size(0) % 32 == 0 &&
+         w.size(2) == 4 && w.size(3) == 4 && sh == 2 && sw == 2 && ph == 1 && pw == 1 &&
+         x.size(2) % 2 == 0 && x.size(3) % 2 == 0 && x.size(1) * w.size(0) <= kK4s2MaxFilters &&
+         x.numel() > 0 && zoo::convt_k4s2_available();
+}
+
+// conv2d(x, w, b, stride 2, padding 1) by conv_k4s2 (conv_k4s2_fits holds; b empty or
+// undefined: no bias); with `relu`, relu of it.
+at::Tensor conv_k4s2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                     bool relu = false) {
+  return packed_k4s2(false, x, w, b, relu);
+}
+
+// The filters' gradient (K, C, 4, 4) of conv_k4s2 from its input x and its output's gradient
+// g (N, K, H/2, W/2), with the sums of g's channels (`g_sums`: the bias's gradient) and of
+// x's (`x_sums`) where asked (else undefined). Per thread over its images, then summed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_k4s2_wgrad(const at::Tensor& x,
+                                                               const at::Tensor& g_in,
+                                                               bool g_sums, bool x_sums) {
+  const at::Tensor g = g_in.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = g.size(1);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(N, at::get_num_threads()));
+  at::Tensor acc = at::zeros({parts, 4, 4, K, C}, x.options());
+  at::Tensor gs = at::zeros({parts, K}, x.options()), xs = at::zeros({parts, C}, x.options());
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>();
+  float *ap = acc.data_ptr<float>(), *gsp = gs.data_ptr<float>(), *xsp = xs.data_ptr<float>();
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> scratch(zoo::conv_k4s2_wgrad_scratch_size(C, K, H, W));
+    for (int64_t part = p0; part < p1; ++part)
+      zoo::conv_k4s2_wgrad_images(xp, gp, ap + part * 16 * K * C, g_sums ? gsp + part * K : nullptr,
+                                  x_sums ? xsp + part * C : nullptr, C, K, H, W,
+                                  N * part / parts, N * (part + 1) / parts, scratch.data());
+  });
+  return {acc.sum(0).permute({2, 3, 0, 1}).contiguous(), g_sums ? gs.sum(0) : at::Tensor(),
+          x_sums ? xs.sum(0) : at::Tensor()};
+}
+
 // What FewConvT's and FewConv's backward read: the operands, stride and padding, whether
 // there is a bias (an empty one: custom functions take no undefined inputs), and the output y
 // of a layer with its ReLU fused (else undefined).
@@ -715,9 +773,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_conv_backward(
 
 // conv_transpose2d through gemm_convt (few output channels), convt_k4s2 (4x4 stride 2) or
 // convt_few_k4s2 (both); gradients from libtorch's convolution backward (which autograd can
-// differentiate again), except the input's of a layer to one channel at 4x4 stride 2
-// (conv1_k4s2) and the filters' and bias's of convt_few_k4s2's layers, when the backward
-// builds no graph.
+// differentiate again), except, when the backward builds no graph: all of a convt_k4s2 layer's
+// with 32k channels each way (conv_k4s2 and its filter gradient), the input's of a layer to one
+// channel at 4x4 stride 2 (conv1_k4s2) and the filters' and bias's of convt_few_k4s2's layers.
 struct FewConvT : public torch::autograd::Function<FewConvT> {
   // (`relu`: relu(conv_transpose2d(...)), the ReLU fused into convt_k4s2's stores)
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -756,6 +814,20 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
     const bool fast_x = ctx->needs_input_grad(0) && !graph &&
                         conv1_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3]);
     const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
+    // A 4x4 stride-2 layer with 32k channels each way: its input gradient is conv_k4s2 of g
+    // (the filters read as conv2d's), its filters' the same kernel's filter gradient with g as
+    // the image and x as the output's gradient, its bias's the sums of g that come with it.
+    const at::Tensor gc = g.contiguous();
+    if (!graph && conv_k4s2_fits(gc, saved[1], s[0], s[1], s[2], s[3])) {
+      const at::Tensor gx = ctx->needs_input_grad(0) ? conv_k4s2(gc, saved[1], at::Tensor()) : at::Tensor();
+      at::Tensor gw, gb;
+      if (ctx->needs_input_grad(1) || need_b) {
+        auto r = conv_k4s2_wgrad(gc, saved[0].contiguous(), false, need_b);
+        gw = ctx->needs_input_grad(1) ? std::get<0>(r) : at::Tensor();
+        gb = std::get<2>(r);
+      }
+      return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const bool fast_w = (ctx->needs_input_grad(1) || need_b) && !graph &&
                         few_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3]);
     if (fast_w) {
@@ -778,11 +850,12 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
   }
 };
 
-// conv2d by libtorch (by conv1_k4s2 for one input channel at 4x4 stride 2), with the input's
-// gradient through gemm_convt when the input has few channels, or convt_k4s2 / convt_few_k4s2
-// for a 4x4 stride-2 convolution (the filters' and the bias's gradient from libtorch's
-// convolution backward, or convt_few_k4s2's for conv1_k4s2's layers). A backward that builds a
-// graph runs libtorch's whole backward.
+// conv2d by libtorch (by conv1_k4s2 for one input channel at 4x4 stride 2, conv_k4s2 for 32k
+// channels each way), with the input's gradient through gemm_convt when the input has few
+// channels, or convt_k4s2 / convt_few_k4s2 for a 4x4 stride-2 convolution (the filters' and the
+// bias's gradient from libtorch's convolution backward, or conv_k4s2's own, or
+// convt_few_k4s2's for conv1_k4s2's layers). A backward that builds a graph runs libtorch's
+// whole backward.
 struct FewConv : public torch::autograd::Function<FewConv> {
   // The input's gradient, the transposed convolution of the output's gradient g at x's size:
   // convt_k4s2, convt_few_k4s2 (4x4 stride 2 to few channels, x's sides even) or gemm_convt.
@@ -802,6 +875,8 @@ struct FewConv : public torch::autograd::Function<FewConv> {
     at::Tensor y;
     if (conv1_k4s2_fits(x, w, sh, sw, ph, pw)) {
       y = conv1_k4s2(x, w, b, relu);
+    } else if (conv_k4s2_fits(x, w, sh, sw, ph, pw)) {
+      y = conv_k4s2(x, w, b, relu);
     } else {
       y = at::conv2d(x, w, b.numel() > 0 ? c10::optional<at::Tensor>(b) : c10::nullopt, {sh, sw},
                      {ph, pw});
@@ -834,6 +909,17 @@ struct FewConv : public torch::autograd::Function<FewConv> {
               at::Tensor(), at::Tensor(), at::Tensor()};
     }
     const at::Tensor g = dense(before_relu(saved, g0));
+    // The filters (and bias) of conv_k4s2's layers: its filter gradient kernel.
+    if (!graph && conv_k4s2_fits(saved[0], saved[1], s[0], s[1], s[2], s[3])) {
+      at::Tensor gw, gb;
+      if (ctx->needs_input_grad(1) || need_b) {
+        auto r = conv_k4s2_wgrad(saved[0], g, need_b, false);
+        gw = ctx->needs_input_grad(1) ? std::get<0>(r) : at::Tensor();
+        gb = std::get<1>(r);
+      }
+      const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : at::Tensor();
+      return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     auto r = saved_conv_backward(ctx, g, false, ctx->needs_input_grad(0) && !fast_x);
     const at::Tensor gx = fast_x ? input_grad(g, saved[0], saved[1], s) : std::get<0>(r);
     return {gx, std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -875,8 +961,10 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   if (!wino_chosen(x, w, b, sh, sw, ph, pw)) {
     const bool one = conv1_k4s2_fits(x, w, sh, sw, ph, pw) && bias_fits(b, w);
     if (one && !needs_grad(x, w, b)) return conv1_k4s2(x, w, b, relu);
+    const bool strided = conv_k4s2_fits(x, w, sh, sw, ph, pw) && bias_fits(b, w);
+    if (strided && !needs_grad(x, w, b)) return conv_k4s2(x, w, b, relu);
     if ((few_conv_chosen(x, w, b) && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0) ||
-        k4s2_conv_chosen(x, w, b, sh, sw, ph, pw) || one)
+        k4s2_conv_chosen(x, w, b, sh, sw, ph, pw) || one || strided)
       return FewConv::apply(x, w, b.defined() ? b : at::empty({0}, x.options()), sh, sw, ph, pw,
                             relu);
     at::Tensor y = at::conv2d(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt,
@@ -1052,6 +1140,22 @@ int zoo_k4s2_path(void* x, void* w, void* b, int transposed, int64_t sh, int64_t
     const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
     if (transposed) return k4s2_convt_chosen(xt, wt, bias, sh, sw, ph, pw) ? 1 : 0;
     return k4s2_conv_chosen(xt, wt, bias, sh, sw, ph, pw) ? 2 : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// 1 if zoo_conv2d(x, w, b, stride, padding) runs its forward and filter gradient as conv_k4s2
+// (so does a 4x4 stride-2 transposed convolution's backward whose output's gradient and
+// filters are x and w here), else 0.
+int zoo_conv_k4s2_path(void* x, void* w, void* b, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  try {
+    const at::Tensor &xt = *static_cast<at::Tensor*>(x), &wt = *static_cast<at::Tensor*>(w);
+    const at::Tensor bias = b ? *static_cast<at::Tensor*>(b) : at::Tensor();
+    return conv_k4s2_fits(xt, wt, sh, sw, ph, pw) && bias_fits(bias, wt) &&
+                   !wino_chosen(xt, wt, bias, sh, sw, ph, pw)
+               ? 1
+               : 0;
   } catch (const std::exception&) {
     return 0;
   }

@@ -56,6 +56,15 @@ extern "C" {
         ph: i64,
         pw: i64,
     ) -> i32;
+    fn zoo_conv_k4s2_path(
+        x: *const c_void,
+        w: *const c_void,
+        b: *const c_void,
+        sh: i64,
+        sw: i64,
+        ph: i64,
+        pw: i64,
+    ) -> i32;
     fn zoo_tune_malloc(mmap_threshold: i64, trim_threshold: i64) -> i32;
     fn zoo_clear_grad(t: *const c_void);
     fn zoo_to_layout(x: *const c_void, channels_last: i32, err: *mut c_char, err_len: usize) -> *mut c_void;
@@ -284,6 +293,35 @@ pub fn is_k4s2_path(
     }
 }
 
+/// Whether [`conv2d`] runs its forward and its filters' gradient as the 4x4 stride-2
+/// convolution kernel (so does the backward of a 4x4 stride-2 [`conv_transpose2d`] whose
+/// output's gradient and filters are `x` and `w` here); the tests ask it.
+pub fn is_conv_k4s2_path(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> bool {
+    ask_conv_path(zoo_conv_k4s2_path, x, w, b, stride, padding)
+}
+
+/// The shim's questions about which path a convolution takes: (x, w, b, stride, padding).
+type ConvPathQuery =
+    unsafe extern "C" fn(*const c_void, *const c_void, *const c_void, i64, i64, i64, i64) -> i32;
+
+fn ask_conv_path(
+    query: ConvPathQuery,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [i64; 2],
+    padding: [i64; 2],
+) -> bool {
+    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
+    unsafe { query(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1]) != 0 }
+}
+
 /// The shim's 2-D convolutions share one signature: (x, w, b, stride, padding, relu, error
 /// buffer).
 type ShimConv = unsafe extern "C" fn(
@@ -340,11 +378,7 @@ pub fn conv2d_is_winograd(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> bool {
-    // SAFETY: x, w and b are live tensors for the call; nothing is kept.
-    unsafe {
-        zoo_conv2d_winograd(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1])
-            != 0
-    }
+    ask_conv_path(zoo_conv2d_winograd, x, w, b, stride, padding)
 }
 
 /// A 1-D convolution at stride 1 without groups (`torch.nn.functional.conv1d`), differentiable.
@@ -878,10 +912,12 @@ mod tests {
     fn fused_relu_convolutions_equal_libtorch() {
         let opts = (Kind::Float, Device::Cpu);
         // (transposed, x's shape, w's shape, stride, padding, the image needs a gradient): the
-        // single-channel first layer and the 4x4 stride-2 upsampling kernel (ReLU fused), and
-        // layers libtorch runs (ReLU after it)
+        // single-channel first layer, the 4x4 stride-2 upsampling and downsampling kernels
+        // (ReLU fused), and layers libtorch runs (ReLU after it)
         for (transposed, xs, ws, s, p, x_grad) in [
             (false, [3, 1, 28, 14], [32, 1, 4, 4], 2, 1, false),
+            (false, [2, 32, 14, 14], [64, 32, 4, 4], 2, 1, true),
+            (false, [2, 32, 6, 10], [32, 32, 4, 4], 2, 1, false),
             (false, [2, 1, 8, 6], [16, 1, 4, 4], 2, 1, true),
             (true, [2, 64, 7, 7], [64, 32, 4, 4], 2, 1, true),
             (true, [2, 64, 3, 5], [64, 32, 4, 4], 2, 1, false),
@@ -1093,23 +1129,33 @@ mod tests {
             (&y * &g).sum(Kind::Float).backward();
             (y.detach(), x.grad(), w.grad(), b.map(|b| b.grad()))
         };
-        // (transposed, N, C in, K out, H, W, bias). Transposed: the conv VAE's 64 -> 32 layer;
-        // two blocks of 32 outputs, an odd number of rows and rows of 9 pixels (tiles of 5 and
-        // 4); a 1x1 input; 20 channels (a block of 16 and 4 more) in rows of 17 pixels. Not transposed (the input's gradient is the
-        // kernel): the VAE's 32 -> 64 convolution, and rows whose gradient has 9 pixels.
-        for (transposed, n, c, k, h, w, bias) in [
-            (true, 3, 64, 32, 7, 7, true),
-            (true, 2, 16, 64, 5, 9, false),
-            (true, 2, 48, 32, 1, 1, true),
-            (true, 2, 20, 32, 3, 17, true),
-            (false, 3, 32, 64, 14, 14, true),
-            (false, 2, 64, 16, 10, 18, false),
+        // (transposed, N, C in, K out, H, W, bias, strided). Transposed: the conv VAE's 64 -> 32
+        // layer; two blocks of 32 outputs, an odd number of rows and rows of 9 pixels (tiles of
+        // 5 and 4); a 1x1 input; 20 channels (a block of 16 and 4 more) in rows of 17 pixels;
+        // 96 -> 32 in rows of 9. Not transposed (the input's gradient is the kernel): the VAE's
+        // 32 -> 64 convolution, rows whose gradient has 9 pixels, 64 -> 32 and 32 -> 160.
+        // `strided`: the 4x4 stride-2 convolution kernel runs the convolution's forward and
+        // filter gradient (the transposed layer's input and filter gradients).
+        for (transposed, n, c, k, h, w, bias, strided) in [
+            (true, 3, 64, 32, 7, 7, true, true),
+            (true, 2, 16, 64, 5, 9, false, false),
+            (true, 2, 48, 32, 1, 1, true, false),
+            (true, 2, 20, 32, 3, 17, true, false),
+            (true, 2, 96, 32, 5, 9, true, true),
+            (false, 3, 32, 64, 14, 14, true, true),
+            (false, 2, 64, 16, 10, 18, false, false),
+            (false, 2, 64, 32, 10, 18, true, true),
+            (false, 1, 32, 160, 6, 30, false, true),
         ] {
             let x = Tensor::randn([n, c, h, w], opts);
             let shape = if transposed { [c, k, 4, 4] } else { [k, c, 4, 4] };
             let wt = Tensor::randn(shape, opts) * 0.1;
             let b = Tensor::randn([k], opts);
             let b = bias.then_some(&b);
+            // (a transposed layer's backward: its output's gradient through the filters)
+            let conv_in = if transposed { Tensor::zeros([n, k, 2 * h, 2 * w], opts) } else { x.copy() };
+            let conv_b = if transposed { None } else { b };
+            assert_eq!(is_conv_k4s2_path(&conv_in, &wt, conv_b, s, p), avx512 && strided, "{c}->{k}");
             let (a, r) = (grads(&x, &wt, b, true, transposed), grads(&x, &wt, b, false, transposed));
             let what = format!("transposed {transposed}, {c}->{k}, {h}x{w}");
             assert_same_grads(&what, &a, &r);
