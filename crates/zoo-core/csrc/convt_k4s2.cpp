@@ -258,6 +258,11 @@ __attribute__((target("avx512f"))) inline void prefetch_l2(const float* p, int64
   for (int64_t i = 0; i < floats; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
 }
 
+// The same for memory about to be written (the next image's output).
+inline void prefetch_l2_write(float* p, int64_t floats) {
+  for (int64_t i = 0; i < floats; i += 16) __builtin_prefetch(p + i, 1, 2);
+}
+
 // One image x (C, H, W) -> the zero-padded (H+2, W+2, C) scratch: blocks of 16 channels x up to
 // 16 pixels of a row transposed in registers, the channels past the last whole block one by one.
 __attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_t c, int64_t h,
@@ -273,6 +278,13 @@ __attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_
   const int64_t whole = c / 16 * 16;
   for (int64_t iy = 0; iy < h; ++iy) {
     float* row = scratch + ((iy + 1) * wp2 + 1) * c;
+    // (the next row of every channel into L1 meanwhile: the rows are short and far apart)
+    if (iy + 1 < h)
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const float* next = x + (ci * h + iy + 1) * w;
+        _mm_prefetch(reinterpret_cast<const char*>(next), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(next + w - 1), _MM_HINT_T0);
+      }
     for (int64_t ix0 = 0; ix0 < w; ix0 += 16) {
       const int64_t pix = std::min<int64_t>(16, w - ix0);
       const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
@@ -348,6 +360,10 @@ __attribute__((target("avx512f"))) void conv1_k4s2_images(const float* x, const 
   std::memset(scratch, 0, sizeof(float) * conv1_k4s2_scratch_size(h, wd));
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * h * wd;
+    if (n + 1 < n1) {
+      prefetch_l2(xn + h * wd, h * wd);
+      prefetch_l2_write(y + (n + 1) * k * oh * ow, k * oh * ow);
+    }
     for (int64_t iy = 0; iy < h; ++iy) std::memcpy(scratch + (iy + 1) * stride + 1, xn + iy * wd, sizeof(float) * wd);
     float* yn = y + n * k * oh * ow;
     for (int64_t oy = 0; oy < oh; ++oy)
@@ -498,6 +514,7 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_images(const float* x, co
     for (int64_t d = -1; d <= 1; ++d) shifts.push_back(shift_mask(p0, d, wd));
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * c * hw;
+    if (n + 1 < n1) prefetch_l2(xn + c * hw, c * hw);
     for (int64_t ko = 0; ko < k; ++ko) {
       for (int t0 = 0; t0 < 16; t0 += 8)
         for (int64_t v0 = 0; v0 < vectors; v0 += 3) {
@@ -562,6 +579,11 @@ __attribute__((target("avx512f"))) void convt_few_k4s2_wgrad_images(
   for (int64_t n = n0; n < n1; ++n) {
     const float* xn = x + n * c * hw;
     const float* mn = x_mask ? x_mask + n * c * hw : nullptr;
+    if (n + 1 < n1) {
+      prefetch_l2(xn + c * hw, c * hw);
+      if (mn) prefetch_l2(mn + c * hw, c * hw);
+      prefetch_l2(g + (n + 1) * k * 4 * hw, k * 4 * hw);
+    }
     for (int64_t ko = 0; ko < k; ++ko) {
       const float* gk = g + (n * k + ko) * 4 * hw;
       __m512 bsum = _mm512_loadu_ps(acc_b + ko * 16);
