@@ -302,6 +302,40 @@ __attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_
 
 }  // namespace
 
+namespace {
+
+// Tiles t0, t1 of row phase a (column phases 0 and 1: t_b[(r 8 + q) 32 + channel], rows m ..
+// m+rows-1, pixels p0 .. p0+pix-1 of the input, 32 output channels from k0) -> the output
+// image yn (K, oh, ow): the two column phases interleaved by 16 x 16 transposes in registers,
+// each output channel's row one masked store, with the bias and the ReLU.
+__attribute__((target("avx512f"))) void store_phases(const float* t0, const float* t1,
+                                                     int64_t rows, int64_t pix, int64_t m,
+                                                     int64_t p0, int a, int64_t k0,
+                                                     const float* bias, bool relu, float* yn,
+                                                     int64_t oh, int64_t ow) {
+  const int64_t plane = oh * ow;
+  // output columns 2 p0 .. 2 (p0 + pix) - 1 alternate between the two column phases
+  const __mmask16 mask = static_cast<__mmask16>((1u << (2 * pix)) - 1u);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int half = 0; half < 2; ++half) {
+      __m512 v[16];
+      for (int q = 0; q < 8; ++q) {
+        v[2 * q] = _mm512_load_ps(&t0[(r * 8 + q) * 32 + 16 * half]);
+        v[2 * q + 1] = _mm512_load_ps(&t1[(r * 8 + q) * 32 + 16 * half]);
+      }
+      transpose16(v);
+      const int64_t kk = k0 + 16 * half;
+      float* dst = yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0;
+      for (int s = 0; s < 16; ++s) {
+        __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+        if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(dst + s * plane, mask, out);
+      }
+    }
+}
+
+}  // namespace
+
 __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const float* packed,
                                                           const float* bias, float* y, int64_t c,
                                                           int64_t k, int64_t h, int64_t w,
@@ -325,25 +359,169 @@ __attribute__((target("avx512f"))) void convt_k4s2_images(const float* x, const 
             const TileFn f = pick(rows, pix);
             const Edges edge = {m == 0, m + rows == h, p0 == 0, p0 + pix == w};
             for (int b = 0; b < 2; ++b) f(scratch, packed, c, k, wp2, m, p0, a, b, k0, edge, t[b]);
-            // output columns 2 p0 .. 2 (p0 + pix) - 1 alternate between the two column phases
-            const __mmask16 mask = static_cast<__mmask16>((1u << (2 * pix)) - 1u);
-            for (int64_t r = 0; r < rows; ++r)
-              for (int half = 0; half < 2; ++half) {
-                __m512 v[16];
-                for (int q = 0; q < 8; ++q)
-                  for (int b = 0; b < 2; ++b)
-                    v[2 * q + b] = _mm512_load_ps(&t[b][(r * 8 + q) * 32 + 16 * half]);
-                transpose16(v);
-                const int64_t kk = k0 + 16 * half;
-                float* dst = yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0;
-                for (int s = 0; s < 16; ++s) {
-                  __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
-                  if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
-                  _mm512_mask_storeu_ps(dst + s * plane, mask, out);
-                }
-              }
+            store_phases(t[0], t[1], rows, pix, m, p0, a, k0, bias, relu, yn, oh, ow);
           }
         }
+  }
+}
+
+// The transposed layer on a 7x7 input (the conv VAE's decoder, and its encoder's input
+// gradient) with Winograd's minimal filtering F(7, 2) along the rows: for one row phase a, tap
+// row i and column phase b, each output row's 7 pixels are a 2-tap correlation of 8 padded
+// input values, done as 8 products in the transformed domain (points 0, +-1, +-2, +-1/2 and
+// infinity) instead of 14. So per image the padded rows are transformed once (8 values per
+// row, column phase and channel), the products are a GEMM per transform point over the tap
+// rows and channels (the tiles above: 7 output rows x 32 channels, the padding row skipped),
+// and the 8 sums per row go back to 7 pixels before the usual NCHW stores. fp32 error of the
+// transform: ~2e-6 relative on sums over 64 channels (tools' one-off check; the tests compare
+// with libtorch).
+namespace {
+
+constexpr float kWinoAT[7][8] = {
+    {1, 1, 1, 1, 1, 1, 1, 0},
+    {0, 1, -1, 2, -2, 0.5f, -0.5f, 0},
+    {0, 1, 1, 4, 4, 0.25f, 0.25f, 0},
+    {0, 1, -1, 8, -8, 0.125f, -0.125f, 0},
+    {0, 1, 1, 16, 16, 0.0625f, 0.0625f, 0},
+    {0, 1, -1, 32, -32, 0.03125f, -0.03125f, 0},
+    {0, 1, 1, 64, 64, 0.015625f, 0.015625f, 1},
+};
+constexpr float kWinoG[8][2] = {{1, 0}, {1, 1}, {1, -1}, {1, 2}, {1, -2}, {1, 0.5f}, {1, -0.5f}, {0, 1}};
+constexpr float kWinoBT[8][8] = {
+    {1, 0, -21.0f / 4, 0, 21.0f / 4, 0, -1, 0},
+    {0, -2.0f / 9, -2.0f / 9, 17.0f / 18, 17.0f / 18, -2.0f / 9, -2.0f / 9, 0},
+    {0, 2.0f / 9, -2.0f / 9, -17.0f / 18, 17.0f / 18, 2.0f / 9, -2.0f / 9, 0},
+    {0, 1.0f / 180, 1.0f / 360, -1.0f / 36, -1.0f / 72, 1.0f / 45, 1.0f / 90, 0},
+    {0, -1.0f / 180, 1.0f / 360, 1.0f / 36, -1.0f / 72, -1.0f / 45, 1.0f / 90, 0},
+    {0, 64.0f / 45, 128.0f / 45, -16.0f / 9, -32.0f / 9, 16.0f / 45, 32.0f / 45, 0},
+    {0, -64.0f / 45, 128.0f / 45, 16.0f / 9, -32.0f / 9, -16.0f / 45, 32.0f / 45, 0},
+    {0, -1, 0, 21.0f / 4, 0, -21.0f / 4, 0, 1},
+};
+
+
+// out[i] = sum over j of m[i][j] in[j], the zero entries left out (m is one of the constant
+// matrices above: the loops unroll and the entries fold into the code)
+template <int R, int C>
+__attribute__((target("avx512f"), always_inline)) inline void mat_vecs(const float (&m)[R][C],
+                                                                      const __m512 (&in)[C],
+                                                                      __m512 (&out)[R]) {
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    __m512 acc = _mm512_setzero_ps();
+    #pragma GCC unroll 8
+    for (int u = 0; u < C; ++u)
+      if (m[r][u] != 0.0f) acc = _mm512_fmadd_ps(_mm512_set1_ps(m[r][u]), in[u], acc);
+    out[r] = acc;
+  }
+}
+
+// V[t] (at v + t c) = BT of 8 padded values of 16 channels, `step` floats apart from src
+__attribute__((target("avx512f"), always_inline)) inline void wino_in(const float* src,
+                                                                     int64_t step, float* v,
+                                                                     int64_t c) {
+  __m512 d[8], o[8];
+  #pragma GCC unroll 8
+  for (int u = 0; u < 8; ++u) d[u] = _mm512_loadu_ps(src + u * step);
+  mat_vecs(kWinoBT, d, o);
+  #pragma GCC unroll 8
+  for (int t = 0; t < 8; ++t) _mm512_storeu_ps(v + t * c, o[t]);
+}
+
+// One transform point t of R = 7 output rows x 32 channels: acc[r] += sum over the taps (tap
+// row pointers `rows(tap, r)`, filters `filters(tap)`) and channels; `edges(tap)` says which of
+// the first and last rows that tap leaves out.
+template <int Taps, typename Rows, typename Filters, typename EdgesOf>
+__attribute__((target("avx512f"), always_inline)) inline void wino_point(
+    __m512 (&acc)[7][1][2], int64_t c, int64_t k, const Rows& rows, const Filters& filters,
+    const EdgesOf& edges) {
+  for (int r = 0; r < 7; ++r) acc[r][0][0] = acc[r][0][1] = _mm512_setzero_ps();
+  for (int tap = 0; tap < Taps; ++tap) {
+    const float* xr[7];
+    for (int r = 0; r < 7; ++r) xr[r] = rows(tap, r);
+    edge_tap<7, 1>(acc, xr, filters(tap), c, k, 0, edges(tap));
+  }
+}
+
+// The 8 points' sums mt[t][r][32] -> 7 pixels per row, into t[(r 8 + p) 32 + channel].
+__attribute__((target("avx512f"))) void wino_out(const float (&mt)[8][7][32], float* t) {
+  for (int r = 0; r < 7; ++r)
+    for (int half = 0; half < 2; ++half) {
+      __m512 m[8], o[7];
+      #pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q) m[q] = _mm512_load_ps(&mt[q][r][16 * half]);
+      mat_vecs(kWinoAT, m, o);
+      #pragma GCC unroll 7
+      for (int p = 0; p < 7; ++p) _mm512_store_ps(&t[(r * 8 + p) * 32 + 16 * half], o[p]);
+    }
+}
+
+}  // namespace
+
+int64_t convt_k4s2_wino7_packed_size(int64_t c, int64_t k) { return 64 * c * k; }
+
+// the padded image (9 x 9 x C) and its transformed rows (2 column phases x 7 rows x 8 x C)
+int64_t convt_k4s2_wino7_scratch_size(int64_t c) { return 81 * c + 2 * 7 * 8 * c; }
+
+// packed[a][b][i][t][ci][k] = sum over j of G[t][j] w[ci][k][3 - a - 2i][3 - b - 2j]
+void convt_k4s2_wino7_pack(const float* w, int64_t c, int64_t k, float* packed) {
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 2; ++b)
+      for (int i = 0; i < 2; ++i)
+        for (int t = 0; t < 8; ++t) {
+          float* dst = packed + ((((a * 2 + b) * 2 + i) * 8 + t) * c) * k;
+          const int ky = 3 - a - 2 * i;
+          for (int64_t ci = 0; ci < c; ++ci)
+            for (int64_t ko = 0; ko < k; ++ko) {
+              const float* row = w + ((ci * k + ko) * 4 + ky) * 4;
+              dst[ci * k + ko] = kWinoG[t][0] * row[3 - b] + kWinoG[t][1] * row[1 - b];
+            }
+        }
+}
+
+__attribute__((target("avx512f"))) void convt_k4s2_wino7_images(const float* x,
+                                                                const float* packed,
+                                                                const float* bias, float* y,
+                                                                int64_t c, int64_t k, int64_t n0,
+                                                                int64_t n1, float* scratch,
+                                                                bool relu) {
+  constexpr int64_t h = 7, w = 7, wp2 = 9;
+  float* xp = scratch;     // (9, 9, C)
+  float* v = xp + 81 * c;  // [b][input row 0..6][t][C]
+  alignas(64) float mt[8][7][32];
+  alignas(64) float tb[2][8 * 8 * 32] = {};  // (pixels past 7: read, never stored)
+  for (int64_t n = n0; n < n1; ++n) {
+    if (n + 1 < n1) prefetch_l2(x + (n + 1) * c * h * w, c * h * w);
+    pad_channels_last(x + n * c * h * w, c, h, w, xp);
+    // the rows' transforms: padded row iy + 1, values at padded columns b .. b+7
+    for (int b = 0; b < 2; ++b)
+      for (int64_t iy = 0; iy < h; ++iy)
+        for (int64_t c0 = 0; c0 < c; c0 += 16)
+          wino_in(xp + ((iy + 1) * wp2 + b) * c + c0, c, v + (b * h + iy) * 8 * c + c0, c);
+    float* yn = y + n * k * 4 * h * w;
+    for (int64_t k0 = 0; k0 < k; k0 += 32)
+      for (int a = 0; a < 2; ++a) {
+        for (int b = 0; b < 2; ++b) {
+          for (int t = 0; t < 8; ++t) {
+            __m512 acc[7][1][2];
+            // output row r, window row i reads input row r + a + i - 1: -1 for r = 0, a = i = 0;
+            // 7 for r = 6, a = i = 1 (those rows are left out)
+            wino_point<2>(
+                acc, c, k,
+                [&](int i, int r) {
+                  const int64_t iy = std::max<int64_t>(0, std::min<int64_t>(h - 1, r + a + i - 1));
+                  return v + ((b * h + iy) * 8 + t) * c;
+                },
+                [&](int i) { return packed + ((((a * 2 + b) * 2 + i) * 8 + t) * c) * k + k0; },
+                [&](int i) { return Edges{a == 0 && i == 0, a == 1 && i == 1, false, false}; });
+            for (int r = 0; r < 7; ++r) {
+              _mm512_store_ps(&mt[t][r][0], acc[r][0][0]);
+              _mm512_store_ps(&mt[t][r][16], acc[r][0][1]);
+            }
+          }
+          wino_out(mt, tb[b]);
+        }
+        store_phases(tb[0], tb[1], 7, 7, 0, 0, a, k0, bias, relu, yn, 2 * h, 2 * w);
+      }
   }
 }
 
@@ -850,6 +1028,16 @@ void convt_few_k4s2_wgrad_images(const float*, const float*, float*, float*, int
 
 void conv_k4s2_images(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
                       int64_t, int64_t, int64_t, float*, bool) {}
+
+void convt_k4s2_wino7_images(const float*, const float*, const float*, float*, int64_t, int64_t,
+                             int64_t, int64_t, float*, bool) {}
+
+// (callers check convt_k4s2_available first: never reached)
+void conv_k4s2_pack(const float*, int64_t, int64_t, float*) {}
+int64_t conv_k4s2_wgrad_scratch_size(int64_t, int64_t, int64_t, int64_t) { return 0; }
+void convt_k4s2_wino7_pack(const float*, int64_t, int64_t, float*) {}
+int64_t convt_k4s2_wino7_packed_size(int64_t, int64_t) { return 0; }
+int64_t convt_k4s2_wino7_scratch_size(int64_t) { return 0; }
 
 void conv_k4s2_wgrad_images(const float*, const float*, float*, float*, float*, int64_t, int64_t,
                             int64_t, int64_t, int64_t, int64_t, float*) {}

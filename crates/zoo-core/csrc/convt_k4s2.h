@@ -28,6 +28,16 @@ void convt_k4s2_images(const float* x, const float* packed, const float* b, floa
                        int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch,
                        bool relu);
 
+// The same transposed convolution for a 7x7 input (C a multiple of 16), by Winograd F(7, 2)
+// along the rows: its own packed filters (convt_k4s2_wino7_pack, ..._packed_size floats) and
+// scratch (..._scratch_size floats); y (N, K, 14, 14).
+int64_t convt_k4s2_wino7_packed_size(int64_t c, int64_t k);
+int64_t convt_k4s2_wino7_scratch_size(int64_t c);
+void convt_k4s2_wino7_pack(const float* w, int64_t c, int64_t k, float* packed);
+void convt_k4s2_wino7_images(const float* x, const float* packed, const float* b, float* y,
+                             int64_t c, int64_t k, int64_t n0, int64_t n1, float* scratch,
+                             bool relu);
+
 // Images [n0, n1) of y (N, K, H/2, W/2) = conv2d(x (N, 1, H, W), w (K, 1, 4, 4), b, stride 2,
 // padding 1) for a single input channel (a grey image's first layer; also the input gradient
 // of a transposed convolution to one channel, the same operation): H and W even, K a multiple

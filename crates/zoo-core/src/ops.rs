@@ -1132,7 +1132,8 @@ mod tests {
         // (transposed, N, C in, K out, H, W, bias, strided). Transposed: the conv VAE's 64 -> 32
         // layer; two blocks of 32 outputs, an odd number of rows and rows of 9 pixels (tiles of
         // 5 and 4); a 1x1 input; 20 channels (a block of 16 and 4 more) in rows of 17 pixels;
-        // 96 -> 32 in rows of 9. Not transposed (the input's gradient is the kernel): the VAE's
+        // 96 -> 32 in rows of 9; 48 -> 64 on 7x7 (the Winograd rows: three blocks of 16 input
+        // channels, two of 32 outputs). Not transposed (the input's gradient is the kernel): the VAE's
         // 32 -> 64 convolution, rows whose gradient has 9 pixels, 64 -> 32 and 32 -> 160.
         // `strided`: the 4x4 stride-2 convolution kernel runs the convolution's forward and
         // filter gradient (the transposed layer's input and filter gradients).
@@ -1142,6 +1143,7 @@ mod tests {
             (true, 2, 48, 32, 1, 1, true, false),
             (true, 2, 20, 32, 3, 17, true, false),
             (true, 2, 96, 32, 5, 9, true, true),
+            (true, 2, 48, 64, 7, 7, true, false),
             (false, 3, 32, 64, 14, 14, true, true),
             (false, 2, 64, 16, 10, 18, false, false),
             (false, 2, 64, 32, 10, 18, true, true),
