@@ -927,6 +927,35 @@ DownWgradFn pick_down_wgrad(int64_t u) {
 
 }  // namespace
 
+namespace {
+
+// A tile t[(r 8 + q) 32 + channel] (rows m .. m+rows-1, pixels p0 .. p0+pix-1, 32 channels
+// from k0) -> the output image yn (K, oh, ow): 16 x 16 transposes in registers, each output
+// channel's row one masked store, with the bias and the ReLU.
+__attribute__((target("avx512f"))) void store_rows(const float* t, int64_t rows, int64_t pix,
+                                                   int64_t m, int64_t p0, int64_t k0,
+                                                   const float* bias, bool relu, float* yn,
+                                                   int64_t oh, int64_t ow) {
+  const int64_t plane = oh * ow;
+  const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int half = 0; half < 2; ++half) {
+      __m512 v[16];
+      for (int q = 0; q < 8; ++q) v[q] = _mm512_load_ps(&t[(r * 8 + q) * 32 + 16 * half]);
+      for (int q = 8; q < 16; ++q) v[q] = _mm512_setzero_ps();
+      transpose16(v);
+      const int64_t kk = k0 + 16 * half;
+      float* dst = yn + kk * plane + (m + r) * ow + p0;
+      for (int s = 0; s < 16; ++s) {
+        __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+        if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(dst + s * plane, mask, out);
+      }
+    }
+}
+
+}  // namespace
+
 __attribute__((target("avx512f"))) void conv_k4s2_images(const float* x, const float* packed,
                                                          const float* bias, float* y, int64_t c,
                                                          int64_t k, int64_t h, int64_t w,
@@ -947,23 +976,76 @@ __attribute__((target("avx512f"))) void conv_k4s2_images(const float* x, const f
           const int64_t pix = std::min(pix_step, ow - p0);
           const Edges edge = {m == 0, m + rows == oh, p0 == 0, p0 + pix == ow};
           pick_down(rows, pix)(scratch, packed, c, k, wp2, m, p0, k0, edge, t);
-          const __mmask16 mask = static_cast<__mmask16>((1u << pix) - 1u);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int half = 0; half < 2; ++half) {
-              __m512 v[16];
-              for (int q = 0; q < 8; ++q) v[q] = _mm512_load_ps(&t[(r * 8 + q) * 32 + 16 * half]);
-              for (int q = 8; q < 16; ++q) v[q] = _mm512_setzero_ps();
-              transpose16(v);
-              const int64_t kk = k0 + 16 * half;
-              float* dst = yn + kk * plane + (m + r) * ow + p0;
-              for (int s = 0; s < 16; ++s) {
-                __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
-                if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
-                _mm512_mask_storeu_ps(dst + s * plane, mask, out);
-              }
-            }
+          store_rows(t, rows, pix, m, p0, k0, bias, relu, yn, oh, ow);
         }
       }
+  }
+}
+
+// The strided convolution of a 14x14 input (7x7 output) by the same F(7, 2) along the rows:
+// output pixel j, tap (ky, kx = px + 2 jj) reads padded column 2 (j + jj) + px, so per tap row
+// and column phase px each output row is a 2-tap correlation of the 8 padded values at columns
+// px, px + 2, .., px + 14. Per image the input rows are transformed once per column phase, and
+// each transform point is a GEMM over the 8 (tap row, phase) pairs and the channels.
+int64_t conv_k4s2_wino7_packed_size(int64_t c, int64_t k) { return 64 * c * k; }
+
+// the padded image (16 x 16 x C) and its transformed rows (2 phases x 14 rows x 8 x C)
+int64_t conv_k4s2_wino7_scratch_size(int64_t c) { return 256 * c + 2 * 14 * 8 * c; }
+
+// packed[ky][px][t][ci][k] = sum over jj of G[t][jj] w[k][ci][ky][px + 2 jj]
+void conv_k4s2_wino7_pack(const float* w, int64_t c, int64_t k, float* packed) {
+  for (int ky = 0; ky < 4; ++ky)
+    for (int px = 0; px < 2; ++px)
+      for (int t = 0; t < 8; ++t) {
+        float* dst = packed + (((ky * 2 + px) * 8 + t) * c) * k;
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t ko = 0; ko < k; ++ko) {
+            const float* row = w + ((ko * c + ci) * 4 + ky) * 4;
+            dst[ci * k + ko] = kWinoG[t][0] * row[px] + kWinoG[t][1] * row[px + 2];
+          }
+      }
+}
+
+__attribute__((target("avx512f"))) void conv_k4s2_wino7_images(const float* x,
+                                                               const float* packed,
+                                                               const float* bias, float* y,
+                                                               int64_t c, int64_t k, int64_t n0,
+                                                               int64_t n1, float* scratch,
+                                                               bool relu) {
+  constexpr int64_t h = 14, w = 14, wp2 = 16;
+  float* xp = scratch;      // (16, 16, C)
+  float* v = xp + 256 * c;  // [px][input row 0..13][t][C]
+  alignas(64) float mt[8][7][32];
+  alignas(64) float tb[8 * 8 * 32] = {};  // (pixels past 7: read, never stored)
+  for (int64_t n = n0; n < n1; ++n) {
+    if (n + 1 < n1) prefetch_l2(x + (n + 1) * c * h * w, c * h * w);
+    pad_channels_last(x + n * c * h * w, c, h, w, xp);
+    for (int px = 0; px < 2; ++px)
+      for (int64_t iy = 0; iy < h; ++iy)
+        for (int64_t c0 = 0; c0 < c; c0 += 16)
+          wino_in(xp + ((iy + 1) * wp2 + px) * c + c0, 2 * c, v + (px * h + iy) * 8 * c + c0, c);
+    float* yn = y + n * k * 49;
+    for (int64_t k0 = 0; k0 < k; k0 += 32) {
+      for (int t = 0; t < 8; ++t) {
+        __m512 acc[7][1][2];
+        // output row r, tap row ky reads input row 2 r + ky - 1: -1 for r = 0, ky = 0; 14 for
+        // r = 6, ky = 3 (those rows are left out); tap = 2 ky + px
+        wino_point<8>(
+            acc, c, k,
+            [&](int tap, int r) {
+              const int64_t iy = std::max<int64_t>(0, std::min<int64_t>(h - 1, 2 * r + tap / 2 - 1));
+              return v + (((tap % 2) * h + iy) * 8 + t) * c;
+            },
+            [&](int tap) { return packed + ((tap * 8 + t) * c) * k + k0; },
+            [&](int tap) { return Edges{tap / 2 == 0, tap / 2 == 3, false, false}; });
+        for (int r = 0; r < 7; ++r) {
+          _mm512_store_ps(&mt[t][r][0], acc[r][0][0]);
+          _mm512_store_ps(&mt[t][r][16], acc[r][0][1]);
+        }
+      }
+      wino_out(mt, tb);
+      store_rows(tb, 7, 7, 0, 0, k0, bias, relu, yn, 7, 7);
+    }
   }
 }
 
@@ -1038,6 +1120,11 @@ int64_t conv_k4s2_wgrad_scratch_size(int64_t, int64_t, int64_t, int64_t) { retur
 void convt_k4s2_wino7_pack(const float*, int64_t, int64_t, float*) {}
 int64_t convt_k4s2_wino7_packed_size(int64_t, int64_t) { return 0; }
 int64_t convt_k4s2_wino7_scratch_size(int64_t) { return 0; }
+void conv_k4s2_wino7_pack(const float*, int64_t, int64_t, float*) {}
+int64_t conv_k4s2_wino7_packed_size(int64_t, int64_t) { return 0; }
+int64_t conv_k4s2_wino7_scratch_size(int64_t) { return 0; }
+void conv_k4s2_wino7_images(const float*, const float*, const float*, float*, int64_t, int64_t,
+                            int64_t, int64_t, float*, bool) {}
 
 void conv_k4s2_wgrad_images(const float*, const float*, float*, float*, float*, int64_t, int64_t,
                             int64_t, int64_t, int64_t, int64_t, float*) {}

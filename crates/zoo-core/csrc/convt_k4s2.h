@@ -79,6 +79,15 @@ void conv_k4s2_images(const float* x, const float* packed, const float* b, float
                       int64_t k, int64_t h, int64_t w, int64_t n0, int64_t n1, float* scratch,
                       bool relu);
 
+// The same convolution of a 14x14 input (C a multiple of 16) by Winograd F(7, 2) along the
+// rows, with its own packed filters and scratch; y (N, K, 7, 7).
+int64_t conv_k4s2_wino7_packed_size(int64_t c, int64_t k);
+int64_t conv_k4s2_wino7_scratch_size(int64_t c);
+void conv_k4s2_wino7_pack(const float* w, int64_t c, int64_t k, float* packed);
+void conv_k4s2_wino7_images(const float* x, const float* packed, const float* b, float* y,
+                            int64_t c, int64_t k, int64_t n0, int64_t n1, float* scratch,
+                            bool relu);
+
 // Its filter gradient over images [n0, n1) from x and the output's gradient g (N, K, H/2, W/2),
 // C a multiple of 32 and K of 16: added to `acc` (16 taps, K, C: tap-major, not conv2d's
 // layout); the sums of g's channels to g_sums (K) and of x's to x_sums (C) unless null.

@@ -540,19 +540,26 @@ bool k4s2_fits(const at::Tensor& x, const at::Tensor& w, int64_t sh, int64_t sw,
          zoo::convt_k4s2_available();
 }
 
-// convt_k4s2 of a 7x7 input with C a multiple of 16 (x, w contiguous; b empty: no bias) by
-// convt_k4s2.cpp's Winograd F(7, 2) variant.
-at::Tensor wino7_k4s2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t K,
-                      bool relu) {
+// convt_k4s2 of a 7x7 input (`transposed`) or conv_k4s2 of a 14x14 one, C a multiple of 16
+// (x, w contiguous; b empty: no bias), by convt_k4s2.cpp's Winograd F(7, 2) variants.
+at::Tensor wino7_k4s2(bool transposed, const at::Tensor& x, const at::Tensor& w,
+                      const at::Tensor& b, int64_t K, bool relu) {
   const int64_t N = x.size(0), C = x.size(1);
-  at::Tensor packed = at::empty({zoo::convt_k4s2_wino7_packed_size(C, K)}, x.options());
-  zoo::convt_k4s2_wino7_pack(w.data_ptr<float>(), C, K, packed.data_ptr<float>());
-  at::Tensor y = at::empty({N, K, 14, 14}, x.options());
+  const int64_t size = transposed ? zoo::convt_k4s2_wino7_packed_size(C, K)
+                                  : zoo::conv_k4s2_wino7_packed_size(C, K);
+  at::Tensor packed = at::empty({size}, x.options());
+  (transposed ? zoo::convt_k4s2_wino7_pack : zoo::conv_k4s2_wino7_pack)(
+      w.data_ptr<float>(), C, K, packed.data_ptr<float>());
+  const int64_t side = transposed ? 14 : 7;
+  at::Tensor y = at::empty({N, K, side, side}, x.options());
   const float *xp = x.data_ptr<float>(), *pp = packed.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  over_images(N, zoo::convt_k4s2_wino7_scratch_size(C), [&](int64_t n0, int64_t n1, float* sc) {
-    zoo::convt_k4s2_wino7_images(xp, pp, bp, yp, C, K, n0, n1, sc, relu);
+  const int64_t scratch = transposed ? zoo::convt_k4s2_wino7_scratch_size(C)
+                                     : zoo::conv_k4s2_wino7_scratch_size(C);
+  const auto images = transposed ? zoo::convt_k4s2_wino7_images : zoo::conv_k4s2_wino7_images;
+  over_images(N, scratch, [&](int64_t n0, int64_t n1, float* sc) {
+    images(xp, pp, bp, yp, C, K, n0, n1, sc, relu);
   });
   return y;
 }
@@ -566,7 +573,8 @@ at::Tensor packed_k4s2(bool transposed, const at::Tensor& x_in, const at::Tensor
   const at::Tensor b = b_in.defined() && b_in.numel() > 0 ? b_in.contiguous() : at::Tensor();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = w.size(transposed ? 1 : 0);
-  if (transposed && H == 7 && W == 7 && C % 16 == 0) return wino7_k4s2(x, w, b, K, relu);
+  if (C % 16 == 0 && (transposed ? H == 7 && W == 7 : H == 14 && W == 14))
+    return wino7_k4s2(transposed, x, w, b, K, relu);
   at::Tensor packed = at::empty({zoo::convt_k4s2_packed_size(C, K)}, x.options());
   (transposed ? zoo::convt_k4s2_pack : zoo::conv_k4s2_pack)(w.data_ptr<float>(), C, K,
                                                             packed.data_ptr<float>());

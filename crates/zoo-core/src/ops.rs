@@ -1134,7 +1134,8 @@ mod tests {
         // 5 and 4); a 1x1 input; 20 channels (a block of 16 and 4 more) in rows of 17 pixels;
         // 96 -> 32 in rows of 9; 48 -> 64 on 7x7 (the Winograd rows: three blocks of 16 input
         // channels, two of 32 outputs). Not transposed (the input's gradient is the kernel): the VAE's
-        // 32 -> 64 convolution, rows whose gradient has 9 pixels, 64 -> 32 and 32 -> 160.
+        // 32 -> 64 convolution, rows whose gradient has 9 pixels, 64 -> 32 (also on 14x14, the
+        // Winograd rows) and 32 -> 160.
         // `strided`: the 4x4 stride-2 convolution kernel runs the convolution's forward and
         // filter gradient (the transposed layer's input and filter gradients).
         for (transposed, n, c, k, h, w, bias, strided) in [
@@ -1147,6 +1148,7 @@ mod tests {
             (false, 3, 32, 64, 14, 14, true, true),
             (false, 2, 64, 16, 10, 18, false, false),
             (false, 2, 64, 32, 10, 18, true, true),
+            (false, 2, 64, 32, 14, 14, false, true),
             (false, 1, 32, 160, 6, 30, false, true),
         ] {
             let x = Tensor::randn([n, c, h, w], opts);
