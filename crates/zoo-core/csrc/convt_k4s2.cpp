@@ -26,7 +26,7 @@
 // the conv VAE's 7x7 input, 1 - (13/14)^2 = 14% of the products).
 //
 // Also here: the strided 4x4 convolution (the same tiles with 16 taps at stride 2) and its
-// filters' gradient, the single-channel 4x4 stride-2 convolution (a grey image's first layer),
+// filters' gradient, Winograd F(7, 2) variants of both convolutions for rows of 7 outputs, the single-channel 4x4 stride-2 convolution (a grey image's first layer),
 // and the transposed convolution to few output channels (an image decoder's last layer) with
 // its filters' gradient, each described at its function.
 #include "convt_k4s2.h"
