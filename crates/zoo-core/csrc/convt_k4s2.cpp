@@ -304,6 +304,18 @@ __attribute__((target("avx512f"))) void pad_channels_last(const float* x, int64_
 
 namespace {
 
+// v[s] (s < 16: channels kk + s, after a 16 x 16 transpose) -> the rows of those channels at
+// dst + s plane, the lanes of `mask`, with the bias and the ReLU.
+__attribute__((target("avx512f"), always_inline)) inline void store_channels(
+    const __m512 (&v)[16], float* dst, int64_t plane, __mmask16 mask, const float* bias,
+    int64_t kk, bool relu) {
+  for (int s = 0; s < 16; ++s) {
+    __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
+    if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(dst + s * plane, mask, out);
+  }
+}
+
 // Tiles t0, t1 of row phase a (column phases 0 and 1: t_b[(r 8 + q) 32 + channel], rows m ..
 // m+rows-1, pixels p0 .. p0+pix-1 of the input, 32 output channels from k0) -> the output
 // image yn (K, oh, ow): the two column phases interleaved by 16 x 16 transposes in registers,
@@ -325,12 +337,8 @@ __attribute__((target("avx512f"))) void store_phases(const float* t0, const floa
       }
       transpose16(v);
       const int64_t kk = k0 + 16 * half;
-      float* dst = yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0;
-      for (int s = 0; s < 16; ++s) {
-        __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
-        if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
-        _mm512_mask_storeu_ps(dst + s * plane, mask, out);
-      }
+      store_channels(v, yn + kk * plane + (2 * (m + r) + a) * ow + 2 * p0, plane, mask, bias, kk,
+                     relu);
     }
 }
 
@@ -945,12 +953,7 @@ __attribute__((target("avx512f"))) void store_rows(const float* t, int64_t rows,
       for (int q = 8; q < 16; ++q) v[q] = _mm512_setzero_ps();
       transpose16(v);
       const int64_t kk = k0 + 16 * half;
-      float* dst = yn + kk * plane + (m + r) * ow + p0;
-      for (int s = 0; s < 16; ++s) {
-        __m512 out = bias ? _mm512_add_ps(v[s], _mm512_set1_ps(bias[kk + s])) : v[s];
-        if (relu) out = _mm512_max_ps(out, _mm512_setzero_ps());
-        _mm512_mask_storeu_ps(dst + s * plane, mask, out);
-      }
+      store_channels(v, yn + kk * plane + (m + r) * ow + p0, plane, mask, bias, kk, relu);
     }
 }
 
