@@ -843,12 +843,12 @@ struct FewConvT : public torch::autograd::Function<FewConvT> {
     // A 4x4 stride-2 layer with 32k channels each way: its input gradient is conv_k4s2 of g
     // (the filters read as conv2d's), its filters' the same kernel's filter gradient with g as
     // the image and x as the output's gradient, its bias's the sums of g that come with it.
-    const at::Tensor gc = g.contiguous();
-    if (!graph && conv_k4s2_fits(gc, saved[1], s[0], s[1], s[2], s[3])) {
-      const at::Tensor gx = ctx->needs_input_grad(0) ? conv_k4s2(gc, saved[1], at::Tensor()) : at::Tensor();
+    // (an NCHW g: a channels-last one takes libtorch's backward)
+    if (!graph && conv_k4s2_fits(g, saved[1], s[0], s[1], s[2], s[3])) {
+      const at::Tensor gx = ctx->needs_input_grad(0) ? conv_k4s2(g, saved[1], at::Tensor()) : at::Tensor();
       at::Tensor gw, gb;
       if (ctx->needs_input_grad(1) || need_b) {
-        auto r = conv_k4s2_wgrad(gc, saved[0].contiguous(), false, need_b);
+        auto r = conv_k4s2_wgrad(g, saved[0].contiguous(), false, need_b);
         gw = ctx->needs_input_grad(1) ? std::get<0>(r) : at::Tensor();
         gb = std::get<2>(r);
       }
