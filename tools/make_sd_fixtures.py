@@ -1,0 +1,333 @@
+"""Golden fixtures for Stable Diffusion text-to-image (issue 21), made with diffusers and
+transformers in the project's .venv. Nothing is downloaded: every model is a tiny random one
+built from a config, and the CLIP tokenizer's vocabulary is made here.
+
+    .venv/bin/python tools/make_sd_fixtures.py [part ...]      # parts: clip configs pipelines
+
+Writes tests/fixtures/sd/:
+- clip/: two CLIPTokenizer folders (tokenizer-sd1: pad "<|endoftext|>" as SD 1.x;
+  tokenizer-sd2: pad "!" as SD 2.x, plus a tokenizer.json), two tiny CLIPTextModels
+  (text_encoder-quick_gelu, SD1-like; text_encoder-gelu, SD2-like), cases.json (prompts and the
+  exact input_ids SD's pipeline feeds the text encoder, with the truncation warning's text) and
+  outputs.safetensors (last_hidden_state / pooler_output of each encoder on those ids).
+- configs.json: the released SD 1.5 / SD 2.1 UNet, text encoder and VAE configs with their
+  parameter counts (instantiated on the meta device; no weights).
+- sd1-tiny/, sd2-tiny/, sd1-inpaint-tiny/: tiny pipelines in the on-disk layout of a diffusers
+  Stable Diffusion repo, with cases.json (every argument of each pipeline call), the init image
+  and mask PNGs, and expected.safetensors (the images, the first latents each call drew, and
+  single-module UNet / VAE reference outputs).
+
+Running it twice gives identical files.
+"""
+import json
+import os
+import re
+import shutil
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import numpy as np
+import PIL.Image
+import torch
+import diffusers
+import transformers
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.utils import logging as dlogging
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+torch.set_num_threads(1)
+dlogging.disable_progress_bar()
+dlogging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "tests", "fixtures", "sd")
+CLIP = os.path.join(OUT, "clip")
+VERSIONS = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+MAX_LEN = 77
+
+# ---------------------------------------------------------------------------------------------
+# CLIP tokenizer: CLIP's layout (256 byte characters, the same 256 with "</w>", one token per
+# merge in merge order, then <|startoftext|> and <|endoftext|> as the last two ids), with merges
+# learnt here by plain BPE on a small corpus so that common words become one or a few tokens.
+
+CORPUS = """
+a photo of a cat sitting on the sofa. a photo of an astronaut riding a horse on mars.
+a painting by an artist in the style of van gogh, high quality, masterpiece, best quality,
+highly detailed, sharp focus, trending on artstation, digital art, concept art, illustration.
+a beautiful landscape with mountains and a lake at sunset, golden hour, dramatic lighting.
+portrait of a young woman with red hair, studio lighting, bokeh, depth of field, 4k, 8k.
+blurry, low quality, worst quality, ugly, deformed, bad anatomy, watermark, text, signature.
+a dog running on the beach, a castle on a hill, a city at night with neon lights and rain.
+the cat and the dog are friends. it is a small house in the forest near a river.
+an oil painting of flowers in a vase, still life, soft colors, pastel, watercolor, sketch.
+a futuristic robot standing in a street, cyberpunk, science fiction, cinematic, epic scene.
+photograph of a red car parked in front of a building, realistic, photorealistic, detailed.
+cute little kitten playing with a ball of yarn, fluffy fur, big eyes, warm light, cozy room.
+a bowl of fruit on a wooden table, apples, oranges, bananas, grapes, morning sun.
+a ship sailing on the ocean during a storm, waves, clouds, lightning, dark sky, moody.
+the old man reading a book by the fire, candle light, library, shelves of books.
+"""
+NUM_MERGES = 486  # 512 byte tokens + merges + 2 specials = about 1000 ids
+
+
+def bytes_to_unicode():
+    """CLIP's (and GPT-2's) reversible map of the 256 bytes to printable characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def learn_merges(corpus, n_merges):
+    """Plain BPE on the corpus' lowercase letter runs; ties go to the lexicographically
+    smallest pair so that the result is deterministic."""
+    freq = {}
+    for w in re.findall(r"[a-z]+", corpus.lower()):
+        freq[w] = freq.get(w, 0) + 1
+    words = {tuple(w[:-1]) + (w[-1] + "</w>",): c for w, c in freq.items()}
+    merges = []
+    while len(merges) < n_merges:
+        pairs = {}
+        for sym, c in words.items():
+            for a, b in zip(sym, sym[1:]):
+                pairs[(a, b)] = pairs.get((a, b), 0) + c
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        new = {}
+        for sym, c in words.items():
+            out, i = [], 0
+            while i < len(sym):
+                if i + 1 < len(sym) and (sym[i], sym[i + 1]) == best:
+                    out.append(sym[i] + sym[i + 1])
+                    i += 2
+                else:
+                    out.append(sym[i])
+                    i += 1
+            new[tuple(out)] = c
+        words = new
+    return merges
+
+
+def make_vocab():
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars]
+    merges = learn_merges(CORPUS, NUM_MERGES)
+    tokens += [a + b for a, b in merges]
+    tokens += [BOS, EOS]
+    assert len(set(tokens)) == len(tokens)
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def added_token(content):
+    # The form SD 1.x / 2.x repos use for bos/eos/unk in their tokenizer files.
+    return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+
+def write_tokenizer(d, vocab, merges, pad):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(d, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    special = {"bos_token": added_token(BOS), "eos_token": added_token(EOS), "pad_token": pad, "unk_token": added_token(EOS)}
+    with open(os.path.join(d, "special_tokens_map.json"), "w") as f:
+        json.dump(special, f, indent=2)
+    cfg = {
+        "add_prefix_space": False,
+        "bos_token": {"__type": "AddedToken", **added_token(BOS)},
+        "do_lower_case": True,
+        "eos_token": {"__type": "AddedToken", **added_token(EOS)},
+        "errors": "replace",
+        "model_max_length": MAX_LEN,
+        "pad_token": pad,
+        "tokenizer_class": "CLIPTokenizer",
+        "unk_token": {"__type": "AddedToken", **added_token(EOS)},
+    }
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+LONG_PROMPT = (
+    "a highly detailed oil painting of an old castle on a hill above a small town at sunset, with golden "
+    "light on the walls, dark clouds over the mountains, a river running through the forest, boats on the "
+    "water, birds in the sky, people walking in the street near the market, a cat sleeping on a wooden "
+    "bench, flowers in every window, by a famous artist, trending on artstation, masterpiece, best quality, "
+    "sharp focus, dramatic lighting, and then some extra words that clip never sees"
+)
+PROMPTS = [
+    "a photo of a cat",
+    "A Photo Of An Astronaut Riding A Horse On MARS",
+    "a painting, by an artist; high-quality!!! (masterpiece) [style] #art",
+    "3 dogs and 12 cats in 2024, 4k 8k",
+    "  a   dog \t on\nthe  beach  ",
+    "it's a cat's toy, isn't it? they'll say we've won",
+    "café crème in Zürich",
+    "",
+    LONG_PROMPT,
+]
+ENCODERS = {
+    # name: (hidden_act, layers, tokenizer folder)
+    "quick_gelu": ("quick_gelu", 3, "tokenizer-sd1"),
+    "gelu": ("gelu", 4, "tokenizer-sd2"),
+}
+
+
+def perturb(m, seed, scale):
+    """Random weights all over: adds noise to every parameter so that norms (weight 1, bias 0 at
+    init) and zero-initialised biases are not trivial and a wrongly loaded tensor shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(m.named_parameters()):
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def text_encoder(name, vocab_size, pad_id):
+    act, layers, _ = ENCODERS[name]
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=layers,
+        max_position_embeddings=MAX_LEN,
+        hidden_act=act,
+        layer_norm_eps=1e-5,
+        projection_dim=32,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=pad_id,
+    )
+    torch.manual_seed(11 if name == "quick_gelu" else 12)
+    m = CLIPTextModel(cfg).eval()
+    perturb(m, 13 if name == "quick_gelu" else 14, 0.05)
+    return m
+
+
+def save_text_encoder(m, d):
+    """save_pretrained, then the weights again under the names released SD repos use.
+    transformers 5 saves a bare CLIPTextModel without the "text_model." prefix (and strips it
+    when loading); every SD 1.x/2.x text_encoder/model.safetensors has it, so the fixture does too.
+    (Released files also hold the int64 buffer text_model.embeddings.position_ids, which is not
+    written here.)"""
+    m.save_pretrained(d, safe_serialization=True)
+    sd = {f"text_model.{k}": v.contiguous() for k, v in m.state_dict().items()}
+    save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    back = CLIPTextModel.from_pretrained(d).eval()
+    ids = torch.arange(MAX_LEN).unsqueeze(0) % m.config.vocab_size
+    with torch.no_grad():
+        assert torch.equal(back(ids).last_hidden_state, m(ids).last_hidden_state), "prefixed weights did not load back"
+
+
+def tokenize_like_sd(tok, prompts):
+    """The ids StableDiffusionPipeline.encode_prompt feeds the text encoder."""
+    return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+def removed_text(tok, prompt):
+    """What encode_prompt's truncation warning prints for one prompt (None if nothing is cut)."""
+    ids = tokenize_like_sd(tok, [prompt])
+    untruncated = tok([prompt], padding="longest", return_tensors="pt").input_ids
+    if untruncated.shape[-1] >= ids.shape[-1] and not torch.equal(ids, untruncated):
+        return tok.batch_decode(untruncated[:, tok.model_max_length - 1 : -1])[0]
+    return None
+
+
+def clip():
+    shutil.rmtree(CLIP, ignore_errors=True)
+    vocab, merges = make_vocab()
+    V = len(vocab)
+    write_tokenizer(os.path.join(CLIP, "tokenizer-sd1"), vocab, merges, pad=EOS)
+    write_tokenizer(os.path.join(CLIP, "tokenizer-sd2"), vocab, merges, pad="!")
+    # tokenizer-sd2 also gets the tokenizers-library file, as saved by CLIPTokenizerFast.
+    CLIPTokenizer.from_pretrained(os.path.join(CLIP, "tokenizer-sd2")).backend_tokenizer.save(
+        os.path.join(CLIP, "tokenizer-sd2", "tokenizer.json")
+    )
+    toks = {t: CLIPTokenizer.from_pretrained(os.path.join(CLIP, t)) for t in ["tokenizer-sd1", "tokenizer-sd2"]}
+    assert toks["tokenizer-sd1"].pad_token_id == V - 1 and toks["tokenizer-sd2"].pad_token_id == vocab["!"] == 0
+    assert toks["tokenizer-sd1"].model_max_length == MAX_LEN
+
+    cases = {
+        "versions": VERSIONS,
+        "vocab_size": V,
+        "max_length": MAX_LEN,
+        "notes": [
+            "input_ids: tokenizer(prompts, padding='max_length', max_length=77, truncation=True), as "
+            "StableDiffusionPipeline.encode_prompt calls it: bos, BPE ids, eos, then pad to 77; a long prompt keeps "
+            "bos + 75 ids + eos.",
+            "removed_text: encode_prompt's warning text, batch_decode(untruncated_ids[:, 76:-1]) of the prompt "
+            "alone; null when nothing is cut. Decoding replaces '</w>' by a space, so punctuation reads ' , '.",
+            "tokenizer-sd2's pad token '!' is a special added token: every '!' in a prompt is split out before "
+            "BPE and becomes id 0 (sd1 encodes '!!!' as '!', '!', '!</w>').",
+            "tokenizer.json (sd2) has padding and truncation null: padding/truncation come from the tokenizer "
+            "config (pad token, model_max_length 77), not from tokenizer.json.",
+            "outputs.safetensors: <encoder>.input_ids are the ids fed (sd1 ids for quick_gelu, sd2 ids for gelu); "
+            "pooler_output takes the first eos position; pooler_output_legacy_eos2 is the argmax-of-ids pooling "
+            "transformers uses when config.eos_token_id == 2, as in the released SD 1.x/2.x text encoder configs.",
+        ],
+        "prompts": PROMPTS,
+        "tokenizers": {},
+    }
+    for tname, tok in toks.items():
+        ids = tokenize_like_sd(tok, PROMPTS)
+        cases["tokenizers"][tname] = {
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "unk_token_id": tok.unk_token_id,
+            "input_ids": ids.tolist(),
+            # the same prompts without padding/truncation (bos ... eos), to see the raw BPE
+            "untruncated_ids": [tok(p).input_ids for p in PROMPTS],
+            "tokens": [tok.convert_ids_to_tokens(tok(p).input_ids) for p in PROMPTS],
+            "removed_text": [removed_text(tok, p) for p in PROMPTS],
+        }
+
+    out = {}
+    for name, (_, _, tname) in ENCODERS.items():
+        tok = toks[tname]
+        m = text_encoder(name, V, tok.pad_token_id)
+        save_text_encoder(m, os.path.join(CLIP, f"text_encoder-{name}"))
+        ids = tokenize_like_sd(tok, PROMPTS)
+        with torch.no_grad():
+            o = m(ids)
+            out[f"{name}.input_ids"] = ids
+            out[f"{name}.last_hidden_state"] = o.last_hidden_state
+            out[f"{name}.pooler_output"] = o.pooler_output
+            # Released SD 1.x/2.x text encoder configs say eos_token_id 2, which switches
+            # transformers to the legacy pooling (argmax of the ids). Same weights, that path:
+            m.eos_token_id = 2
+            out[f"{name}.pooler_output_legacy_eos2"] = m(ids).pooler_output
+        cases[f"text_encoder-{name}"] = {"tokenizer": tname, "hidden_act": m.config.hidden_act, "layers": m.config.num_hidden_layers}
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(CLIP, "outputs.safetensors"))
+    with open(os.path.join(CLIP, "cases.json"), "w", encoding="utf-8") as f:
+        json.dump(cases, f, indent=1, ensure_ascii=False)
+    print(f"clip: vocab {V}, {len(merges)} merges; removed_text {cases['tokenizers']['tokenizer-sd1']['removed_text'][-1]!r}")
+
+
+if __name__ == "__main__":
+    parts = sys.argv[1:] or ["clip", "configs", "pipelines"]
+    os.makedirs(OUT, exist_ok=True)
+    for part in parts:
+        globals()[part]()
