@@ -326,6 +326,153 @@ def clip():
     print(f"clip: vocab {V}, {len(merges)} merges; removed_text {cases['tokenizers']['tokenizer-sd1']['removed_text'][-1]!r}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Released configs (as in the public config.json files of runwayml/stable-diffusion-v1-5,
+# runwayml/stable-diffusion-inpainting and stabilityai/stable-diffusion-2-1), with parameter counts.
+
+SD_DOWN = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+SD_UP = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+UNET_SD15 = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": SD_DOWN,
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": SD_UP,
+}
+UNET_SD21 = {
+    **UNET_SD15,
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "dual_cross_attention": False,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "sample_size": 96,
+    "upcast_attention": True,
+    "use_linear_projection": True,
+}
+TEXT_SD15 = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "projection_dim": 768,
+    "vocab_size": 49408,
+}
+# OpenCLIP ViT-H/14's text tower without its last layer (SD 2.x uses the penultimate layer's
+# output, so the converted checkpoint simply has 23 layers).
+TEXT_SD21 = {**TEXT_SD15, "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096,
+             "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512}
+VAE_SD = {
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+SCHED_SD15 = {
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+SCHED_SD21 = {
+    "_class_name": "DDIMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+
+def count(build):
+    with torch.device("meta"):
+        m = build()
+    return {"parameters": sum(p.numel() for p in m.parameters()), "tensors": len(m.state_dict())}
+
+
+def configs():
+    def unet(c):
+        return lambda: UNet2DConditionModel(**{k: v for k, v in c.items() if not k.startswith("_")})
+
+    def text(c):
+        return lambda: CLIPTextModel(CLIPTextConfig(**{k: v for k, v in c.items() if k not in ("architectures", "model_type")}))
+
+    def vae(c):
+        return lambda: AutoencoderKL(**{k: v for k, v in c.items() if not k.startswith("_")})
+
+    models = {
+        "sd15.unet": (UNET_SD15, unet(UNET_SD15)),
+        "sd15-inpainting.unet": ({**UNET_SD15, "in_channels": 9}, unet({**UNET_SD15, "in_channels": 9})),
+        "sd21.unet": (UNET_SD21, unet(UNET_SD21)),
+        "sd15.text_encoder": (TEXT_SD15, text(TEXT_SD15)),
+        "sd21.text_encoder": (TEXT_SD21, text(TEXT_SD21)),
+        "sd15.vae": (VAE_SD, vae(VAE_SD)),
+        "sd21.vae": ({**VAE_SD, "sample_size": 768}, vae({**VAE_SD, "sample_size": 768})),
+    }
+    out = {
+        "versions": VERSIONS,
+        "notes": [
+            "parameters: sum of numel over module.parameters() when built from config (meta device); tensors: "
+            "entries of the state_dict as torch builds it (the text encoder's position_ids buffer is not "
+            "persistent in transformers 5, so not counted; released text_encoder files still hold "
+            "text_model.embeddings.position_ids).",
+            "The AutoencoderKL configs leave scaling_factor at its default, 0.18215.",
+            "Released CLIPTextModel configs say bos 0 / eos 2 / pad 1 (not the vocab's 49406/49407): eos_token_id "
+            "2 makes transformers pool at the argmax of the ids.",
+        ],
+        "models": {},
+        "schedulers": {"sd15": SCHED_SD15, "sd21": SCHED_SD21},
+    }
+    for name, (cfg, build) in models.items():
+        out["models"][name] = {"config": cfg, **count(build)}
+        print(f"{name}: {out['models'][name]['parameters']} parameters, {out['models'][name]['tensors']} tensors")
+    with open(os.path.join(OUT, "configs.json"), "w") as f:
+        json.dump(out, f, indent=1)
+
+
 if __name__ == "__main__":
     parts = sys.argv[1:] or ["clip", "configs", "pipelines"]
     os.makedirs(OUT, exist_ok=True)
