@@ -13,9 +13,13 @@ Writes tests/fixtures/sd/:
 - configs.json: the released SD 1.5 / SD 2.1 UNet, text encoder and VAE configs with their
   parameter counts (instantiated on the meta device; no weights).
 - sd1-tiny/, sd2-tiny/, sd1-inpaint-tiny/: tiny pipelines in the on-disk layout of a diffusers
-  Stable Diffusion repo, with cases.json (every argument of each pipeline call), the init image
-  and mask PNGs, and expected.safetensors (the images, the first latents each call drew, and
-  single-module UNet / VAE reference outputs).
+  Stable Diffusion repo, with cases.json (every argument of each pipeline call, its timesteps and
+  the order of its random draws), the init image and mask PNGs, and expected.safetensors (the
+  images, the latents prepare_latents returned, every tensor drawn from the generator, and
+  single-module UNet / VAE reference outputs). The cases run on the pipeline loaded back from
+  the folder.
+
+The whole run takes well under a minute on one thread.
 
 Running it twice gives identical files.
 """
@@ -27,6 +31,8 @@ import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -48,6 +54,9 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 torch.set_num_threads(1)
+# img2img with num_images_per_prompt > 1 and one init image takes diffusers' deprecated
+# "duplicate the image latents" path on purpose (that is how SD is called); no warning for it.
+warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
 dlogging.disable_progress_bar()
 dlogging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -170,6 +179,17 @@ def write_tokenizer(d, vocab, merges, pad):
         json.dump(cfg, f, indent=2)
 
 
+def write_tokenizer_folder(d, which):
+    """tokenizer-sd1: pad <|endoftext|>; tokenizer-sd2: pad "!" and also the tokenizer.json that
+    CLIPTokenizer(Fast).save_pretrained writes (transformers 5 writes only that file and
+    tokenizer_config.json, so vocab.json / merges.txt / special_tokens_map.json are written here
+    in the layout of the released SD repos)."""
+    vocab, merges = make_vocab()
+    write_tokenizer(d, vocab, merges, pad=EOS if which == "tokenizer-sd1" else "!")
+    if which == "tokenizer-sd2":
+        CLIPTokenizer.from_pretrained(d).backend_tokenizer.save(os.path.join(d, "tokenizer.json"))
+
+
 LONG_PROMPT = (
     "a highly detailed oil painting of an old castle on a hill above a small town at sunset, with golden "
     "light on the walls, dark clouds over the mountains, a river running through the forest, boats on the "
@@ -259,12 +279,8 @@ def clip():
     shutil.rmtree(CLIP, ignore_errors=True)
     vocab, merges = make_vocab()
     V = len(vocab)
-    write_tokenizer(os.path.join(CLIP, "tokenizer-sd1"), vocab, merges, pad=EOS)
-    write_tokenizer(os.path.join(CLIP, "tokenizer-sd2"), vocab, merges, pad="!")
-    # tokenizer-sd2 also gets the tokenizers-library file, as saved by CLIPTokenizerFast.
-    CLIPTokenizer.from_pretrained(os.path.join(CLIP, "tokenizer-sd2")).backend_tokenizer.save(
-        os.path.join(CLIP, "tokenizer-sd2", "tokenizer.json")
-    )
+    for t in ["tokenizer-sd1", "tokenizer-sd2"]:
+        write_tokenizer_folder(os.path.join(CLIP, t), t)
     toks = {t: CLIPTokenizer.from_pretrained(os.path.join(CLIP, t)) for t in ["tokenizer-sd1", "tokenizer-sd2"]}
     assert toks["tokenizer-sd1"].pad_token_id == V - 1 and toks["tokenizer-sd2"].pad_token_id == vocab["!"] == 0
     assert toks["tokenizer-sd1"].model_max_length == MAX_LEN
@@ -471,6 +487,373 @@ def configs():
         print(f"{name}: {out['models'][name]['parameters']} parameters, {out['models'][name]['tensors']} tensors")
     with open(os.path.join(OUT, "configs.json"), "w") as f:
         json.dump(out, f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny pipelines. Smaller than diffusers' own test models (UNet block_out_channels (16, 32) with
+# norm_num_groups 8 instead of (32, 64) / 32; VAE [8, 16] / 4 instead of [32, 64]) to keep the
+# fixtures at a few MB; the structure (cross-attention blocks, linear projection, per-block head
+# counts, 9-channel input, VAE mid-block attention, 2x VAE scale) is what is being tested.
+# All three folders use the same VAE and sd1-tiny / sd1-inpaint-tiny the same text encoder
+# (git stores identical files once).
+#
+# Draw order from the one CPU generator, diffusers 0.42.1 (read in pipeline_stable_diffusion*.py):
+# - txt2img: prepare_latents draws the latents, randn(B*n, 4, H/f, W/f), and scales them by
+#   scheduler.init_noise_sigma; then each scheduler.step may draw (EulerAncestral: randn of the
+#   latents' shape every step; DDIM only with eta > 0; PNDM never). The VAE decode draws nothing.
+# - img2img: VAE encode of the init image (batch 1) and latent_dist.sample: mean + std * randn(1,
+#   4, h, w), times scaling_factor, then repeated to B*n; then noise randn(B*n, 4, h, w) and
+#   latents = scheduler.add_noise(init_latents, noise, first timestep kept by `strength`) (no
+#   init_noise_sigma); then the scheduler's per-step draws.
+# - inpaint: prepare_latents first encodes the init image (posterior sample, batch 1) if the UNet
+#   has 4 input channels (it needs the clean image latents for blending) or strength < 1; then
+#   draws noise randn(B*n, 4, h, w): latents = noise * init_noise_sigma at strength 1, else
+#   add_noise(image_latents, noise, t0). Then prepare_mask_latents encodes the masked image
+#   init_image * (mask < 0.5) with another posterior sample (batch 1, drawn even for a 4-channel
+#   UNet that never uses it). Then the scheduler's per-step draws. A 4-channel UNet blends after
+#   every step: latents = (1 - mask) * add_noise(image_latents, noise, timesteps[i + 1]) + mask *
+#   latents, with the noise of the second draw (the last step blends the clean image latents).
+
+PIPE_SEED = {"sd1-tiny": 21, "sd2-tiny": 22, "sd1-inpaint-tiny": 23}
+H = W = 32
+
+
+def tiny_unet(kind):
+    cfg = dict(
+        sample_size=16,
+        in_channels=9 if kind == "sd1-inpaint-tiny" else 4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    if kind == "sd2-tiny":
+        # attention_head_dim is, as in diffusers and SD 2.x, a number of heads per block
+        # (4 heads of 4 channels at 16 channels, 8 of 4 at 32: the mid block takes the last).
+        cfg.update(attention_head_dim=(4, 8), use_linear_projection=True, upcast_attention=True, layers_per_block=1)
+    torch.manual_seed(PIPE_SEED[kind])
+    m = UNet2DConditionModel(**cfg).eval()
+    perturb(m, PIPE_SEED[kind] + 100, 0.05)
+    return m
+
+
+def tiny_vae():
+    torch.manual_seed(31)
+    m = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        block_out_channels=[8, 16],
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=H,
+    ).eval()
+    perturb(m, 131, 0.05)
+    return m
+
+
+def tiny_scheduler(kind):
+    # from_config, as diffusers loads a scheduler_config.json: keys the class does not take
+    # (PNDM's clip_sample, DDIM's skip_prk_steps) are ignored.
+    if kind == "sd2-tiny":
+        return DDIMScheduler.from_config(SCHED_SD21, timestep_spacing="leading")
+    return PNDMScheduler.from_config(SCHED_SD15)
+
+
+def init_image():
+    """A 32x32 RGB test card: colour ramps and a disc."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    r = x / (W - 1) * 255
+    g = y / (H - 1) * 255
+    b = np.where((x - 20) ** 2 + (y - 12) ** 2 < 64, 230, 40).astype(np.float32)
+    return PIL.Image.fromarray(np.stack([r, g, b], -1).round().astype(np.uint8), "RGB")
+
+
+def mask_image():
+    """White (repaint) where 8 <= y < 24 and 4 <= x < 20, with grey edge pixels (binarised at 0.5)."""
+    m = np.zeros((H, W), np.uint8)
+    m[8:24, 4:20] = 255
+    m[8:24, 20] = 140
+    m[24, 4:20] = 100
+    return PIL.Image.fromarray(m, "L")
+
+
+SCHEDULERS = {"EulerAncestralDiscreteScheduler": EulerAncestralDiscreteScheduler}
+PIPELINES = {
+    "txt2img": StableDiffusionPipeline,
+    "img2img": StableDiffusionImg2ImgPipeline,
+    "inpaint": StableDiffusionInpaintPipeline,
+}
+
+CASES = {
+    "sd1-tiny": [
+        dict(name="txt2img_cfg", mode="txt2img", prompt="a photo of an astronaut riding a horse on mars",
+             negative_prompt="blurry, low quality", seed=0, num_inference_steps=4, guidance_scale=7.5,
+             num_images_per_prompt=2),
+        dict(name="txt2img_euler_a", mode="txt2img", prompt="a painting of a castle on a hill",
+             negative_prompt="ugly", seed=1, num_inference_steps=4, guidance_scale=7.5, num_images_per_prompt=2,
+             scheduler="EulerAncestralDiscreteScheduler"),
+        dict(name="txt2img_no_cfg", mode="txt2img", prompt="a cat sitting on the sofa", seed=2,
+             num_inference_steps=3, guidance_scale=1.0, num_images_per_prompt=1),
+        dict(name="txt2img_empty_prompt", mode="txt2img", prompt="", seed=3, num_inference_steps=3,
+             guidance_scale=5.0, num_images_per_prompt=1),
+        dict(name="img2img", mode="img2img", prompt="a watercolor of a dog", negative_prompt="dark", seed=4,
+             num_inference_steps=5, guidance_scale=7.5, num_images_per_prompt=2, strength=0.6),
+        dict(name="inpaint", mode="inpaint", prompt="a red flower", negative_prompt="blurry", seed=5,
+             num_inference_steps=4, guidance_scale=7.5, num_images_per_prompt=1, strength=1.0),
+        dict(name="inpaint_strength", mode="inpaint", prompt="a red flower", seed=6, num_inference_steps=5,
+             guidance_scale=7.5, num_images_per_prompt=2, strength=0.7),
+    ],
+    "sd2-tiny": [
+        dict(name="txt2img_cfg", mode="txt2img", prompt="a photo of an astronaut riding a horse on mars",
+             negative_prompt="blurry, low quality", seed=0, num_inference_steps=4, guidance_scale=7.5,
+             num_images_per_prompt=2),
+        dict(name="txt2img_eta1", mode="txt2img", prompt="a ship sailing on the ocean during a storm!",
+             seed=1, num_inference_steps=4, guidance_scale=7.5, num_images_per_prompt=1, eta=1.0),
+        dict(name="txt2img_no_cfg", mode="txt2img", prompt="a cat sitting on the sofa", seed=2,
+             num_inference_steps=3, guidance_scale=1.0, num_images_per_prompt=1),
+        dict(name="txt2img_empty_prompt", mode="txt2img", prompt="", seed=3, num_inference_steps=3,
+             guidance_scale=5.0, num_images_per_prompt=1),
+        dict(name="img2img", mode="img2img", prompt="a watercolor of a dog", negative_prompt="dark", seed=4,
+             num_inference_steps=5, guidance_scale=7.5, num_images_per_prompt=2, strength=0.6),
+    ],
+    "sd1-inpaint-tiny": [
+        dict(name="inpaint", mode="inpaint", prompt="a red flower", negative_prompt="blurry", seed=0,
+             num_inference_steps=4, guidance_scale=7.5, num_images_per_prompt=2, strength=1.0),
+        dict(name="inpaint_strength", mode="inpaint", prompt="a red flower", seed=1, num_inference_steps=5,
+             guidance_scale=7.5, num_images_per_prompt=1, strength=0.7),
+        dict(name="inpaint_no_cfg", mode="inpaint", prompt="a blue bird", seed=2, num_inference_steps=3,
+             guidance_scale=1.0, num_images_per_prompt=1, strength=1.0),
+    ],
+}
+
+
+def draw_order(case, unet_channels, sched_draws):
+    """The draws of one call, in order, as (what, shape) pairs; B = num_images_per_prompt."""
+    n, lat = case["num_images_per_prompt"], (4, H // 2, W // 2)
+    one, batch = [1, *lat], [n, *lat]
+    if case["mode"] == "txt2img":
+        draws = [("latents: randn, times init_noise_sigma", batch)]
+    elif case["mode"] == "img2img":
+        draws = [("init image VAE posterior sample (then times scaling_factor, repeated to B)", one),
+                 ("noise for add_noise(init_latents, noise, first timestep)", batch)]
+    else:
+        draws = []
+        if unet_channels == 4 or case["strength"] < 1.0:
+            draws.append(("init image VAE posterior sample (image_latents, times scaling_factor, repeated to B)", one))
+        draws.append(("noise: latents = noise * init_noise_sigma" if case["strength"] == 1.0
+                      else "noise: latents = add_noise(image_latents, noise, first timestep)", batch))
+        draws.append(("masked image VAE posterior sample (masked_image_latents)", one))
+    steps = case["timesteps"]
+    if sched_draws:
+        draws += [(f"scheduler step {i} noise", batch) for i in range(len(steps))]
+    return draws
+
+
+_randn = diffusers.utils.torch_utils.randn_tensor
+DRAWS = []
+
+
+def recording_randn(*args, **kwargs):
+    x = _randn(*args, **kwargs)
+    DRAWS.append(x.detach().clone())
+    return x
+
+
+def record_draws():
+    """Every diffusers module that imported randn_tensor gets the recording one."""
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("diffusers") and getattr(mod, "randn_tensor", None) is _randn:
+            mod.randn_tensor = recording_randn
+
+
+def build_pipeline(kind, d):
+    vocab, _ = make_vocab()
+    tname = "tokenizer-sd2" if kind == "sd2-tiny" else "tokenizer-sd1"
+    ename = "gelu" if kind == "sd2-tiny" else "quick_gelu"
+    write_tokenizer_folder(os.path.join(d, "tokenizer-tmp"), tname)
+    tok = CLIPTokenizer.from_pretrained(os.path.join(d, "tokenizer-tmp"))
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(),
+        text_encoder=text_encoder(ename, len(vocab), tok.pad_token_id),
+        tokenizer=tok,
+        unet=tiny_unet(kind),
+        scheduler=tiny_scheduler(kind),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(d, safe_serialization=True)
+    # The released layout: text encoder weights under text_model.*, the SD tokenizer files.
+    save_text_encoder(pipe.text_encoder, os.path.join(d, "text_encoder"))
+    shutil.rmtree(os.path.join(d, "tokenizer"))
+    os.rename(os.path.join(d, "tokenizer-tmp"), os.path.join(d, "tokenizer"))
+    # The cases run on the pipeline as loaded back from the folder.
+    return StableDiffusionPipeline.from_pretrained(d)
+
+
+def run_case(base, case, d):
+    components = dict(base.components)
+    sched_name = case.get("scheduler", type(base.scheduler).__name__)
+    sched_cls = SCHEDULERS.get(sched_name, type(base.scheduler))
+    components["scheduler"] = sched_cls.from_config(base.scheduler.config)
+    pipe = PIPELINES[case["mode"]](**components, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    captured, timesteps = {}, []
+    prepare = pipe.prepare_latents
+
+    def prepare_latents(*args, **kwargs):
+        out = prepare(*args, **kwargs)
+        captured["latents"] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+        return out
+
+    pipe.prepare_latents = prepare_latents
+
+    def on_step_end(_pipe, i, t, kw):
+        timesteps.append(float(t))
+        return {}
+
+    kwargs = dict(
+        prompt=case["prompt"],
+        negative_prompt=case.get("negative_prompt"),
+        num_inference_steps=case["num_inference_steps"],
+        guidance_scale=case["guidance_scale"],
+        num_images_per_prompt=case["num_images_per_prompt"],
+        eta=case.get("eta", 0.0),
+        output_type="np",
+        callback_on_step_end=on_step_end,
+    )
+    if case["mode"] in ("txt2img", "inpaint"):
+        kwargs.update(height=H, width=W)
+    if case["mode"] in ("img2img", "inpaint"):
+        kwargs.update(image=PIL.Image.open(os.path.join(d, "init.png")), strength=case["strength"])
+    if case["mode"] == "inpaint":
+        kwargs["mask_image"] = PIL.Image.open(os.path.join(d, "mask.png"))
+
+    DRAWS.clear()
+    gen = torch.Generator("cpu").manual_seed(case["seed"])
+    with torch.no_grad():
+        images = pipe(generator=gen, **kwargs).images
+    draws = list(DRAWS)
+
+    # The recorded draws are all the generator gave, in order: replaying them leaves a fresh
+    # generator in the same state.
+    replay = torch.Generator("cpu").manual_seed(case["seed"])
+    for x in draws:
+        assert torch.equal(torch.randn(x.shape, generator=replay), x)
+    assert torch.equal(replay.get_state(), gen.get_state()), f"{case['name']}: a draw was not recorded"
+
+    full = {
+        "name": case["name"],
+        "mode": case["mode"],
+        "pipeline": type(pipe).__name__,
+        "prompt": case["prompt"],
+        "negative_prompt": case.get("negative_prompt"),
+        "seed": case["seed"],
+        "num_inference_steps": case["num_inference_steps"],
+        "guidance_scale": case["guidance_scale"],
+        "do_classifier_free_guidance": case["guidance_scale"] > 1.0,
+        "eta": case.get("eta", 0.0),
+        "height": H,
+        "width": W,
+        "num_images_per_prompt": case["num_images_per_prompt"],
+        "strength": case.get("strength"),
+        "image": "init.png" if case["mode"] != "txt2img" else None,
+        "mask_image": "mask.png" if case["mode"] == "inpaint" else None,
+        "output_type": "np",
+        # the scheduler is <class>.from_config(the folder's scheduler_config.json), no overrides;
+        # "config" is the resulting effective config
+        "scheduler": {"class": type(pipe.scheduler).__name__, "from": "scheduler/scheduler_config.json",
+                      "overrides": {}, "config": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}},
+        "timesteps": timesteps,
+    }
+    sched_draws = sched_cls is EulerAncestralDiscreteScheduler or full["eta"] > 0
+    order = draw_order(full, pipe.unet.config.in_channels, sched_draws)
+    assert [list(x.shape) for x in draws] == [s for _, s in order], (case["name"], [x.shape for x in draws], order)
+    prefix = case["name"]
+    tensors = {f"{prefix}.images": torch.from_numpy(images), f"{prefix}.latents": captured["latents"]}
+    for i, x in enumerate(draws):
+        tensors[f"{prefix}.draw{i}"] = x
+    full["draw_order"] = [f"draw{i} {list(s)}: {what}" for i, (what, s) in enumerate(order)]
+    full["expected"] = {
+        "images": f"{prefix}.images",
+        "latents": f"{prefix}.latents",
+        "draws": [f"{prefix}.draw{i}" for i in range(len(draws))],
+    }
+    lo, hi = float(images.min()), float(images.max())
+    clipped = float(((images == 0) | (images == 1)).mean())
+    print(f"  {prefix}: images {images.shape} in [{lo:.3f}, {hi:.3f}], {clipped:.1%} clipped, {len(draws)} draws")
+    return full, tensors
+
+
+def module_refs(pipe, kind):
+    """One UNet forward and the VAE's decode / encode, outside any pipeline."""
+    unet, vae = pipe.unet, pipe.vae
+    g = torch.Generator().manual_seed(PIPE_SEED[kind] + 200)
+    sample = torch.randn(2, unet.config.in_channels, 16, 16, generator=g)
+    ehs = torch.randn(2, MAX_LEN, 32, generator=g)
+    t = torch.tensor([981, 37])
+    latent = torch.randn(1, 4, 16, 16, generator=g)
+    image = pipe.image_processor.preprocess(init_image())
+    with torch.no_grad():
+        post = vae.encode(image).latent_dist
+        return {
+            "unet.sample": sample,
+            "unet.timestep": t,
+            "unet.encoder_hidden_states": ehs,
+            "unet.out": unet(sample, t, encoder_hidden_states=ehs).sample,
+            "vae.latent": latent,
+            "vae.decoded": vae.decode(latent).sample,
+            "vae.image": image,
+            "vae.latent_mean": post.mean,
+            "vae.latent_std": post.std,
+        }
+
+
+def pipelines():
+    record_draws()
+    for kind, cases in CASES.items():
+        d = os.path.join(OUT, kind)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        base = build_pipeline(kind, d)
+        init_image().save(os.path.join(d, "init.png"))
+        mask_image().save(os.path.join(d, "mask.png"))
+        print(f"{kind}: unet {sum(p.numel() for p in base.unet.parameters())} parameters, "
+              f"vae {sum(p.numel() for p in base.vae.parameters())}")
+        tensors = module_refs(base, kind)
+        out = []
+        for case in cases:
+            full, t = run_case(base, case, d)
+            out.append(full)
+            tensors.update(t)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "expected.safetensors"))
+        doc = {
+            "versions": VERSIONS,
+            "notes": [
+                "Every case: generator = torch.Generator('cpu').manual_seed(seed) passed to the pipeline; "
+                "output_type 'np': images (N, H, W, 3) f32 in [0, 1], N = num_images_per_prompt.",
+                "<case>.latents: what prepare_latents returned (txt2img: the draw times init_noise_sigma; "
+                "img2img / inpaint at strength < 1: already noised by add_noise).",
+                "<case>.drawI: every tensor the generator gave, in order (see draw_order).",
+                "timesteps: the t of every loop iteration (PNDM with skip_prk_steps runs one more iteration "
+                "than num_inference_steps; img2img / inpaint keep the last int(steps * strength) of them).",
+                "Module references (no pipeline): unet.out = unet(unet.sample, unet.timestep, "
+                "encoder_hidden_states).sample; vae.decoded = vae.decode(vae.latent).sample (no scaling_factor); "
+                "vae.latent_mean / vae.latent_std = vae.encode(vae.image).latent_dist, vae.image being init.png "
+                "preprocessed to [-1, 1].",
+            ],
+            "cases": out,
+        }
+        with open(os.path.join(d, "cases.json"), "w") as f:
+            json.dump(doc, f, indent=1)
 
 
 if __name__ == "__main__":
