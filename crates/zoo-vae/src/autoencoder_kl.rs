@@ -12,200 +12,59 @@
 //! Checkpoints: any diffusers AutoencoderKL in safetensors (e.g. the `vae/` of Stable Diffusion
 //! 1.x/2.x, sd-vae-ft-mse, SDXL's VAE), and those `zoo vae train --preset kl-tiny` writes.
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
+use zoo_core::blocks::{Act, Downsample2D, ResnetBlock2D, ResnetOpts, UNetMidBlock2D, Upsample2D};
+use zoo_core::layers::{Conv2d, GroupNorm};
 
 use crate::distributions::DiagonalGaussianDistribution;
-use crate::layers::{Conv2d, GroupNorm, Linear};
 use crate::{Error, Result};
 
 /// diffusers' `resnet_eps` for the autoencoder's blocks and norms.
 const EPS: f64 = 1e-6;
 
-/// `act_fn` of the config.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Activation {
-    Silu,
-    Relu,
-    Gelu,
-    Mish,
-}
-
-impl Activation {
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "silu" | "swish" => Activation::Silu,
-            "relu" => Activation::Relu,
-            "gelu" => Activation::Gelu,
-            "mish" => Activation::Mish,
-            _ => {
-                return Err(Error::Config(format!(
-                    "AutoencoderKL: act_fn '{s}' is not supported (silu, swish, relu, gelu, mish)"
-                )))
-            }
-        })
-    }
-
-    fn forward(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Silu => x.f_silu()?,
-            Activation::Relu => x.f_relu()?,
-            Activation::Gelu => x.f_gelu("none")?,
-            Activation::Mish => x.f_mish()?,
-        })
-    }
-}
-
-/// `ResnetBlock2D` without a time embedding (temb_channels=None), pre-norm, scale factor 1.
-/// Shapes: (B, in, H, W) -> (B, out, H, W).
-#[derive(Debug)]
-struct ResnetBlock2D {
-    norm1: GroupNorm,
-    conv1: Conv2d,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
-    act: Activation,
-}
-
-impl ResnetBlock2D {
-    fn new(p: nn::Path, i: i64, o: i64, groups: i64, act: Activation) -> Result<Self> {
-        Ok(ResnetBlock2D {
-            norm1: GroupNorm::new(&p / "norm1", groups, i, EPS)?,
-            conv1: Conv2d::new(&p / "conv1", i, o, 3, 1, 1)?,
-            norm2: GroupNorm::new(&p / "norm2", groups, o, EPS)?,
-            conv2: Conv2d::new(&p / "conv2", o, o, 3, 1, 1)?,
-            conv_shortcut: if i != o {
-                Some(Conv2d::new(&p / "conv_shortcut", i, o, 1, 1, 0)?)
-            } else {
-                None
-            },
-            act,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.act.forward(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&self.act.forward(&self.norm2.forward(&h)?)?)?;
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x)?,
-            None => x.shallow_clone(),
-        };
-        Ok(skip.f_add(&h)?)
-    }
-}
-
-/// The mid-block `Attention`: one head over all H*W positions, group norm first, residual.
-/// Shapes: (B, C, H, W) -> (B, C, H, W).
-#[derive(Debug)]
-struct Attention {
-    group_norm: GroupNorm,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-}
-
-impl Attention {
-    fn new(p: nn::Path, c: i64, groups: i64) -> Result<Self> {
-        Ok(Attention {
-            group_norm: GroupNorm::new(&p / "group_norm", groups, c, EPS)?,
-            to_q: Linear::new(&p / "to_q", c, c)?,
-            to_k: Linear::new(&p / "to_k", c, c)?,
-            to_v: Linear::new(&p / "to_v", c, c)?,
-            to_out: Linear::new(&p / "to_out" / 0, c, c)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        let &[b, c, h, w] = size.as_slice() else {
-            return Err(Error::Input(format!("attention: expected (B, C, H, W), got {size:?}")));
-        };
-        // (B, HW, C)
-        let hs = self.group_norm.forward(x)?.f_view([b, c, h * w])?.f_transpose(1, 2)?;
-        let q = self.to_q.forward(&hs)?;
-        let k = self.to_k.forward(&hs)?;
-        let v = self.to_v.forward(&hs)?;
-        // heads = C / attention_head_dim = 1, so the scale is 1/sqrt(C). The softmax runs in f32
-        // (diffusers' upcast_softmax) whatever the model's dtype.
-        let scores = q.f_matmul(&k.f_transpose(1, 2)?)?.f_mul_scalar(1.0 / (c as f64).sqrt())?;
-        let probs = scores.f_softmax(-1, Kind::Float)?.f_to_kind(v.kind())?;
-        let out = self.to_out.forward(&probs.f_matmul(&v)?)?; // (B, HW, C)
-        let out = out.f_transpose(1, 2)?.f_reshape([b, c, h, w])?;
-        Ok(out.f_add(x)?)
-    }
-}
-
-/// `UNetMidBlock2D` without time embedding: resnet, (attention, resnet).
-#[derive(Debug)]
-struct MidBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Attention>,
-}
-
-impl MidBlock {
-    fn new(p: nn::Path, c: i64, groups: i64, act: Activation, attention: bool) -> Result<Self> {
-        let resnets = vec![
-            ResnetBlock2D::new(&p / "resnets" / 0, c, c, groups, act)?,
-            ResnetBlock2D::new(&p / "resnets" / 1, c, c, groups, act)?,
-        ];
-        let attentions =
-            if attention { vec![Attention::new(&p / "attentions" / 0, c, groups)?] } else { Vec::new() };
-        Ok(MidBlock { resnets, attentions })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(x)?;
-        if let Some(a) = self.attentions.first() {
-            h = a.forward(&h)?;
-        }
-        self.resnets[1].forward(&h)
-    }
+fn resnets(p: &nn::Path, n: i64, cin: i64, cout: i64, o: &ResnetOpts) -> Result<Vec<ResnetBlock2D>> {
+    (0..n)
+        .map(|j| Ok(ResnetBlock2D::new(p / "resnets" / j, if j == 0 { cin } else { cout }, cout, o)?))
+        .collect()
 }
 
 /// `DownEncoderBlock2D`: resnets, then (except in the last block) `Downsample2D` with
-/// padding 0: pad right and bottom by one, 3x3 conv with stride 2. (B, in, H, W) -> (B, out, H/2, W/2).
+/// padding 0. (B, in, H, W) -> (B, out, H/2, W/2).
 #[derive(Debug)]
 struct DownEncoderBlock2D {
     resnets: Vec<ResnetBlock2D>,
-    downsample: Option<Conv2d>,
+    downsample: Option<Downsample2D>,
 }
 
 impl DownEncoderBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for r in &self.resnets {
-            h = r.forward(&h)?;
+            h = r.forward(&h, None, false)?;
         }
-        if let Some(conv) = &self.downsample {
-            h = conv.forward(&h.f_constant_pad_nd([0, 1, 0, 1])?)?;
+        if let Some(d) = &self.downsample {
+            h = d.forward(&h)?;
         }
         Ok(h)
     }
 }
 
-/// `UpDecoderBlock2D`: resnets, then (except in the last block) `Upsample2D`: nearest x2 and a
-/// 3x3 conv. (B, in, H, W) -> (B, out, 2H, 2W).
+/// `UpDecoderBlock2D`: resnets, then (except in the last block) `Upsample2D`.
+/// (B, in, H, W) -> (B, out, 2H, 2W).
 #[derive(Debug)]
 struct UpDecoderBlock2D {
     resnets: Vec<ResnetBlock2D>,
-    upsample: Option<Conv2d>,
+    upsample: Option<Upsample2D>,
 }
 
 impl UpDecoderBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for r in &self.resnets {
-            h = r.forward(&h)?;
+            h = r.forward(&h, None, false)?;
         }
-        if let Some(conv) = &self.upsample {
-            let size = h.size();
-            let (hh, ww) = (size[2], size[3]);
-            // diffusers upsamples bf16 in f32 (no bf16 nearest kernel in older PyTorch).
-            let kind = h.kind();
-            let up = if kind == Kind::BFloat16 { h.f_to_kind(Kind::Float)? } else { h };
-            let up = up.f_upsample_nearest2d([2 * hh, 2 * ww], None, None)?.f_to_kind(kind)?;
-            h = conv.forward(&up)?;
+        if let Some(u) = &self.upsample {
+            h = u.forward(&h)?;
         }
         Ok(h)
     }
@@ -316,7 +175,7 @@ impl AutoencoderKLConfig {
         if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
             return bad(format!("scaling_factor must be positive, got {}", self.scaling_factor));
         }
-        Activation::parse(&self.act_fn)?;
+        Act::parse(&self.act_fn)?;
         Ok(())
     }
 }
@@ -326,40 +185,44 @@ impl AutoencoderKLConfig {
 pub struct Encoder {
     conv_in: Conv2d,
     down_blocks: Vec<DownEncoderBlock2D>,
-    mid_block: MidBlock,
+    mid_block: UNetMidBlock2D,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
-    act: Activation,
+    act: Act,
 }
 
 impl Encoder {
-    fn new(p: nn::Path, cfg: &AutoencoderKLConfig, act: Activation) -> Result<Self> {
+    fn new(p: nn::Path, cfg: &AutoencoderKLConfig, o: &ResnetOpts) -> Result<Self> {
         let ch = &cfg.block_out_channels;
-        let g = cfg.norm_num_groups;
         let mut down_blocks = Vec::new();
         let mut prev = ch[0];
         for (i, &out) in ch.iter().enumerate() {
             let bp = &p / "down_blocks" / i;
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    ResnetBlock2D::new(&bp / "resnets" / j, if j == 0 { prev } else { out }, out, g, act)
-                })
-                .collect::<Result<Vec<_>>>()?;
             let downsample = if i + 1 < ch.len() {
-                Some(Conv2d::new(&bp / "downsamplers" / 0 / "conv", out, out, 3, 2, 0)?)
+                Some(Downsample2D::new(&bp / "downsamplers" / 0, out, 0)?)
             } else {
                 None
             };
-            down_blocks.push(DownEncoderBlock2D { resnets, downsample });
+            down_blocks.push(DownEncoderBlock2D {
+                resnets: resnets(&bp, cfg.layers_per_block, prev, out, o)?,
+                downsample,
+            });
             prev = out;
         }
         Ok(Encoder {
             conv_in: Conv2d::new(&p / "conv_in", cfg.in_channels, ch[0], 3, 1, 1)?,
             down_blocks,
-            mid_block: MidBlock::new(&p / "mid_block", prev, g, act, cfg.mid_block_add_attention)?,
-            conv_norm_out: GroupNorm::new(&p / "conv_norm_out", g, prev, EPS)?,
+            mid_block: UNetMidBlock2D::new(
+                &p / "mid_block",
+                prev,
+                cfg.mid_block_add_attention,
+                None,
+                None,
+                o,
+            )?,
+            conv_norm_out: GroupNorm::new(&p / "conv_norm_out", o.groups, prev, EPS)?,
             conv_out: Conv2d::new(&p / "conv_out", prev, 2 * cfg.latent_channels, 3, 1, 1)?,
-            act,
+            act: o.act,
         })
     }
 
@@ -369,9 +232,9 @@ impl Encoder {
         for b in &self.down_blocks {
             h = b.forward(&h)?;
         }
-        let h = self.mid_block.forward(&h)?;
-        let h = self.act.forward(&self.conv_norm_out.forward(&h)?)?;
-        self.conv_out.forward(&h)
+        let h = self.mid_block.forward(&h, None, false)?;
+        let h = self.act.apply(&self.conv_norm_out.forward(&h)?)?;
+        Ok(self.conv_out.forward(&h)?)
     }
 }
 
@@ -379,54 +242,55 @@ impl Encoder {
 #[derive(Debug)]
 pub struct Decoder {
     conv_in: Conv2d,
-    mid_block: MidBlock,
+    mid_block: UNetMidBlock2D,
     up_blocks: Vec<UpDecoderBlock2D>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
-    act: Activation,
+    act: Act,
 }
 
 impl Decoder {
-    fn new(p: nn::Path, cfg: &AutoencoderKLConfig, act: Activation) -> Result<Self> {
+    fn new(p: nn::Path, cfg: &AutoencoderKLConfig, o: &ResnetOpts) -> Result<Self> {
         let rev: Vec<i64> = cfg.block_out_channels.iter().rev().copied().collect();
-        let g = cfg.norm_num_groups;
         let mut up_blocks = Vec::new();
         let mut prev = rev[0];
         for (i, &out) in rev.iter().enumerate() {
             let bp = &p / "up_blocks" / i;
+            let upsample =
+                if i + 1 < rev.len() { Some(Upsample2D::new(&bp / "upsamplers" / 0, out)?) } else { None };
             // One resnet more than the encoder's blocks have, as in diffusers.
-            let resnets = (0..=cfg.layers_per_block)
-                .map(|j| {
-                    ResnetBlock2D::new(&bp / "resnets" / j, if j == 0 { prev } else { out }, out, g, act)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let upsample = if i + 1 < rev.len() {
-                Some(Conv2d::new(&bp / "upsamplers" / 0 / "conv", out, out, 3, 1, 1)?)
-            } else {
-                None
-            };
-            up_blocks.push(UpDecoderBlock2D { resnets, upsample });
+            up_blocks.push(UpDecoderBlock2D {
+                resnets: resnets(&bp, cfg.layers_per_block + 1, prev, out, o)?,
+                upsample,
+            });
             prev = out;
         }
         Ok(Decoder {
             conv_in: Conv2d::new(&p / "conv_in", cfg.latent_channels, rev[0], 3, 1, 1)?,
-            mid_block: MidBlock::new(&p / "mid_block", rev[0], g, act, cfg.mid_block_add_attention)?,
+            mid_block: UNetMidBlock2D::new(
+                &p / "mid_block",
+                rev[0],
+                cfg.mid_block_add_attention,
+                None,
+                None,
+                o,
+            )?,
             up_blocks,
-            conv_norm_out: GroupNorm::new(&p / "conv_norm_out", g, prev, EPS)?,
+            conv_norm_out: GroupNorm::new(&p / "conv_norm_out", o.groups, prev, EPS)?,
             conv_out: Conv2d::new(&p / "conv_out", prev, cfg.out_channels, 3, 1, 1)?,
-            act,
+            act: o.act,
         })
     }
 
     /// Shapes: (B, latent_channels, h, w) -> (B, out_channels, h*f, w*f).
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let h = self.conv_in.forward(z)?;
-        let mut h = self.mid_block.forward(&h)?;
+        let mut h = self.mid_block.forward(&h, None, false)?;
         for b in &self.up_blocks {
             h = b.forward(&h)?;
         }
-        let h = self.act.forward(&self.conv_norm_out.forward(&h)?)?;
-        self.conv_out.forward(&h)
+        let h = self.act.apply(&self.conv_norm_out.forward(&h)?)?;
+        Ok(self.conv_out.forward(&h)?)
     }
 }
 
@@ -442,11 +306,11 @@ pub struct AutoencoderKL {
 impl AutoencoderKL {
     pub fn new(p: nn::Path, cfg: &AutoencoderKLConfig) -> Result<Self> {
         cfg.validate()?;
-        let act = Activation::parse(&cfg.act_fn)?;
+        let o = ResnetOpts::plain(cfg.norm_num_groups, EPS, Act::parse(&cfg.act_fn)?);
         let l = cfg.latent_channels;
         Ok(AutoencoderKL {
-            encoder: Encoder::new(&p / "encoder", cfg, act)?,
-            decoder: Decoder::new(&p / "decoder", cfg, act)?,
+            encoder: Encoder::new(&p / "encoder", cfg, &o)?,
+            decoder: Decoder::new(&p / "decoder", cfg, &o)?,
             quant_conv: if cfg.use_quant_conv {
                 Some(Conv2d::new(&p / "quant_conv", 2 * l, 2 * l, 1, 1, 0)?)
             } else {
@@ -526,7 +390,7 @@ impl AutoencoderKL {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{nn::VarStore, Device};
+    use tch::{nn::VarStore, Device, Kind};
 
     #[test]
     fn shapes_and_diffusers_names() {

@@ -15,7 +15,6 @@
 pub mod autoencoder_kl;
 pub mod conv;
 pub mod distributions;
-pub mod layers;
 pub mod mlp;
 pub mod model;
 pub mod train;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use crate::distributions::{DiagonalGaussianDistribution, Likelihood, LikelihoodConfig};
-use crate::layers::Linear;
 use crate::{Error, Result};
+use zoo_core::layers::Linear;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpConfig {

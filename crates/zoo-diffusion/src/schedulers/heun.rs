@@ -162,6 +162,10 @@ impl Scheduler for Heun {
     fn is_stochastic(&self) -> bool {
         false
     }
+
+    fn order(&self) -> usize {
+        2
+    }
 }
 
 #[cfg(test)]

@@ -340,6 +340,11 @@ pub trait Scheduler: Send {
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor>;
     /// Whether `step` draws from libtorch's generator.
     fn is_stochastic(&self) -> bool;
+    /// Model calls per step (diffusers' `order`): the timesteps list holds `order` entries per
+    /// step, which is how img2img finds where a part-way schedule starts.
+    fn order(&self) -> usize {
+        1
+    }
 }
 
 /// The schedulers [`build`] makes, with a line each.

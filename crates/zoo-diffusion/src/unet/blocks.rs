@@ -1,249 +1,15 @@
-//! The blocks of diffusers' UNet2DModel, with diffusers' attribute names as path segments:
-//! ResnetBlock2D, the attention block, Downsample2D, Upsample2D, the sinusoidal `Timesteps`
-//! projection and `TimestepEmbedding`, and the down / mid / up blocks built from them.
-use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+//! The blocks of diffusers' UNets, with diffusers' attribute names as path segments: the
+//! sinusoidal `Timesteps` projection and `TimestepEmbedding`, and the down / mid / up blocks
+//! (DownBlock2D, AttnDownBlock2D, CrossAttnDownBlock2D, UNetMidBlock2DCrossAttn and the up
+//! mirrors), built from zoo-core's shared ResnetBlock2D, Attention and samplers and from
+//! [`super::transformer::Transformer2DModel`].
+use tch::{nn, Kind, Tensor};
+pub use zoo_core::blocks::{Act, ResnetOpts};
+use zoo_core::blocks::{Attention, Downsample2D, ResnetBlock2D, Upsample2D};
+use zoo_core::layers::Linear;
 
+use super::transformer::{Transformer2DModel, TransformerOpts};
 use crate::{Error, Result};
-
-/// An `nn.Linear` run by `zoo_core::ops::linear`: oneDNN's matmul for training-sized products
-/// (the attention projections over B x H W tokens). Shapes: (.., in) -> (.., out).
-fn linear(l: &nn::Linear, x: &Tensor) -> Result<Tensor> {
-    Ok(zoo_core::ops::linear(x, &l.ws, l.bs.as_ref())?)
-}
-
-/// The nonlinearity of the resnets and the time embedding (`act_fn`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    Silu,
-    Mish,
-    Gelu,
-}
-
-impl Act {
-    pub fn parse(s: &str) -> Result<Act> {
-        match s {
-            "silu" | "swish" => Ok(Act::Silu),
-            "mish" => Ok(Act::Mish),
-            "gelu" => Ok(Act::Gelu),
-            _ => Err(Error::Config(format!(
-                "UNet config key 'act_fn': '{s}' is not one of silu, swish, mish, gelu"
-            ))),
-        }
-    }
-
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Act::Silu => x.f_silu()?,
-            Act::Mish => x.f_mish()?,
-            Act::Gelu => x.f_gelu("none")?,
-        })
-    }
-}
-
-fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> Result<nn::GroupNorm> {
-    if groups <= 0 || channels % groups != 0 {
-        return Err(Error::Config(format!(
-            "UNet config key 'norm_num_groups': {groups} groups do not divide {channels} channels"
-        )));
-    }
-    Ok(nn::group_norm(p, groups, channels, nn::GroupNormConfig { eps, ..Default::default() }))
-}
-
-/// `nn.Conv2d` (square kernel, diffusers' `weight`/`bias`) run by `zoo_core::ops::conv2d`, so
-/// the 3x3 stride-1 convolutions take its Winograd path.
-#[derive(Debug)]
-pub struct Conv {
-    conv: nn::Conv2D,
-    stride: i64,
-    padding: i64,
-}
-
-impl Conv {
-    pub fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
-        let conv = nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding, ..Default::default() });
-        Conv { conv, stride, padding }
-    }
-
-    /// Shapes: (B, Cin, H, W) -> (B, Cout, H', W').
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (s, p) = (self.stride, self.padding);
-        Ok(zoo_core::ops::conv2d(x, &self.conv.ws, self.conv.bs.as_ref(), [s, s], [p, p])?)
-    }
-}
-
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Conv {
-    Conv::new(p, cin, cout, k, stride, padding)
-}
-
-/// ResnetBlock2D: GroupNorm, act, conv, + time embedding (added, or as scale and shift of the
-/// second norm), GroupNorm, act, dropout, conv; a 1x1 shortcut when the channels change; the
-/// sum divided by `output_scale_factor`.
-#[derive(Debug)]
-pub struct ResnetBlock2D {
-    norm1: nn::GroupNorm,
-    conv1: Conv,
-    time_emb_proj: nn::Linear,
-    norm2: nn::GroupNorm,
-    conv2: Conv,
-    conv_shortcut: Option<Conv>,
-    scale_shift: bool,
-    output_scale_factor: f64,
-    dropout: f64,
-    act: Act,
-}
-
-/// What every resnet of a UNet shares.
-#[derive(Debug, Clone, Copy)]
-pub struct ResnetOpts {
-    pub temb: i64,
-    pub groups: i64,
-    pub eps: f64,
-    pub act: Act,
-    pub scale_shift: bool,
-    pub dropout: f64,
-    pub output_scale_factor: f64,
-}
-
-impl ResnetBlock2D {
-    pub fn new(p: nn::Path, cin: i64, cout: i64, o: &ResnetOpts) -> Result<Self> {
-        let temb_out = if o.scale_shift { 2 * cout } else { cout };
-        Ok(ResnetBlock2D {
-            norm1: group_norm(&p / "norm1", o.groups, cin, o.eps)?,
-            conv1: conv(&p / "conv1", cin, cout, 3, 1, 1),
-            time_emb_proj: nn::linear(&p / "time_emb_proj", o.temb, temb_out, Default::default()),
-            norm2: group_norm(&p / "norm2", o.groups, cout, o.eps)?,
-            conv2: conv(&p / "conv2", cout, cout, 3, 1, 1),
-            conv_shortcut: (cin != cout).then(|| conv(&p / "conv_shortcut", cin, cout, 1, 1, 0)),
-            scale_shift: o.scale_shift,
-            output_scale_factor: o.output_scale_factor,
-            dropout: o.dropout,
-            act: o.act,
-        })
-    }
-
-    /// Shapes: x (B, Cin, H, W), temb (B, T) -> (B, Cout, H, W).
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.act.apply(&self.norm1.forward(x))?)?;
-        let t = linear(&self.time_emb_proj, &self.act.apply(temb)?)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
-        let h = if self.scale_shift {
-            let parts = t.f_chunk(2, 1)?;
-            let n = self.norm2.forward(&h);
-            n.f_mul(&parts[0].f_add_scalar(1.0)?)?.f_add(&parts[1])?
-        } else {
-            self.norm2.forward(&h.f_add(&t)?)
-        };
-        let h = self.act.apply(&h)?.f_dropout(self.dropout, train)?;
-        let h = self.conv2.forward(&h)?;
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x)?,
-            None => x.shallow_clone(),
-        };
-        Ok(skip.f_add(&h)?.f_div_scalar(self.output_scale_factor)?)
-    }
-}
-
-/// Self-attention over the pixels (diffusers' `Attention` with a group norm, residual
-/// connection and `rescale_output_factor`, as UNet2DModel builds it).
-#[derive(Debug)]
-pub struct Attention {
-    group_norm: Option<nn::GroupNorm>,
-    to_q: nn::Linear,
-    to_k: nn::Linear,
-    to_v: nn::Linear,
-    to_out: nn::Linear,
-    heads: i64,
-    rescale_output_factor: f64,
-}
-
-impl Attention {
-    /// `groups` None: no norm (mid blocks with scale-shift resnets).
-    pub fn new(
-        p: nn::Path,
-        channels: i64,
-        head_dim: i64,
-        groups: Option<i64>,
-        eps: f64,
-        rescale: f64,
-    ) -> Result<Self> {
-        if head_dim <= 0 || channels % head_dim != 0 {
-            return Err(Error::Config(format!(
-                "UNet config key 'attention_head_dim': {head_dim} does not divide {channels} channels"
-            )));
-        }
-        let lin = |name: &str| nn::linear(&p / name, channels, channels, Default::default());
-        Ok(Attention {
-            group_norm: match groups {
-                Some(g) => Some(group_norm(&p / "group_norm", g, channels, eps)?),
-                None => None,
-            },
-            to_q: lin("to_q"),
-            to_k: lin("to_k"),
-            to_v: lin("to_v"),
-            to_out: nn::linear(&p / "to_out" / 0, channels, channels, Default::default()),
-            heads: channels / head_dim,
-            rescale_output_factor: rescale,
-        })
-    }
-
-    /// Shapes: (B, C, H, W) -> (B, C, H, W).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.size4()?;
-        let normed = match &self.group_norm {
-            Some(g) => g.forward(x),
-            None => x.shallow_clone(),
-        };
-        let seq = normed.f_view([b, c, h * w])?.f_transpose(1, 2)?; // (B, HW, C)
-        let hd = c / self.heads;
-        let split = |t: Tensor| t.f_view([b, h * w, self.heads, hd])?.f_transpose(1, 2); // (B, nh, HW, hd)
-        let q = split(linear(&self.to_q, &seq)?)?;
-        let k = split(linear(&self.to_k, &seq)?)?;
-        let v = split(linear(&self.to_v, &seq)?)?;
-        let a = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
-        let a = a.f_transpose(1, 2)?.f_reshape([b, h * w, c])?;
-        let out = linear(&self.to_out, &a)?.f_transpose(1, 2)?.f_reshape([b, c, h, w])?;
-        Ok(out.f_add(x)?.f_div_scalar(self.rescale_output_factor)?)
-    }
-}
-
-/// A stride-2 3x3 conv; with `padding` 0 the input is first padded on the right and bottom
-/// only (as diffusers does, so that odd and even sizes halve alike).
-#[derive(Debug)]
-pub struct Downsample2D {
-    conv: Conv,
-    padding: i64,
-}
-
-impl Downsample2D {
-    pub fn new(p: nn::Path, channels: i64, padding: i64) -> Self {
-        Downsample2D { conv: conv(&p / "conv", channels, channels, 3, 2, padding), padding }
-    }
-
-    /// Shapes: (B, C, H, W) -> (B, C, H/2, W/2).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if self.padding == 0 { x.f_constant_pad_nd([0, 1, 0, 1])? } else { x.shallow_clone() };
-        self.conv.forward(&x)
-    }
-}
-
-/// Nearest-neighbour 2x upsampling, then a 3x3 conv.
-#[derive(Debug)]
-pub struct Upsample2D {
-    conv: Conv,
-}
-
-impl Upsample2D {
-    pub fn new(p: nn::Path, channels: i64) -> Self {
-        Upsample2D { conv: conv(&p / "conv", channels, channels, 3, 1, 1) }
-    }
-
-    /// Shapes: (B, C, H, W) -> (B, C, 2H, 2W).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.size4()?;
-        let up = x.f_upsample_nearest2d([h * 2, w * 2], 2.0, 2.0)?;
-        self.conv.forward(&up)
-    }
-}
 
 /// The sinusoidal embedding of (fractional) timesteps, diffusers' `get_timestep_embedding`
 /// with max period 10000. Shapes: (B) -> (B, dim).
@@ -259,44 +25,148 @@ pub fn timestep_embedding(t: &Tensor, dim: i64, flip_sin_to_cos: bool, freq_shif
     Ok(if dim % 2 == 1 { emb.f_constant_pad_nd([0, 1, 0, 0])? } else { emb })
 }
 
-/// linear_1, act, linear_2: the MLP on the sinusoidal embedding.
+/// diffusers' `Timesteps` projection (its settings) and `TimestepEmbedding` (linear_1, act,
+/// linear_2: the MLP on the sinusoidal embedding).
 #[derive(Debug)]
 pub struct TimestepEmbedding {
-    linear_1: nn::Linear,
-    linear_2: nn::Linear,
+    linear_1: Linear,
+    linear_2: Linear,
     act: Act,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
 }
 
 impl TimestepEmbedding {
-    pub fn new(p: nn::Path, cin: i64, dim: i64, act: Act) -> Self {
-        TimestepEmbedding {
-            linear_1: nn::linear(&p / "linear_1", cin, dim, Default::default()),
-            linear_2: nn::linear(&p / "linear_2", dim, dim, Default::default()),
+    /// `cin`: the sinusoid's width (the first block's channels); `dim`: the embedding's.
+    pub fn new(
+        p: nn::Path,
+        cin: i64,
+        dim: i64,
+        act: Act,
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+    ) -> Result<Self> {
+        Ok(TimestepEmbedding {
+            linear_1: Linear::new(&p / "linear_1", cin, dim)?,
+            linear_2: Linear::new(&p / "linear_2", dim, dim)?,
             act,
-        }
+            flip_sin_to_cos,
+            freq_shift,
+        })
     }
 
-    /// Shapes: (B, cin) -> (B, dim).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(&self.linear_2, &self.act.apply(&linear(&self.linear_1, x)?)?)
+    /// The embedding of timesteps (B) or (1) (integer or fractional, broadcast to `b`), in
+    /// `kind` on `device`. Shapes: -> (B, dim).
+    pub fn embed(&self, timesteps: &Tensor, b: i64, kind: Kind, device: tch::Device) -> Result<Tensor> {
+        let t = timesteps.f_to_kind(Kind::Float)?.f_to_device(device)?.f_reshape([-1])?;
+        let t = if t.size()[0] == b { t } else { t.f_expand([b], false)? };
+        let cin = self.linear_1.weight.size()[1];
+        let x = timestep_embedding(&t, cin, self.flip_sin_to_cos, self.freq_shift)?.f_to_kind(kind)?;
+        Ok(self.linear_2.forward(&self.act.apply(&self.linear_1.forward(&x)?)?)?)
     }
 }
 
-/// DownBlock2D (no attentions) or AttnDownBlock2D (an attention after each resnet).
+/// Checks a UNet input: (B, `in_channels`, H, W) with H and W multiples of 2^`downsamples`.
+/// Returns B.
+pub fn check_sample(sample: &Tensor, in_channels: i64, downsamples: u32) -> Result<i64> {
+    let (b, c, h, w) = sample
+        .size4()
+        .map_err(|_| Error::Input(format!("UNet input must be (B, C, H, W), got {:?}", sample.size())))?;
+    if c != in_channels {
+        return Err(Error::Input(format!("UNet input has {c} channels, the model takes {in_channels}")));
+    }
+    let m = 1i64 << downsamples;
+    if h % m != 0 || w % m != 0 {
+        return Err(Error::Input(format!("UNet input {h}x{w}: height and width must be multiples of {m}")));
+    }
+    Ok(b)
+}
+
+/// The attention layer that follows each resnet of a block.
 #[derive(Debug)]
-pub struct DownBlock {
-    pub kind: String,
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Attention>,
-    downsampler: Option<Downsample2D>,
+enum BlockAttention {
+    /// AttnDownBlock2D / AttnUpBlock2D: self-attention over the pixels.
+    Spatial(Attention),
+    /// CrossAttnDownBlock2D / CrossAttnUpBlock2D / UNetMidBlock2DCrossAttn: a
+    /// Transformer2DModel attending to the text.
+    Transformer(Transformer2DModel),
+}
+
+impl BlockAttention {
+    fn forward(&self, x: &Tensor, text: Option<&Tensor>) -> Result<Tensor> {
+        match (self, text) {
+            (BlockAttention::Spatial(a), _) => Ok(a.forward(x, None)?),
+            (BlockAttention::Transformer(t), Some(text)) => t.forward(x, text),
+            (BlockAttention::Transformer(_), None) => {
+                Err(Error::Input("a cross-attention UNet needs encoder hidden states (the text)".into()))
+            }
+        }
+    }
 }
 
 /// Where a block gets its attention settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnOpts {
+    /// Head width of the pixel self-attention (None: one head).
     pub head_dim: Option<i64>,
     pub groups: i64,
     pub eps: f64,
+    /// The cross-attention blocks' settings (UNet2DConditionModel; None in UNet2DModel).
+    pub transformer: Option<TransformerOpts>,
+}
+
+impl AttnOpts {
+    /// The attention of a block `kind` of `role` ("down", "up", "mid"), or None for blocks
+    /// without one; an error for block types this UNet cannot build.
+    fn build(&self, p: nn::Path, kind: &str, role: &str, channels: i64) -> Result<Option<BlockAttention>> {
+        let plain = format!("{}Block2D", capitalise(role));
+        if kind == plain {
+            return Ok(None);
+        }
+        if kind == format!("Attn{plain}") {
+            let hd = self.head_dim.unwrap_or(channels);
+            return Ok(Some(BlockAttention::Spatial(Attention::spatial(
+                p,
+                channels,
+                hd,
+                Some(self.groups),
+                self.eps,
+                1.0,
+            )?)));
+        }
+        if kind == format!("CrossAttn{plain}") {
+            return match &self.transformer {
+                Some(t) => Ok(Some(BlockAttention::Transformer(Transformer2DModel::new(p, channels, t)?))),
+                None => Err(Error::Config(format!(
+                    "UNet config key '{role}_block_types': '{kind}' needs a text-conditioned UNet \
+                     (UNet2DConditionModel with cross_attention_dim)"
+                ))),
+            };
+        }
+        let mut known = vec![plain.clone(), format!("Attn{plain}")];
+        if self.transformer.is_some() {
+            known.push(format!("CrossAttn{plain}"));
+        }
+        Err(Error::Config(format!(
+            "UNet config key '{role}_block_types': '{kind}' is not supported ({})",
+            known.join(", ")
+        )))
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
+/// DownBlock2D (no attentions), AttnDownBlock2D or CrossAttnDownBlock2D (an attention after
+/// each resnet).
+#[derive(Debug)]
+pub struct DownBlock {
+    pub kind: String,
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<BlockAttention>,
+    downsampler: Option<Downsample2D>,
 }
 
 impl DownBlock {
@@ -312,45 +182,36 @@ impl DownBlock {
         ro: &ResnetOpts,
         ao: &AttnOpts,
     ) -> Result<Self> {
-        let with_attn = match kind {
-            "DownBlock2D" => false,
-            "AttnDownBlock2D" => true,
-            other => {
-                return Err(Error::Config(format!(
-                    "UNet config key 'down_block_types': '{other}' is not supported (DownBlock2D, AttnDownBlock2D)"
-                )))
-            }
-        };
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..layers {
             let c = if i == 0 { cin } else { cout };
             resnets.push(ResnetBlock2D::new(&p / "resnets" / i, c, cout, ro)?);
-            if with_attn {
-                let hd = ao.head_dim.unwrap_or(cout);
-                attentions.push(Attention::new(
-                    &p / "attentions" / i,
-                    cout,
-                    hd,
-                    Some(ao.groups),
-                    ao.eps,
-                    1.0,
-                )?);
-            }
+            attentions.extend(ao.build(&p / "attentions" / i, kind, "down", cout)?);
         }
-        let downsampler =
-            add_downsample.then(|| Downsample2D::new(&p / "downsamplers" / 0, cout, downsample_padding));
+        let downsampler = if add_downsample {
+            Some(Downsample2D::new(&p / "downsamplers" / 0, cout, downsample_padding)?)
+        } else {
+            None
+        };
         Ok(DownBlock { kind: kind.to_string(), resnets, attentions, downsampler })
     }
 
-    /// Shapes: (B, Cin, H, W) -> (B, Cout, H', W') and the skip outputs for the up path.
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Result<(Tensor, Vec<Tensor>)> {
+    /// Shapes: (B, Cin, H, W), text (B, S, D) -> (B, Cout, H', W') and the skip outputs for
+    /// the up path.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        text: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let mut h = x.shallow_clone();
         let mut skips = Vec::new();
         for (i, r) in self.resnets.iter().enumerate() {
-            h = r.forward(&h, temb, train)?;
+            h = r.forward(&h, Some(temb), train)?;
             if let Some(a) = self.attentions.get(i) {
-                h = a.forward(&h)?;
+                h = a.forward(&h, text)?;
             }
             skips.push(h.shallow_clone());
         }
@@ -360,53 +221,85 @@ impl DownBlock {
         }
         Ok((h, skips))
     }
-
-    pub fn num_skips(&self) -> usize {
-        self.resnets.len() + usize::from(self.downsampler.is_some())
-    }
 }
 
-/// UNetMidBlock2D: resnet, attention (unless `add_attention` is false), resnet.
+/// The middle of a UNet: UNetMidBlock2D (resnet, pixel self-attention, resnet) or
+/// UNetMidBlock2DCrossAttn (resnet, then a Transformer2DModel and a resnet per layer).
 #[derive(Debug)]
 pub struct MidBlock {
     resnets: Vec<ResnetBlock2D>,
-    attention: Option<Attention>,
+    attentions: Vec<BlockAttention>,
 }
 
 impl MidBlock {
-    pub fn new(p: nn::Path, c: i64, add_attention: bool, ro: &ResnetOpts, ao: &AttnOpts) -> Result<Self> {
-        let resnets = vec![
-            ResnetBlock2D::new(&p / "resnets" / 0, c, c, ro)?,
-            ResnetBlock2D::new(&p / "resnets" / 1, c, c, ro)?,
-        ];
-        // diffusers gives the mid attention no group norm when the resnets use scale-shift.
-        let groups = (!ro.scale_shift).then_some(ao.groups);
-        let attention = if add_attention {
-            let hd = ao.head_dim.unwrap_or(c);
-            Some(Attention::new(&p / "attentions" / 0, c, hd, groups, ao.eps, ro.output_scale_factor)?)
-        } else {
-            None
-        };
-        Ok(MidBlock { resnets, attention })
+    /// `kind`: diffusers' `mid_block_type`. `attn_groups`: the norm groups of the pixel
+    /// attention (see [`zoo_core::blocks::UNetMidBlock2D`]).
+    pub fn new(
+        p: nn::Path,
+        kind: &str,
+        c: i64,
+        add_attention: bool,
+        attn_groups: Option<i64>,
+        ro: &ResnetOpts,
+        ao: &AttnOpts,
+    ) -> Result<Self> {
+        let mut resnets = vec![ResnetBlock2D::new(&p / "resnets" / 0, c, c, ro)?];
+        let mut attentions = Vec::new();
+        match (kind, &ao.transformer) {
+            ("UNetMidBlock2D", _) => {
+                if add_attention {
+                    let groups = attn_groups.or((!ro.scale_shift).then_some(ro.groups));
+                    let hd = ao.head_dim.unwrap_or(c);
+                    let a = Attention::spatial(
+                        &p / "attentions" / 0,
+                        c,
+                        hd,
+                        groups,
+                        ro.eps,
+                        ro.output_scale_factor,
+                    )?;
+                    attentions.push(BlockAttention::Spatial(a));
+                }
+            }
+            ("UNetMidBlock2DCrossAttn", Some(t)) => {
+                attentions.push(BlockAttention::Transformer(Transformer2DModel::new(
+                    &p / "attentions" / 0,
+                    c,
+                    t,
+                )?));
+            }
+            (other, _) => {
+                let known = if ao.transformer.is_some() {
+                    "UNetMidBlock2D, UNetMidBlock2DCrossAttn"
+                } else {
+                    "UNetMidBlock2D"
+                };
+                return Err(Error::Config(format!(
+                    "UNet config key 'mid_block_type': '{other}' is not supported ({known})"
+                )));
+            }
+        }
+        resnets.push(ResnetBlock2D::new(&p / "resnets" / 1, c, c, ro)?);
+        Ok(MidBlock { resnets, attentions })
     }
 
-    /// Shapes: (B, C, H, W) -> (B, C, H, W).
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(x, temb, train)?;
-        if let Some(a) = &self.attention {
-            h = a.forward(&h)?;
+    /// Shapes: (B, C, H, W), text (B, S, D) -> (B, C, H, W).
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, text: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        let mut h = self.resnets[0].forward(x, Some(temb), train)?;
+        if let Some(a) = self.attentions.first() {
+            h = a.forward(&h, text)?;
         }
-        self.resnets[1].forward(&h, temb, train)
+        Ok(self.resnets[1].forward(&h, Some(temb), train)?)
     }
 }
 
-/// UpBlock2D or AttnUpBlock2D: each resnet takes the running features concatenated with one
-/// skip output of the down path.
+/// UpBlock2D, AttnUpBlock2D or CrossAttnUpBlock2D: each resnet takes the running features
+/// concatenated with one skip output of the down path.
 #[derive(Debug)]
 pub struct UpBlock {
     pub kind: String,
     resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Attention>,
+    attentions: Vec<BlockAttention>,
     upsampler: Option<Upsample2D>,
 }
 
@@ -423,45 +316,34 @@ impl UpBlock {
         ro: &ResnetOpts,
         ao: &AttnOpts,
     ) -> Result<Self> {
-        let with_attn = match kind {
-            "UpBlock2D" => false,
-            "AttnUpBlock2D" => true,
-            other => {
-                return Err(Error::Config(format!(
-                    "UNet config key 'up_block_types': '{other}' is not supported (UpBlock2D, AttnUpBlock2D)"
-                )))
-            }
-        };
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..layers {
             let skip = if i == layers - 1 { cin } else { cout };
             let c = if i == 0 { prev_out } else { cout };
             resnets.push(ResnetBlock2D::new(&p / "resnets" / i, c + skip, cout, ro)?);
-            if with_attn {
-                let hd = ao.head_dim.unwrap_or(cout);
-                attentions.push(Attention::new(
-                    &p / "attentions" / i,
-                    cout,
-                    hd,
-                    Some(ao.groups),
-                    ao.eps,
-                    1.0,
-                )?);
-            }
+            attentions.extend(ao.build(&p / "attentions" / i, kind, "up", cout)?);
         }
-        let upsampler = add_upsample.then(|| Upsample2D::new(&p / "upsamplers" / 0, cout));
+        let upsampler = if add_upsample { Some(Upsample2D::new(&p / "upsamplers" / 0, cout)?) } else { None };
         Ok(UpBlock { kind: kind.to_string(), resnets, attentions, upsampler })
     }
 
-    /// Shapes: (B, Cprev, H, W) and skips -> (B, Cout, H', W'). Consumes skips from the end.
-    pub fn forward(&self, x: &Tensor, skips: &mut Vec<Tensor>, temb: &Tensor, train: bool) -> Result<Tensor> {
+    /// Shapes: (B, Cprev, H, W) and skips, text (B, S, D) -> (B, Cout, H', W'). Consumes skips
+    /// from the end.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        text: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (i, r) in self.resnets.iter().enumerate() {
             let s = skips.pop().ok_or_else(|| Error::Input("UNet: ran out of skip connections".into()))?;
-            h = r.forward(&Tensor::f_cat(&[h, s], 1)?, temb, train)?;
+            h = r.forward(&Tensor::f_cat(&[h, s], 1)?, Some(temb), train)?;
             if let Some(a) = self.attentions.get(i) {
-                h = a.forward(&h)?;
+                h = a.forward(&h, text)?;
             }
         }
         if let Some(u) = &self.upsampler {

@@ -9,13 +9,17 @@
 //! naming the key): Fourier or learned time embeddings, skip and cross-attention blocks,
 //! resnet down/upsampling, `class_embed_type` other than none.
 pub mod blocks;
+pub mod condition;
+pub mod transformer;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub use blocks::Act;
-use blocks::{AttnOpts, Conv, DownBlock, MidBlock, ResnetOpts, TimestepEmbedding, UpBlock};
+use blocks::{AttnOpts, DownBlock, MidBlock, ResnetOpts, TimestepEmbedding, UpBlock};
+pub use condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use zoo_core::layers::{Conv2d, GroupNorm};
 use zoo_core::weights::Remap;
 
 use crate::{Error, Result};
@@ -251,14 +255,14 @@ impl UNet2DConfig {
 #[derive(Debug)]
 pub struct UNet2DModel {
     pub config: UNet2DConfig,
-    conv_in: Conv,
+    conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     class_embedding: Option<nn::Embedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: nn::GroupNorm,
-    conv_out: Conv,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
     act: Act,
 }
 
@@ -271,7 +275,7 @@ impl UNet2DModel {
         let act = Act::parse(&cfg.act_fn)?;
         let temb = cfg.time_embedding_dim.unwrap_or(ch[0] * 4);
         let ro = ResnetOpts {
-            temb,
+            temb: Some(temb),
             groups: cfg.norm_num_groups,
             eps: cfg.norm_eps,
             act,
@@ -279,8 +283,12 @@ impl UNet2DModel {
             dropout: cfg.dropout,
             output_scale_factor: 1.0,
         };
-        let ao =
-            AttnOpts { head_dim: cfg.attention_head_dim, groups: cfg.norm_num_groups, eps: cfg.norm_eps };
+        let ao = AttnOpts {
+            head_dim: cfg.attention_head_dim,
+            groups: cfg.norm_num_groups,
+            eps: cfg.norm_eps,
+            transformer: None,
+        };
 
         let mut down_blocks = Vec::new();
         let mut out_c = ch[0];
@@ -303,8 +311,16 @@ impl UNet2DModel {
         let mid_block = match cfg.mid_block_type {
             Some(_) => {
                 let mro = ResnetOpts { output_scale_factor: cfg.mid_block_scale_factor, ..ro };
-                let mao = AttnOpts { groups: cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups), ..ao };
-                Some(MidBlock::new(&p / "mid_block", ch[n - 1], cfg.add_attention, &mro, &mao)?)
+                let (c, groups) = (ch[n - 1], cfg.attn_norm_num_groups);
+                Some(MidBlock::new(
+                    &p / "mid_block",
+                    "UNetMidBlock2D",
+                    c,
+                    cfg.add_attention,
+                    groups,
+                    &mro,
+                    &ao,
+                )?)
             }
             None => None,
         };
@@ -330,21 +346,23 @@ impl UNet2DModel {
         }
         Ok(UNet2DModel {
             config: cfg.clone(),
-            conv_in: Conv::new(&p / "conv_in", cfg.in_channels, ch[0], 3, 1, 1),
-            time_embedding: TimestepEmbedding::new(&p / "time_embedding", ch[0], temb, act),
+            conv_in: Conv2d::new(&p / "conv_in", cfg.in_channels, ch[0], 3, 1, 1)?,
+            time_embedding: TimestepEmbedding::new(
+                &p / "time_embedding",
+                ch[0],
+                temb,
+                act,
+                cfg.flip_sin_to_cos,
+                cfg.freq_shift,
+            )?,
             class_embedding: cfg
                 .num_class_embeds
                 .map(|k| nn::embedding(&p / "class_embedding", k, temb, Default::default())),
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: nn::group_norm(
-                &p / "conv_norm_out",
-                cfg.norm_num_groups,
-                ch[0],
-                nn::GroupNormConfig { eps: cfg.norm_eps, ..Default::default() },
-            ),
-            conv_out: Conv::new(&p / "conv_out", ch[0], cfg.out_channels, 3, 1, 1),
+            conv_norm_out: GroupNorm::new(&p / "conv_norm_out", cfg.norm_num_groups, ch[0], cfg.norm_eps)?,
+            conv_out: Conv2d::new(&p / "conv_out", ch[0], cfg.out_channels, 3, 1, 1)?,
             act,
         })
     }
@@ -392,21 +410,7 @@ impl UNet2DModel {
         log: &mut Option<Vec<(String, Vec<i64>)>>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
-        let (b, c, h, w) = sample
-            .size4()
-            .map_err(|_| Error::Input(format!("UNet input must be (B, C, H, W), got {:?}", sample.size())))?;
-        if c != cfg.in_channels {
-            return Err(Error::Input(format!(
-                "UNet input has {c} channels, the model takes {}",
-                cfg.in_channels
-            )));
-        }
-        let m = 1i64 << cfg.downsamples();
-        if h % m != 0 || w % m != 0 {
-            return Err(Error::Input(format!(
-                "UNet input {h}x{w}: height and width must be multiples of {m}"
-            )));
-        }
+        let b = blocks::check_sample(sample, cfg.in_channels, cfg.downsamples())?;
         let mut note = |name: &str, t: &Tensor| {
             if let Some(l) = log.as_mut() {
                 l.push((name.to_string(), t.size()));
@@ -418,12 +422,7 @@ impl UNet2DModel {
         } else {
             sample.shallow_clone()
         };
-        let t = timesteps.f_to_kind(Kind::Float)?.f_to_device(x.device())?.f_reshape([-1])?;
-        let t = if t.size()[0] == b { t } else { t.f_expand([b], false)? };
-        let t_emb =
-            blocks::timestep_embedding(&t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)?
-                .f_to_kind(x.kind())?;
-        let mut emb = self.time_embedding.forward(&t_emb)?;
+        let mut emb = self.time_embedding.embed(timesteps, b, x.kind(), x.device())?;
         note("time_embedding", &emb);
         match (&self.class_embedding, class_labels) {
             (Some(e), Some(labels)) => {
@@ -448,23 +447,23 @@ impl UNet2DModel {
         note("conv_in", &h);
         let mut skips = vec![h.shallow_clone()];
         for (i, d) in self.down_blocks.iter().enumerate() {
-            let (y, s) = d.forward(&h, &emb, train)?;
+            let (y, s) = d.forward(&h, &emb, None, train)?;
             h = y;
             skips.extend(s);
             note(&format!("down_blocks.{i} ({})", d.kind), &h);
         }
         // 3. middle
         if let Some(mb) = &self.mid_block {
-            h = mb.forward(&h, &emb, train)?;
+            h = mb.forward(&h, &emb, None, train)?;
             note("mid_block", &h);
         }
         // 4. up path, consuming the skips in reverse
         for (i, u) in self.up_blocks.iter().enumerate() {
-            h = u.forward(&h, &mut skips, &emb, train)?;
+            h = u.forward(&h, &mut skips, &emb, None, train)?;
             note(&format!("up_blocks.{i} ({})", u.kind), &h);
         }
         // 5. output
-        let out = self.conv_out.forward(&self.act.apply(&self.conv_norm_out.forward(&h))?)?;
+        let out = self.conv_out.forward(&self.act.apply(&self.conv_norm_out.forward(&h)?)?)?;
         note("conv_out", &out);
         Ok(out)
     }
@@ -497,7 +496,7 @@ pub fn legacy_attention_remap(name: &str) -> Remap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{nn::VarStore, Device};
+    use tch::{nn::VarStore, Device, Kind};
 
     #[test]
     fn tiny_forward_shapes_and_errors() {

@@ -1,10 +1,12 @@
-//! The few layers the VAEs are built of, with fallible forwards (`f_*` calls), so a bad input
-//! shape is an error message instead of a panic, and PyTorch's default initialisation (uniform
-//! in ±1/sqrt(fan_in) for weights and biases, as `nn.Linear` and `nn.Conv2d` do), so a model
-//! trained here starts where the PyTorch reference starts.
+//! PyTorch's basic layers as the families share them: `nn.Linear`, `nn.Conv2d`,
+//! `nn.ConvTranspose2d`, `nn.GroupNorm` and `nn.LayerNorm`, with PyTorch's parameter names, with
+//! fallible forwards (`f_*` calls), so a bad input shape is an error message instead of a panic,
+//! and with PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases,
+//! as `nn.Linear` and `nn.Conv2d` do), so a model trained here starts where the PyTorch reference
+//! starts. The products run through [`crate::ops`] (oneDNN matmuls, Winograd convolutions).
 use tch::{nn, Tensor};
 
-use crate::Result;
+use crate::{Error, Result};
 
 fn uniform(bound: f64) -> nn::Init {
     nn::Init::Uniform { lo: -bound, up: bound }
@@ -15,19 +17,25 @@ fn uniform(bound: f64) -> nn::Init {
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
-    pub bias: Tensor,
+    pub bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn new(p: nn::Path, i: i64, o: i64) -> Result<Self> {
+        Self::with_bias(p, i, o, true)
+    }
+
+    /// `nn.Linear(i, o, bias=bias)`.
+    pub fn with_bias(p: nn::Path, i: i64, o: i64, bias: bool) -> Result<Self> {
         let b = 1.0 / (i as f64).sqrt();
         Ok(Linear {
             weight: p.f_var("weight", &[o, i], uniform(b))?,
-            bias: p.f_var("bias", &[o], uniform(b))?,
+            bias: if bias { Some(p.f_var("bias", &[o], uniform(b))?) } else { None },
         })
     }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(zoo_core::ops::linear(x, &self.weight, Some(&self.bias))?)
+        crate::ops::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -52,13 +60,13 @@ impl Conv2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        // zoo_core's conv2d: Winograd for the 3x3 stride-1 convolutions (AutoencoderKL's)
-        Ok(zoo_core::ops::conv2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+        // ops::conv2d: Winograd for the 3x3 stride-1 convolutions (AutoencoderKL's)
+        crate::ops::conv2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])
     }
     /// `relu(self.forward(x))`, fused where zoo_core's kernels run the layer.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(zoo_core::ops::conv2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+        crate::ops::conv2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])
     }
 }
 
@@ -84,12 +92,12 @@ impl ConvTranspose2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(zoo_core::ops::conv_transpose2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+        crate::ops::conv_transpose2d(x, &self.weight, Some(&self.bias), [s, s], [p, p])
     }
     /// `relu(self.forward(x))`, fused where zoo_core's kernels run the layer.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
-        Ok(zoo_core::ops::conv_transpose2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])?)
+        crate::ops::conv_transpose2d_relu(x, &self.weight, Some(&self.bias), [s, s], [p, p])
     }
 }
 
@@ -103,7 +111,14 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
+    /// Errors when `groups` does not divide `channels` (the message names `norm_num_groups`,
+    /// the config key that sets it in every diffusers model).
     pub fn new(p: nn::Path, groups: i64, channels: i64, eps: f64) -> Result<Self> {
+        if groups <= 0 || channels % groups != 0 {
+            return Err(Error::Config(format!(
+                "norm_num_groups: {groups} groups do not divide {channels} channels"
+            )));
+        }
         Ok(GroupNorm {
             weight: p.f_var("weight", &[channels], nn::Init::Const(1.0))?,
             bias: p.f_var("bias", &[channels], nn::Init::Const(0.0))?,
@@ -111,7 +126,31 @@ impl GroupNorm {
             eps,
         })
     }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.f_group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps, true)?)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension, with affine parameters. Shapes: (.., C) -> (.., C).
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(p: nn::Path, channels: i64, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: p.f_var("weight", &[channels], nn::Init::Const(1.0))?,
+            bias: p.f_var("bias", &[channels], nn::Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.weight.size();
+        Ok(x.f_layer_norm(&c, Some(&self.weight), Some(&self.bias), self.eps, true)?)
     }
 }
