@@ -38,10 +38,28 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, con
 
 namespace {
 
+// libtorch's mkldnn_matmul refuses to run (whatever the dtype) on x86 CPUs without AVX-512
+// BW/VL/DQ; there every product takes at::matmul_out (MKL's sgemm) instead.
+bool dnnl_matmul_usable() {
+  static const bool ok = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512dq");
+  return ok;
+}
+
+// result = mat1 mat2 (2-D or batched) by oneDNN's matmul where libtorch allows it.
+void matmul_into(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result) {
+  if (dnnl_matmul_usable()) {
+    at::native::mkldnn_matmul(mat1, mat2, result, 0.0f, 1.0f);
+  } else {
+    at::Tensor out = result;
+    at::matmul_out(out, mat1, mat2);
+  }
+}
+
 // out (m, n) = a (m, k) b (k, n) by oneDNN's matmul; a and b contiguous or transposed views.
 at::Tensor dnnl_mm(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
-  at::native::mkldnn_matmul(a, b, out, 0.0f, 1.0f);
+  matmul_into(a, b, out);
   return out;
 }
 
@@ -274,7 +292,7 @@ at::Tensor wino_conv(const at::Tensor& x_in, const at::Tensor& w, const at::Tens
   const at::Tensor u = cache ? cached_weight(w, transform_weight) : transform_weight(w, &ws.u);
   const at::Tensor v = transform_input(x, pad, t);
   at::Tensor m = reuse(ws.m, {zoo::wino::kElems, K, T}, x.options());
-  at::native::mkldnn_matmul(u, v, m, 0.0f, 1.0f);
+  matmul_into(u, v, m);
   at::Tensor y = at::empty({N, K, Ho, Wo}, x.options());
   const at::Tensor bc = b.defined() ? b.contiguous() : b;
   const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
@@ -309,7 +327,7 @@ at::Tensor wino_grad_weight(const at::Tensor& x_in, const at::Tensor& g_in, int6
     }
   });
   at::Tensor m = reuse(ws.u, {zoo::wino::kElems, K, C}, x.options());
-  at::native::mkldnn_matmul(gt, v.transpose(1, 2), m, 0.0f, 1.0f);
+  matmul_into(gt, v.transpose(1, 2), m);
   at::Tensor dw = at::empty({K, C, 3, 3}, x.options());
   const float* mp = m.data_ptr<float>();
   float* dwp = dw.data_ptr<float>();
@@ -351,7 +369,7 @@ at::Tensor wino_conv1d(const at::Tensor& x_in, const at::Tensor& w, const at::Te
       zoo::wino::input_channel_1d(xp + c * T, C * T, tiles.data(), J, T, d, vp + c * J, C * J);
   });
   at::Tensor m = reuse(ws.m, {6, K, J}, x.options());
-  at::native::mkldnn_matmul(u, v, m, 0.0f, 1.0f);
+  matmul_into(u, v, m);
   at::Tensor y = at::empty({N, K, T}, x.options());
   const at::Tensor bc = b.defined() ? b.contiguous() : b;
   const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
@@ -1034,8 +1052,7 @@ at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
   if (plain && w.size(2) == 1 && pad == 0 && x.size(0) == 1 && x.size(2) >= 64) {
     const int64_t K = w.size(0), T = x.size(2);
     at::Tensor y = at::empty({1, K, T}, x.options());
-    at::native::mkldnn_matmul(w.reshape({K, w.size(1)}).contiguous(), x[0].contiguous(), y[0], 0.0f,
-                              1.0f);
+    matmul_into(w.reshape({K, w.size(1)}).contiguous(), x[0].contiguous(), y[0]);
     if (b.defined()) y.add_(b.view({1, K, 1}));
     return plus(y);
   }
