@@ -1,5 +1,7 @@
 //! zoo-diffusion: UNets, noise schedulers and diffusion pipelines.
 //!
+//! - [`clip`]: transformers' `CLIPTextModel` and `CLIPTokenizer`, the prompt encoder of Stable
+//!   Diffusion, with transformers' weight names so a `text_encoder/` folder loads 1:1.
 //! - [`schedulers`]: one [`schedulers::Scheduler`] trait and one file per algorithm (DDPM, DDIM,
 //!   Euler, Euler ancestral, DPM-Solver++ 2M), configured from diffusers' `scheduler_config.json`.
 //! - [`unet`]: diffusers' `UNet2DModel` (Ho et al. 2020, "Denoising Diffusion Probabilistic
@@ -8,11 +10,13 @@
 //!   guidance) and model folders.
 //! - [`train`]: the denoising objective (epsilon or v), EMA and class dropout on zoo-core's
 //!   training loop; presets under models/diffusion/.
+pub mod clip;
 pub mod pipeline;
 pub mod schedulers;
 pub mod train;
 pub mod unet;
 
+pub use clip::{CLIPTextConfig, CLIPTextModel, CLIPTextOutput, ClipBatch, ClipTokenizer};
 pub use pipeline::{DiffusionModel, ModelSpec, SampleOptions};
 pub use schedulers::{Scheduler, SchedulerConfig};
 pub use unet::{UNet2DConfig, UNet2DModel};
