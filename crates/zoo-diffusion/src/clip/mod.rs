@@ -384,7 +384,9 @@ impl CLIPTextModel {
     }
 
     /// Reads `dir/config.json` and the weights in `dir` (`model.safetensors`, or its sharded
-    /// index) strictly, as `kind` on `device`. Pickle files are refused with the converter's name.
+    /// index) strictly, as `kind` on `device`, for inference: the weights need no gradient.
+    /// Pickle files are refused with the converter's name. (To fine-tune, build with
+    /// [`CLIPTextModel::new`] in your own VarStore and load with [`checkpoint_remap`].)
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         if !is_float(kind) {
             return Err(Error::Config(format!("the CLIP text encoder runs in a float dtype, not {kind:?}")));
@@ -400,6 +402,7 @@ impl CLIPTextModel {
         let single = dir.join("model.safetensors");
         let weights = if single.is_file() { single } else { dir.to_path_buf() };
         zoo_core::weights::load_into(&vs, &weights, &checkpoint_remap)?;
+        vs.freeze();
         // The variables live on in the model's tensors when the VarStore goes.
         Ok(model)
     }
@@ -725,6 +728,7 @@ mod tests {
         let want = m.forward(&x).unwrap();
         let got = loaded.forward(&x).unwrap();
         assert_eq!(max_diff(&got.last_hidden_state, &want.last_hidden_state), 0.0);
+        assert!(!got.last_hidden_state.requires_grad(), "loaded for inference");
         let half = CLIPTextModel::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
         assert_eq!(half.kind(), Kind::BFloat16);
         let got = half.forward(&x).unwrap().last_hidden_state.to_kind(Kind::Float);
