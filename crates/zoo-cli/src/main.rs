@@ -38,6 +38,12 @@ enum Command {
     Flow(commands::flow::Args),
     /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
     Diffusion(commands::diffusion::Args),
+    /// Text to image with a diffusers Stable Diffusion folder (CLIP, cross-attention UNet, VAE).
+    Txt2img(commands::txt2img::Txt2ImgArgs),
+    /// Changes a picture to follow a prompt (Stable Diffusion img2img; --strength sets how much).
+    Img2img(commands::txt2img::Img2ImgArgs),
+    /// Repaints the white part of a mask to follow a prompt (Stable Diffusion inpainting).
+    Inpaint(commands::txt2img::InpaintArgs),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         Command::Flow(a) => commands::flow::run(&cli.global, a),
         Command::Diffusion(a) => commands::diffusion::run(&cli.global, a),
         Command::Vae(a) => commands::vae::run(&cli.global, a),
+        Command::Txt2img(a) => commands::txt2img::txt2img(&cli.global, a),
+        Command::Img2img(a) => commands::txt2img::img2img(&cli.global, a),
+        Command::Inpaint(a) => commands::txt2img::inpaint(&cli.global, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
             Ok(())

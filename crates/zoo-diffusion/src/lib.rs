@@ -13,13 +13,15 @@
 pub mod clip;
 pub mod pipeline;
 pub mod schedulers;
+pub mod stable_diffusion;
 pub mod train;
 pub mod unet;
 
 pub use clip::{CLIPTextConfig, CLIPTextModel, CLIPTextOutput, ClipBatch, ClipTokenizer};
 pub use pipeline::{DiffusionModel, ModelSpec, SampleOptions};
 pub use schedulers::{Scheduler, SchedulerConfig};
-pub use unet::{UNet2DConfig, UNet2DModel};
+pub use stable_diffusion::StableDiffusion;
+pub use unet::{UNet2DConditionConfig, UNet2DConditionModel, UNet2DConfig, UNet2DModel};
 
 /// Errors of zoo-diffusion.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum Error {
     Core(#[from] zoo_core::Error),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// The autoencoder of latent diffusion.
+    #[error(transparent)]
+    Vae(#[from] zoo_vae::Error),
     /// A model, scheduler or training setting that cannot work, with what to change.
     #[error("{0}")]
     Config(String),
@@ -44,6 +49,7 @@ impl From<Error> for zoo_core::Error {
         match e {
             Error::Core(e) => e,
             Error::Torch(e) => zoo_core::Error::Torch(e),
+            Error::Vae(e) => e.into(),
             Error::Config(m) => zoo_core::Error::Config(m),
             Error::Input(m) => zoo_core::Error::Shape(m),
         }

@@ -73,6 +73,12 @@ impl UpDecoderBlock2D {
 fn default_true() -> bool {
     true
 }
+fn default_sample_size() -> i64 {
+    32
+}
+fn default_scaling_factor() -> f64 {
+    0.18215
+}
 
 /// The keys of diffusers' AutoencoderKL config.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,8 +92,11 @@ pub struct AutoencoderKLConfig {
     pub act_fn: String,
     pub latent_channels: i64,
     pub norm_num_groups: i64,
+    #[serde(default = "default_sample_size")]
     pub sample_size: i64,
-    /// Latents for diffusion are `(z - shift_factor) * scaling_factor`.
+    /// Latents for diffusion are `(z - shift_factor) * scaling_factor`. (SD 1.x's config.json
+    /// predates this key: diffusers' default is SD's 0.18215.)
+    #[serde(default = "default_scaling_factor")]
     pub scaling_factor: f64,
     #[serde(default)]
     pub shift_factor: Option<f64>,

@@ -1,0 +1,192 @@
+//! `zoo txt2img`, `zoo img2img`, `zoo inpaint`: Stable-Diffusion-layout text-to-image on a
+//! diffusers pipeline folder (zoo_diffusion::stable_diffusion).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use tch::Device;
+use zoo_core::image::{load_image_rgb, save_image};
+use zoo_diffusion::schedulers;
+use zoo_diffusion::stable_diffusion::{load_mask, Edit, StableDiffusion, Txt2ImgOptions};
+
+use crate::global::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct CommonArgs {
+    /// A diffusers Stable Diffusion folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    model: PathBuf,
+    /// What the picture should show (CLIP reads 77 tokens; the rest is dropped with a warning).
+    #[arg(long)]
+    prompt: String,
+    /// What it should not show (guidance pushes away from it; default: the empty prompt).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Classifier-free guidance scale (1 or less: no guidance, one UNet call per step).
+    #[arg(long, default_value_t = 7.5)]
+    guidance_scale: f64,
+    /// The sampler (see `zoo diffusion schedulers`; default: the folder's own scheduler), with
+    /// the settings of the folder's scheduler_config.json.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Images to make (one grid in --out).
+    #[arg(long, default_value_t = 1)]
+    num_samples: i64,
+    /// The image (.png or .jpg); several images are written as one grid.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Txt2ImgArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Image width in pixels (a multiple of the VAE factor times the UNet's halvings; default:
+    /// the model's sample size).
+    #[arg(long)]
+    width: Option<i64>,
+    /// Image height in pixels (as --width).
+    #[arg(long)]
+    height: Option<i64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Img2ImgArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The picture to start from; the output has its size.
+    #[arg(long)]
+    init_image: PathBuf,
+    /// How much to change it: 0 keeps it, 1 ignores it (the schedule starts at this fraction).
+    #[arg(long, default_value_t = 0.8)]
+    strength: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InpaintArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The picture to repaint part of; the output has its size.
+    #[arg(long)]
+    init_image: PathBuf,
+    /// A mask of the same size: white is repainted, black is kept.
+    #[arg(long)]
+    mask: PathBuf,
+    /// How much of the schedule runs (1: the masked region starts from pure noise).
+    #[arg(long, default_value_t = 1.0)]
+    strength: f64,
+}
+
+pub fn txt2img(g: &Global, a: Txt2ImgArgs) -> Result<()> {
+    run(g, &a.common, Edit::None, a.height, a.width)
+}
+
+pub fn img2img(g: &Global, a: Img2ImgArgs) -> Result<()> {
+    check_out(&a.common.out, &[&a.init_image])?;
+    let image = load_image_rgb(&a.init_image)?.unsqueeze(0);
+    run(g, &a.common, Edit::Img2Img { image, strength: a.strength }, None, None)
+}
+
+pub fn inpaint(g: &Global, a: InpaintArgs) -> Result<()> {
+    check_out(&a.common.out, &[&a.init_image, &a.mask])?;
+    let image = load_image_rgb(&a.init_image)?.unsqueeze(0);
+    let mask = load_mask(&a.mask)?;
+    let (ih, iw) = (image.size()[2], image.size()[3]);
+    let (mh, mw) = (mask.size()[2], mask.size()[3]);
+    if (ih, iw) != (mh, mw) {
+        bail!(
+            "--mask {}: it is {mw}x{mh} but --init-image is {iw}x{ih}; give a mask of the image's size",
+            a.mask.display()
+        );
+    }
+    run(g, &a.common, Edit::Inpaint { image, mask, strength: a.strength }, None, None)
+}
+
+/// Refuses an output name we cannot write, or one that would overwrite an input.
+fn check_out(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if !["png", "jpg", "jpeg"].contains(&ext.as_str()) {
+        bail!("--out {}: use a .png, .jpg or .jpeg name", out.display());
+    }
+    for i in inputs {
+        if out == *i || (out.exists() && out.canonicalize().ok() == i.canonicalize().ok()) {
+            bail!("--out {}: that is an input file; write the result elsewhere", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn run(g: &Global, a: &CommonArgs, edit: Edit, height: Option<i64>, width: Option<i64>) -> Result<()> {
+    check_out(&a.out, &[])?;
+    let device = g.device()?;
+    let t0 = std::time::Instant::now();
+    let sd = StableDiffusion::load(&a.model, device, g.dtype.kind())?;
+    let name = match (&a.scheduler, &sd.scheduler_class) {
+        (Some(n), _) => n.clone(),
+        (None, Some(c)) => c.clone(),
+        (None, None) => "pndm".to_string(),
+    };
+    let mut sched = schedulers::build(&name, &sd.scheduler)?;
+    if g.verbose {
+        g.note(format!(
+            "loaded {} in {:.1} s; scheduler {}",
+            a.model.display(),
+            t0.elapsed().as_secs_f64(),
+            sched.name()
+        ));
+    }
+    let o = Txt2ImgOptions {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance_scale: a.guidance_scale,
+        seed: g.seed,
+        height,
+        width,
+        num_samples: a.num_samples,
+    };
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    // The bar appears after the first step, so that bad options fail without one.
+    let mut on_step = |_i: usize, total: usize| {
+        if g.quiet {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} steps {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            b.set_style(style);
+            b
+        });
+        b.inc(1);
+    };
+    let t1 = std::time::Instant::now();
+    let out = sd.generate(sched.as_mut(), &o, &edit, &mut on_step)?;
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    for t in &out.truncated {
+        g.note(format!("warning: CLIP reads 77 tokens; this part of the prompt was dropped: \"{t}\""));
+    }
+    let [te, unet, vae] = out.seconds;
+    g.note(format!(
+        "{} image(s) of {:?} with {} ({} steps) in {:.3} s",
+        a.num_samples,
+        &out.images.size()[1..],
+        sched.name(),
+        a.steps,
+        t1.elapsed().as_secs_f64()
+    ));
+    if g.verbose {
+        g.note(format!("seconds: text encoder {te:.3}, UNet {unet:.3}, VAE {vae:.3}"));
+    }
+    // save_image takes [-1, 1].
+    let images = out.images.to_device(Device::Cpu).f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
+    save_image(&images, &a.out)?;
+    println!("{}", a.out.display());
+    Ok(())
+}
