@@ -56,6 +56,9 @@ void matmul_into(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tenso
   }
 }
 
+// floor(a / b) for b > 0 (C++'s / truncates towards zero).
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 // out (m, n) = a (m, k) b (k, n) by oneDNN's matmul; a and b contiguous or transposed views.
 at::Tensor dnnl_mm(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
@@ -509,9 +512,10 @@ at::Tensor gemm_convt(const at::Tensor& x, const at::Tensor& w, int64_t sh, int6
       for (int64_t ky = 0; ky < kh; ++ky) {
         for (int64_t kx = 0; kx < kw; ++kx) {
           const float* c = c0 + (ky * kw + kx) * H * W;
-          // columns ix with 0 <= ix sw - pw + kx < OW
-          const int64_t lo = std::max<int64_t>(0, (pw - kx + sw - 1) / sw);
-          const int64_t hi = std::min<int64_t>(W, (OW - 1 + pw - kx) / sw + 1);
+          // columns ix with 0 <= ix sw - pw + kx < OW (both bounds rounded towards -inf: C++'s /
+          // truncates, which for a negative numerator let one column past the row be written)
+          const int64_t lo = std::max<int64_t>(0, -floor_div(kx - pw, sw));
+          const int64_t hi = std::min<int64_t>(W, floor_div(OW - 1 + pw - kx, sw) + 1);
           for (int64_t iy = 0; iy < H; ++iy) {
             const int64_t oy = iy * sh - ph + ky;
             if (oy < 0 || oy >= OH) continue;

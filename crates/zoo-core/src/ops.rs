@@ -1002,6 +1002,10 @@ mod tests {
             (true, 2, 20, 4, 5, 5, 5, 3, 2, true),
             (true, 2, 16, 4, 3, 17, 4, 2, 1, true),
             (true, 3, 16, 2, 1, 2, 4, 2, 1, true),
+            // one pixel wide at stride >= 2 with padding: the column bound must round down
+            (true, 3, 16, 2, 3, 1, 4, 2, 1, true),
+            (true, 2, 16, 3, 4, 1, 3, 2, 1, false),
+            (true, 2, 16, 1, 2, 1, 5, 3, 2, true),
             (true, 2, 24, 1, 4, 40, 4, 2, 1, false),
             (false, 2, 3, 64, 16, 16, 4, 2, 1, false),
             (false, 2, 1, 32, 15, 13, 4, 2, 1, true),
