@@ -2,10 +2,12 @@
 //!
 //! Datasets hand out image tensors in the zoo convention (f32, (B, C, H, W), [-1, 1]):
 //! [`mnist`] from the IDX files, [`image_folder`] from a folder of PNG/JPEG files, and
-//! [`shapes`] generated procedurally, for demos and tests that must not depend on downloads.
+//! [`shapes`] generated procedurally, for demos and tests that must not depend on downloads,
+//! and [`scenes`], procedural captioned scenes for text-to-image.
 pub mod image_folder;
 pub mod mnist;
 pub mod sampler;
+pub mod scenes;
 pub mod shapes;
 pub mod spec;
 

@@ -82,7 +82,7 @@ fn triangle_distance(x: f64, y: f64, r: f64) -> f64 {
 }
 
 /// HSV (all in [0, 1]) to RGB in [0, 1].
-fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
+pub(crate) fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
     let f = |n: f64| {
         let k = (n + h * 6.0) % 6.0;
         v - v * s * k.min(4.0 - k).clamp(0.0, 1.0)
