@@ -10,6 +10,7 @@
 //!   guidance) and model folders.
 //! - [`train`]: the denoising objective (epsilon or v), EMA and class dropout on zoo-core's
 //!   training loop; presets under models/diffusion/.
+pub mod adherence;
 pub mod clip;
 pub mod pipeline;
 pub mod schedulers;
