@@ -8,4 +8,5 @@ pub mod info;
 pub mod inspect;
 pub mod llm;
 pub mod llm_train;
+pub mod tts;
 pub mod vae;

@@ -80,7 +80,7 @@ impl std::str::FromStr for Symbols {
 /// Text as symbol ids.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
-    /// The symbols that were looked up (normalised text, or its phonemes).
+    /// The symbols kept (of the normalised text, or of its phonemes), one per id.
     pub symbols: String,
     /// Their ids in [`Symbols::table`], without the dropped ones.
     pub ids: Vec<i64>,
@@ -103,10 +103,14 @@ pub fn text_to_ids(text: &str, symbols: Symbols) -> Result<Encoded> {
     };
     let table = symbols.table();
     let mut ids = Vec::with_capacity(seq.len());
+    let mut kept = String::with_capacity(seq.len());
     let mut dropped = Vec::new();
     for c in seq.chars() {
         match table.iter().position(|&s| s == c) {
-            Some(i) if c != PAD => ids.push(i as i64),
+            Some(i) if c != PAD => {
+                ids.push(i as i64);
+                kept.push(c);
+            }
             _ => {
                 if !dropped.contains(&c) {
                     dropped.push(c);
@@ -124,7 +128,7 @@ pub fn text_to_ids(text: &str, symbols: Symbols) -> Result<Encoded> {
         };
         return Err(Error::Input(format!("nothing to say in {text:?}{why}")));
     }
-    Ok(Encoded { symbols: seq, ids, dropped })
+    Ok(Encoded { symbols: kept, ids, dropped })
 }
 
 /// `'x' 'é' U+200B`: characters for a one-line message.
@@ -757,6 +761,7 @@ mod tests {
         // Outside the set: dropped and named once each, in order.
         let e = text_to_ids("café naïve café", Symbols::Characters).unwrap();
         assert_eq!(e.dropped, vec!['é', 'ï']);
+        assert_eq!(e.symbols, "caf nave caf");
         assert_eq!(e.ids.len(), "caf nave caf".len());
         assert_eq!(describe_chars(&e.dropped), "'é' 'ï'");
     }
