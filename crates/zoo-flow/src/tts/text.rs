@@ -817,5 +817,15 @@ mod tests {
         assert_eq!(back, e.symbols);
         // The digits are phonemised as words ("two"), so no digit is left.
         assert!(!e.symbols.chars().any(|c| c.is_ascii_digit()));
+        // Every symbol espeak-ng prints for the generated corpus sentences is in the set.
+        let mut dropped = Vec::new();
+        for s in super::super::corpus::generate_sentences(120, 4).iter().skip(80) {
+            for c in text_to_ids(s, Symbols::Phonemes).unwrap().dropped {
+                if !dropped.contains(&c) {
+                    dropped.push(c);
+                }
+            }
+        }
+        assert!(dropped.is_empty(), "outside the phoneme set: {}", describe_chars(&dropped));
     }
 }
