@@ -131,6 +131,65 @@ pub fn text_to_ids(text: &str, symbols: Symbols) -> Result<Encoded> {
     Ok(Encoded { symbols: kept, ids, dropped })
 }
 
+/// Cuts normalised text into pieces of at most `max_chars` characters for synthesis in several
+/// passes (joined afterwards): at sentence ends (`. ! ?`) first, packing whole sentences
+/// together while they fit; a sentence that is too long alone is cut after a pause (`, ; :`),
+/// then between words, and a word longer than `max_chars` is cut where it must. Punctuation
+/// stays with the piece it ends. `max_chars` 0 counts as 1.
+pub fn split_sentences(normal: &str, max_chars: usize) -> Vec<String> {
+    let max = max_chars.max(1);
+    let len = |s: &str| s.chars().count();
+    // Cuts `text` after any of `ends` (keeping them), trimmed, empty pieces dropped.
+    let cut_after = |text: &str, ends: &[char]| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        for c in text.chars() {
+            cur.push(c);
+            if ends.contains(&c) {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        out.push(cur);
+        out.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    };
+    // Packs pieces into chunks of at most `max`, joined by spaces.
+    let pack = |pieces: Vec<String>, out: &mut Vec<String>| {
+        let mut cur = String::new();
+        for p in pieces {
+            if !cur.is_empty() && len(&cur) + 1 + len(&p) > max {
+                out.push(std::mem::take(&mut cur));
+            }
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(&p);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    };
+    let mut pieces = Vec::new();
+    for sentence in cut_after(normal, &['.', '!', '?']) {
+        if len(&sentence) <= max {
+            pieces.push(sentence);
+            continue;
+        }
+        for clause in cut_after(&sentence, &[',', ';', ':']) {
+            if len(&clause) <= max {
+                pieces.push(clause);
+                continue;
+            }
+            for word in clause.split_whitespace() {
+                let chars: Vec<char> = word.chars().collect();
+                pieces.extend(chars.chunks(max).map(|c| c.iter().collect::<String>()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    pack(pieces, &mut out);
+    out
+}
+
 /// `'x' 'é' U+200B`: characters for a one-line message.
 pub fn describe_chars(chars: &[char]) -> String {
     let show = |c: &char| {
@@ -776,6 +835,35 @@ mod tests {
         }
         let Err(Error::Input(msg)) = text_to_ids("日本", Symbols::Characters) else { panic!() };
         assert!(msg.contains("'日' '本'"), "{msg}");
+    }
+
+    #[test]
+    fn long_text_splits_at_sentences_then_pauses_then_words() {
+        let t = "one two. three four five! six?";
+        assert_eq!(split_sentences(t, 100), vec![t]);
+        assert_eq!(split_sentences(t, 20), vec!["one two.", "three four five!", "six?"]);
+        assert_eq!(split_sentences(t, 25), vec!["one two. three four five!", "six?"]);
+        let long = "alpha beta, gamma delta; epsilon zeta eta theta.";
+        assert_eq!(
+            split_sentences(long, 16),
+            vec!["alpha beta,", "gamma delta;", "epsilon zeta eta", "theta."]
+        );
+        assert_eq!(split_sentences("abcdefgh", 3), vec!["abc", "def", "gh"]);
+        assert!(split_sentences("", 10).is_empty());
+        // Nothing is lost: the pieces joined are the text (without spaces where words had to be
+        // cut), and each fits.
+        let text = normalize(
+            "Mr. Smith paid $5.50 on March 3rd, 1999; then, at 10:30 pm, he left. Why? Nobody knows!",
+        );
+        let squash = |s: &str| s.replace(' ', "");
+        for max in [5, 12, 30, 80] {
+            let parts = split_sentences(&text, max);
+            assert!(parts.iter().all(|p| p.chars().count() <= max), "max {max}: {parts:?}");
+            assert_eq!(squash(&parts.concat()), squash(&text), "max {max}");
+            if max >= 12 {
+                assert_eq!(parts.join(" "), text, "max {max}");
+            }
+        }
     }
 
     #[test]
