@@ -36,6 +36,8 @@ enum Command {
     Gan(commands::gan::Args),
     /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures), Glow on MNIST (bits/dim), 2-D densities.
     Flow(commands::flow::Args),
+    /// Text-to-speech: the text front end, corpus rendering with espeak-ng, Griffin-Lim.
+    Tts(commands::tts::Args),
     /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
     Diffusion(commands::diffusion::Args),
     /// Text to image with a diffusers Stable Diffusion folder (CLIP, cross-attention UNet, VAE).
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Llm(a) => commands::llm::run(&cli.global, a),
         Command::Gan(a) => commands::gan::run(&cli.global, a),
         Command::Flow(a) => commands::flow::run(&cli.global, a),
+        Command::Tts(a) => commands::tts::run(&cli.global, a),
         Command::Diffusion(a) => commands::diffusion::run(&cli.global, a),
         Command::Vae(a) => commands::vae::run(&cli.global, a),
         Command::Txt2img(a) => commands::txt2img::txt2img(&cli.global, a),

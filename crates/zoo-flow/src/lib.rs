@@ -8,7 +8,8 @@
 //! - [`train`]: training WaveGlow on a folder of WAVs, and copy-synthesis metrics;
 //! - [`density`]: RealNVP / Glow on 2-D toy densities;
 //! - [`glow`]: multi-scale Glow for images (MNIST), bits per dimension;
-//! - [`glow_train`]: training Glow on MNIST, model folders, test bits/dim and sample grids.
+//! - [`glow_train`]: training Glow on MNIST, model folders, test bits/dim and sample grids;
+//! - [`tts`]: text-to-speech: text front end, LJSpeech-layout corpora, Glow-TTS.
 pub mod denoiser;
 pub mod density;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod glow;
 pub mod glow_train;
 pub mod layers;
 pub mod train;
+pub mod tts;
 pub mod waveglow;
 pub mod wn;
 

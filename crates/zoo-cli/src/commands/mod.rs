@@ -8,5 +8,6 @@ pub mod info;
 pub mod inspect;
 pub mod llm;
 pub mod llm_train;
+pub mod tts;
 pub mod txt2img;
 pub mod vae;

@@ -6,11 +6,14 @@
 //!   ([`resample`](mod@resample));
 //! - [`MelSpectrogram`]: the log-mel front end of WaveGlow and Tacotron 2 (`TacotronSTFT`), on
 //!   librosa's Slaney filterbank ([`mel`]);
+//! - [`GriffinLim`]: log-mel -> waveform by the pseudo-inverse filterbank and (fast) Griffin-Lim
+//!   ([`griffin_lim`]);
 //! - [`spectrogram_image`]: a log-mel as a viridis picture ([`colormap`]);
 //! - [`chirp`]: a test signal.
 //!
 //! Waveforms are f32 tensors with time on the last dimension: (n), (channels, n) or (B, n).
 pub mod colormap;
+pub mod griffin_lim;
 pub mod mel;
 pub mod resample;
 pub mod wav;
@@ -20,6 +23,7 @@ use std::f64::consts::PI;
 use tch::{Device, Kind, Tensor};
 
 pub use colormap::spectrogram_image;
+pub use griffin_lim::{GriffinLim, GriffinLimConfig};
 pub use mel::{mel_filterbank, MelConfig, MelSpectrogram};
 pub use resample::resample;
 pub use wav::{read_wav, read_wav_mono, write_wav, WavFormat};

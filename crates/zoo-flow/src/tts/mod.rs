@@ -1,0 +1,18 @@
+//! Text-to-speech: a Glow-TTS-style flow acoustic model and what it needs.
+//!
+//! - [`text`]: English normalisation, the character and phoneme symbol sets, text -> ids;
+//! - [`espeak`]: espeak-ng as a program: phonemes, and rendered speech for the corpus;
+//! - [`corpus`]: corpora in the LJSpeech layout, the sentence generator, rendering a corpus;
+//! - [`mas`]: monotonic alignment search, text tokens to mel frames;
+//! - [`glow_tts`]: the Glow-TTS acoustic model: text encoder, duration predictor, flow decoder,
+//!   its training loss and inference.
+pub mod corpus;
+pub mod espeak;
+pub mod glow_tts;
+pub mod mas;
+pub mod text;
+
+pub use corpus::{Corpus, Utterance};
+pub use glow_tts::{GlowTts, GlowTtsConfig};
+pub use mas::monotonic_alignment_search;
+pub use text::{normalize, text_to_ids, Encoded, Symbols};
