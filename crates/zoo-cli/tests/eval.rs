@@ -90,3 +90,30 @@ fn bad_inputs_are_one_line_errors() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("needs mnist:DIR") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn scenes_scorer_trains_saves_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scorer");
+    let args = ["--device", "cpu", "--threads", "1", "-q", "eval", "train-scenes-scorer", "--steps", "3"];
+    let out =
+        zoo().args(args).args(["--batch-size", "8", "--num", "16", "--out"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("model.safetensors").is_file());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("seen combinations, 16 real scenes: cells read exactly"), "{text}");
+    assert!(text.contains("held-out combinations"), "{text}");
+    let out = zoo()
+        .args(["--device", "cpu", "eval", "scenes-scorer", "--num", "8", "--model"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    let out =
+        zoo().args(["eval", "train-scenes-scorer", "--steps", "0", "--out"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = zoo().args(["eval", "scenes-scorer", "--model"]).arg(tmp.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("model.safetensors"), "{err}");
+}

@@ -64,6 +64,14 @@ impl SceneScorer {
         Ok(self.head.forward(&cells)?.f_view([b, 9, N_OUT])?)
     }
 
+    /// Builds a scorer on `device` and loads `dir/model.safetensors` strictly.
+    pub fn load(dir: &std::path::Path, device: Device) -> Result<(SceneScorer, VarStore)> {
+        let vs = VarStore::new(device);
+        let scorer = SceneScorer::new(vs.root())?;
+        zoo_core::weights::load_into(&vs, &dir.join("model.safetensors"), &zoo_core::weights::keep_names)?;
+        Ok((scorer, vs))
+    }
+
     /// The scorer's reading of each image. Shapes: (B, 3, 64, 64) -> B grids.
     pub fn detect(&self, images: &Tensor) -> Result<Vec<Cells>> {
         let logits = tch::no_grad(|| self.forward(images))?;
