@@ -2,25 +2,10 @@
 //! is not installed), Griffin-Lim copy synthesis, and one-line errors for bad input.
 use std::path::Path;
 
-use assert_cmd::Command;
+mod common;
+
+use common::{fails, zoo};
 use zoo_core::audio::{chirp, read_wav, write_wav, Audio, WavFormat};
-
-fn zoo() -> Command {
-    let mut c = Command::cargo_bin("zoo").unwrap();
-    c.args(["--device", "cpu", "--threads", "1"]);
-    c
-}
-
-/// Runs zoo and checks it failed with `code` and one line `error: ...` containing `want`.
-fn fails(args: &[&str], code: i32, want: &str) {
-    let out = zoo().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err}");
-    assert!(lines[0].starts_with("error: ") && err.contains(want), "{args:?}: want {want:?} in {err}");
-    assert!(!err.contains("panicked"), "{args:?}: {err}");
-}
 
 fn espeak() -> bool {
     std::process::Command::new("espeak-ng").arg("--version").output().is_ok_and(|o| o.status.success())

@@ -3,14 +3,10 @@
 //! (up to 8-bit rounding), and bad input gets one `error:` line.
 use std::path::Path;
 
-use assert_cmd::Command;
-use tch::{Kind, Tensor};
+mod common;
 
-fn zoo() -> Command {
-    let mut c = Command::cargo_bin("zoo").unwrap();
-    c.args(["--device", "cpu", "--threads", "1"]);
-    c
-}
+use common::{fails, zoo};
+use tch::{Kind, Tensor};
 
 fn fixture(p: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,16 +14,6 @@ fn fixture(p: &str) -> String {
         .join(p)
         .to_string_lossy()
         .into_owned()
-}
-
-/// Runs zoo and checks it failed with `code` and one line `error: ...` containing `want`.
-fn fails(args: &[&str], code: i32, want: &str) {
-    let out = zoo().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err}");
-    assert!(lines[0].starts_with("error: ") && err.contains(want), "{args:?}: want {want:?} in {err}");
 }
 
 #[test]

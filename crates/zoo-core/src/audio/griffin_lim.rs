@@ -209,21 +209,7 @@ impl GriffinLim {
 
     /// The front end's centred STFT. (B, n) -> (B, n_freqs, frames) complex.
     fn stft(&self, x: &Tensor, frames: i64) -> Result<Tensor> {
-        let c = &self.mel;
-        let [b, n] = x.size()[..] else { unreachable!("istft output is (B, n)") };
-        let pad = c.n_fft / 2;
-        let padded =
-            x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
-        let spec = padded.f_stft(
-            c.n_fft,
-            c.hop_length,
-            c.win_length,
-            Some(&self.window),
-            false,
-            true,
-            true,
-            false,
-        )?;
+        let spec = super::mel::centred_stft(x, &self.mel, &self.window)?;
         // A length that is not a whole number of hops gives one frame more or less; match.
         let have = spec.size()[2];
         Ok(if have >= frames {

@@ -173,6 +173,14 @@ impl MelConfig {
     }
 }
 
+/// torch.stft(center=True) with reflect padding. Shapes: (B, n) -> (B, n_freqs, frames) complex.
+pub(crate) fn centred_stft(x: &Tensor, c: &MelConfig, window: &Tensor) -> Result<Tensor> {
+    let (b, n) = x.size2()?;
+    let pad = c.n_fft / 2;
+    let padded = x.f_reshape([b, 1, n])?.f_pad([pad, pad], "reflect", None)?.f_reshape([b, n + 2 * pad])?;
+    Ok(padded.f_stft(c.n_fft, c.hop_length, c.win_length, Some(window), false, true, true, false)?)
+}
+
 /// Waveform -> log-mel spectrogram, holding the window and the filterbank on its device.
 #[derive(Debug)]
 pub struct MelSpectrogram {
@@ -234,22 +242,8 @@ impl MelSpectrogram {
         // 1. centred STFT: (B, n_freqs, frames) complex. The reflect padding is done here, as
         // torch.stft(center=True) does in Python: libtorch's own `center` overload refuses the
         // align_to_window flag that tch always passes.
-        let pad = c.n_fft / 2;
         let batch = if shape.len() == 2 { shape[0] } else { 1 };
-        let padded = x
-            .f_reshape([batch, 1, n])?
-            .f_pad([pad, pad], "reflect", None)?
-            .f_reshape([batch, n + 2 * pad])?;
-        let spec = padded.f_stft(
-            c.n_fft,
-            c.hop_length,
-            c.win_length,
-            Some(&self.window),
-            false,
-            true,
-            true,
-            false,
-        )?;
+        let spec = centred_stft(&x.f_reshape([batch, n])?, c, &self.window)?;
         // 2. magnitude, as TacotronSTFT (not the power spectrum)
         let mag = spec.f_abs()?;
         // 3. mel projection: (n_mels, n_freqs) @ (.., n_freqs, frames)
