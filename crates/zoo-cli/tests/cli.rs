@@ -157,3 +157,43 @@ fn completions_print_a_script() {
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().contains("complete"));
 }
+
+/// A 16-bit mono PCM WAV header at 16 kHz holding `data.len()` bytes of samples.
+fn wav_bytes(data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&32_000u32.to_le_bytes()); // bytes per second
+    b.extend_from_slice(&2u16.to_le_bytes()); // block align
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn inspect_gives_the_facts_of_an_empty_wav() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write(dir.path(), "empty.wav", &wav_bytes(&[]));
+    let out = zoo().args(["inspect", &empty]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("1 channel(s), 16000 Hz, 0 samples (0.000 s)"), "{s}");
+
+    // Two samples, 0.5 and -0.25: peak 0.5.
+    let mut data = Vec::new();
+    data.extend_from_slice(&16384i16.to_le_bytes());
+    data.extend_from_slice(&(-8192i16).to_le_bytes());
+    let two = write(dir.path(), "two.wav", &wav_bytes(&data));
+    let out = zoo().args(["inspect", &two]).output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("2 samples (0.000 s), peak 0.500"), "{s}");
+}
