@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod commands;
 mod global;
+mod signals;
 
 use global::Global;
 
@@ -55,6 +56,7 @@ enum Command {
 
 fn main() -> ExitCode {
     default_sigpipe();
+    signals::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -80,9 +82,14 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    };
+    // A run stopped by SIGINT or SIGTERM saved its checkpoint; say so in the exit code.
+    match signals::exit_code() {
+        Some(c) => ExitCode::from(c),
+        None => code,
     }
 }
 
