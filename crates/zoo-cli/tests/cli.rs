@@ -69,6 +69,23 @@ fn threads_flag_is_applied() {
 }
 
 #[test]
+fn threads_above_the_cores_are_capped_with_a_note() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let out = zoo().args(["--threads", "10000", "info", "--json"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threads"], cores);
+    assert!(
+        err.contains(&format!("--threads 10000: this machine has {cores} cores; using {cores}")),
+        "{err}"
+    );
+    // Beyond i32 too: capped, not an error.
+    let out = zoo().args(["-q", "--threads", "99999999999", "info", "--json"]).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_line() {
     fails(&["--bogus", "info"], 2, "--bogus");
     fails(&["frobnicate"], 2, "frobnicate");
