@@ -214,3 +214,47 @@ fn inspect_gives_the_facts_of_an_empty_wav() {
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.contains("2 samples (0.000 s), peak 0.500"), "{s}");
 }
+
+#[test]
+fn out_goes_into_a_folder_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 0.5 s of a 440 Hz tone.
+    let data: Vec<u8> = (0..8000)
+        .flat_map(|i| {
+            ((f64::sin(i as f64 * 440.0 * std::f64::consts::TAU / 16000.0) * 8000.0) as i16).to_le_bytes()
+        })
+        .collect();
+    let wav = write(d, "tone.wav", &wav_bytes(&data));
+
+    // An absolute path into a missing folder: refused, and nothing is created.
+    let missing = d.join("missing/dir/x.png");
+    let m = missing.to_string_lossy().into_owned();
+    let want = format!("--out {m}: folder {} does not exist", d.join("missing/dir").display());
+    fails(&["flow", "mel", "--input", &wav, "--out", &m], 1, &want);
+    assert!(!d.join("missing").exists(), "a folder was created");
+    // A run folder: its last component may be new, its parent must exist.
+    let run = d.join("missing/run").to_string_lossy().into_owned();
+    fails(&["vae", "train", "--data", "shapes", "--preset", "tiny", "--out", &run], 1, "does not exist");
+    assert!(!d.join("missing").exists(), "a folder was created");
+    // A file where the folder should be.
+    let file_dir = write(d, "plain", b"x");
+    fails(&["flow", "mel", "--input", &wav, "--out", &format!("{file_dir}/x.png")], 1, "is not a folder");
+
+    // Inside the current folder, missing folders are made (`--out runs/...` in a fresh checkout).
+    let out = zoo()
+        .current_dir(d)
+        .args(["flow", "mel", "--input", &wav, "--out", "pics/mel.png"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.join("pics/mel.png").is_file());
+
+    // vocode writes WAV bytes, so only into a .wav name.
+    fails(&["flow", "vocode", "--model", "nomodel", "--input", &wav, "--out", "x.mp3"], 1, "--out x.mp3");
+
+    // A write that fails names the user's file, not the temporary one beside it.
+    let err =
+        fails(&["flow", "mel", "--input", &wav, "--out", "/proc/zoo-test.png"], 1, "/proc/zoo-test.png: ");
+    assert!(!err.contains(".tmp"), "{err}");
+}
