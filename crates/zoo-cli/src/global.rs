@@ -14,8 +14,8 @@ pub struct Global {
     /// Seed for every random draw (libtorch's generator and the data order); same seed, same output.
     #[arg(long, global = true, default_value_t = 0)]
     pub seed: u64,
-    /// CPU threads for libtorch's operators (0: auto: one per core; token-by-token decoding in
-    /// `zoo llm` takes the cores the load average leaves idle).
+    /// CPU threads for libtorch's operators, at most one per core (0: auto: one per core;
+    /// token-by-token decoding in `zoo llm` takes the cores the load average leaves idle).
     #[arg(long, global = true, default_value_t = 0)]
     pub threads: usize,
     /// Print only results and errors: no progress bars or notes.
@@ -38,7 +38,19 @@ impl Global {
     /// Applies the settings that are process-wide (threads, malloc's thresholds).
     pub fn apply(&self) -> Result<()> {
         zoo_core::ops::tune_allocator();
-        zoo_core::device::set_threads(self.threads)?;
+        // More threads than cores only make libgomp's threads wait for each other (a 1-second
+        // sampling run took over a minute at --threads 10000).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if self.threads > cores {
+            self.note(format!(
+                "note: --threads {}: this machine has {cores} cores; using {cores}",
+                self.threads
+            ));
+            cores
+        } else {
+            self.threads
+        };
+        zoo_core::device::set_threads(threads)?;
         Ok(())
     }
 

@@ -4,10 +4,14 @@
 //! usage errors and 1 for everything else.
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use std::path::{Component, Path};
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod commands;
 mod global;
+mod signals;
 
 use global::Global;
 
@@ -57,10 +61,18 @@ enum Command {
 
 fn main() -> ExitCode {
     default_sigpipe();
-    let cli = match Cli::try_parse() {
+    signals::install();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let Err(e) = check_out(&matches) {
+        return report(&e);
+    }
     if let Err(e) = cli.global.apply() {
         return report(&e);
     }
@@ -83,9 +95,14 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    };
+    // A run stopped by SIGINT or SIGTERM saved its checkpoint; say so in the exit code.
+    match signals::exit_code() {
+        Some(c) => ExitCode::from(c),
+        None => code,
     }
 }
 
@@ -102,6 +119,36 @@ fn default_sigpipe() {
         // SAFETY: restores the default disposition of one signal before any thread starts.
         unsafe { signal(SIGPIPE, SIG_DFL) };
     }
+}
+
+/// `--out` of every command, a file or a run folder, goes into a folder that exists, so that a
+/// typo never creates folders elsewhere (`--out /nonexistent/dir/x.png` made `/nonexistent/dir`
+/// at the filesystem root); a run folder itself may be new. Inside the current folder (a
+/// relative path without `..`) missing folders are still made, as in the documented
+/// `--out runs/vae` of a fresh checkout. Defaults (the demo's `out/demo`) are left alone.
+fn check_out(matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let Ok(Some(values)) = m.try_get_raw("out") else { return Ok(()) };
+    if !matches!(m.value_source("out"), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+        return Ok(());
+    }
+    for v in values {
+        let p = Path::new(v);
+        if p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            continue;
+        }
+        let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) else { continue };
+        if !dir.exists() {
+            anyhow::bail!("--out {}: folder {} does not exist", p.display(), dir.display());
+        }
+        if !dir.is_dir() {
+            anyhow::bail!("--out {}: {} is not a folder", p.display(), dir.display());
+        }
+    }
+    Ok(())
 }
 
 /// Help and version go to stdout with success; real usage errors get one line and exit 2.

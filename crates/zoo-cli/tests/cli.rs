@@ -69,6 +69,23 @@ fn threads_flag_is_applied() {
 }
 
 #[test]
+fn threads_above_the_cores_are_capped_with_a_note() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let out = zoo().args(["--threads", "10000", "info", "--json"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threads"], cores);
+    assert!(
+        err.contains(&format!("--threads 10000: this machine has {cores} cores; using {cores}")),
+        "{err}"
+    );
+    // Beyond i32 too: capped, not an error.
+    let out = zoo().args(["-q", "--threads", "99999999999", "info", "--json"]).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_line() {
     fails(&["--bogus", "info"], 2, "--bogus");
     fails(&["frobnicate"], 2, "frobnicate");
@@ -156,4 +173,88 @@ fn completions_print_a_script() {
     let out = zoo().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().contains("complete"));
+}
+
+/// A 16-bit mono PCM WAV header at 16 kHz holding `data.len()` bytes of samples.
+fn wav_bytes(data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&32_000u32.to_le_bytes()); // bytes per second
+    b.extend_from_slice(&2u16.to_le_bytes()); // block align
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn inspect_gives_the_facts_of_an_empty_wav() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write(dir.path(), "empty.wav", &wav_bytes(&[]));
+    let out = zoo().args(["inspect", &empty]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("1 channel(s), 16000 Hz, 0 samples (0.000 s)"), "{s}");
+
+    // Two samples, 0.5 and -0.25: peak 0.5.
+    let mut data = Vec::new();
+    data.extend_from_slice(&16384i16.to_le_bytes());
+    data.extend_from_slice(&(-8192i16).to_le_bytes());
+    let two = write(dir.path(), "two.wav", &wav_bytes(&data));
+    let out = zoo().args(["inspect", &two]).output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("2 samples (0.000 s), peak 0.500"), "{s}");
+}
+
+#[test]
+fn out_goes_into_a_folder_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 0.5 s of a 440 Hz tone.
+    let data: Vec<u8> = (0..8000)
+        .flat_map(|i| {
+            ((f64::sin(i as f64 * 440.0 * std::f64::consts::TAU / 16000.0) * 8000.0) as i16).to_le_bytes()
+        })
+        .collect();
+    let wav = write(d, "tone.wav", &wav_bytes(&data));
+
+    // An absolute path into a missing folder: refused, and nothing is created.
+    let missing = d.join("missing/dir/x.png");
+    let m = missing.to_string_lossy().into_owned();
+    let want = format!("--out {m}: folder {} does not exist", d.join("missing/dir").display());
+    fails(&["flow", "mel", "--input", &wav, "--out", &m], 1, &want);
+    assert!(!d.join("missing").exists(), "a folder was created");
+    // A run folder: its last component may be new, its parent must exist.
+    let run = d.join("missing/run").to_string_lossy().into_owned();
+    fails(&["vae", "train", "--data", "shapes", "--preset", "tiny", "--out", &run], 1, "does not exist");
+    assert!(!d.join("missing").exists(), "a folder was created");
+    // A file where the folder should be.
+    let file_dir = write(d, "plain", b"x");
+    fails(&["flow", "mel", "--input", &wav, "--out", &format!("{file_dir}/x.png")], 1, "is not a folder");
+
+    // Inside the current folder, missing folders are made (`--out runs/...` in a fresh checkout).
+    let out = zoo()
+        .current_dir(d)
+        .args(["flow", "mel", "--input", &wav, "--out", "pics/mel.png"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.join("pics/mel.png").is_file());
+
+    // vocode writes WAV bytes, so only into a .wav name.
+    fails(&["flow", "vocode", "--model", "nomodel", "--input", &wav, "--out", "x.mp3"], 1, "--out x.mp3");
+
+    // A write that fails names the user's file, not the temporary one beside it.
+    let err =
+        fails(&["flow", "mel", "--input", &wav, "--out", "/proc/zoo-test.png"], 1, "/proc/zoo-test.png: ");
+    assert!(!err.contains(".tmp"), "{err}");
 }

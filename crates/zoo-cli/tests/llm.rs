@@ -384,3 +384,33 @@ fn training_stages_run_and_refuse_bad_input() {
         "no config.json",
     );
 }
+
+#[test]
+fn sizes_that_cannot_be_allocated_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("gpt2").join("config.json")).unwrap()).unwrap();
+    for (key, value, want) in [
+        (
+            "n_positions",
+            serde_json::json!(1_000_000_000_000_000i64),
+            "\"n_positions\" is 1000000000000000, more than",
+        ),
+        ("vocab_size", serde_json::json!(1_000_000_000_000i64), "\"vocab_size\" is 1000000000000, more than"),
+        // Within the limit per dimension, but 2^24 x n_embd is beyond any machine's memory.
+        ("vocab_size", serde_json::json!(1 << 24), "\"vocab_size\" makes a model of"),
+    ] {
+        let dir = tmp.path().join(format!("{key}-{value}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = base.clone();
+        cfg[key] = value;
+        if want.contains("makes a model") {
+            cfg["n_embd"] = serde_json::json!(1 << 16);
+        }
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        std::fs::copy(fixture("gpt2").join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        let want = format!("{}: {want}", dir.join("config.json").display());
+        fails(&["llm", "arch", "--model", &s(&dir)], 1, &want);
+        fails(&["llm", "generate", "--model", &s(&dir), "--prompt", "hi", "--max-new-tokens", "2"], 1, &want);
+    }
+}

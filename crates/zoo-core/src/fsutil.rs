@@ -15,10 +15,10 @@ where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
     atomic_write_with(path, |tmp| {
-        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let file = File::create(tmp).map_err(|e| Error::io(path, e))?;
         let mut w = BufWriter::new(file);
         write(&mut w)?;
-        w.flush().map_err(|e| Error::io(tmp, e))?;
+        w.flush().map_err(|e| Error::io(path, e))?;
         Ok(())
     })
 }
@@ -46,7 +46,7 @@ where
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.{}.{n}.tmp", name.to_string_lossy(), std::process::id()));
     let result = write(&tmp).and_then(|()| {
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         // Make the rename itself durable; not every file system lets a folder be synced.
         if let Ok(d) = File::open(&dir) {
@@ -57,7 +57,12 @@ where
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    // The temporary name means nothing to the user: errors name the file they asked for.
+    result.map_err(|e| match e {
+        Error::Io { path: p, source } if p == tmp => Error::io(path, source),
+        Error::BadFile { path: p, msg } if p == tmp => Error::bad_file(path, msg),
+        e => e,
+    })
 }
 
 #[cfg(test)]
@@ -78,5 +83,22 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"one");
         let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn errors_name_the_file_asked_for_not_the_temporary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        // The library wrote to the temporary path it was given and failed there.
+        let e = atomic_write_with(&p, |tmp| {
+            Err(Error::io(tmp, std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full")))
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, format!("{}: disk full", p.display()));
+        let e = atomic_write_with(&p, |tmp| Err(Error::bad_file(tmp, "writing safetensors: full")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, format!("{}: writing safetensors: full", p.display()));
     }
 }

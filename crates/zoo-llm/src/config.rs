@@ -28,6 +28,27 @@ impl TokenIds {
 pub const SUPPORTED: &[(&str, &str)] =
     &[("gpt2", "GPT-2"), ("llama", "Llama"), ("mistral", "Llama"), ("qwen2", "Llama")];
 
+/// The largest size accepted for one dimension of a model, 2^24: real configs stay far below
+/// (vocabularies of about 256k, contexts of about 1M positions), and a typo or a hostile file
+/// (`"n_positions": 1000000000000000`) must be an error before anything is allocated.
+pub const MAX_DIM: i64 = 1 << 24;
+
+/// Refuses a size above [`MAX_DIM`], naming its key.
+pub(crate) fn check_dim(key: &str, v: i64) -> std::result::Result<(), String> {
+    if v > MAX_DIM {
+        return Err(format!("\"{key}\" is {v}, more than the {MAX_DIM} zoo accepts for one dimension"));
+    }
+    Ok(())
+}
+
+/// This machine's memory (MemTotal of /proc/meminfo), None where it cannot be read.
+fn memory_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
 /// A parsed config of one of the supported families.
 // One value per loaded model: boxing the larger variant would save bytes no one misses.
 #[allow(clippy::large_enum_variant)]
@@ -89,11 +110,67 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// Checks the values, and that the weights fit in this machine's memory: tch's VarStore
+    /// panics when an allocation fails, so a size no machine can hold must stop here.
     pub fn validate(&self) -> std::result::Result<(), String> {
         match self {
-            ModelConfig::Gpt2(c) => c.validate(),
-            ModelConfig::Llama(c) => c.validate(),
+            ModelConfig::Gpt2(c) => c.validate()?,
+            ModelConfig::Llama(c) => c.validate()?,
         }
+        if let Some(mem) = memory_bytes() {
+            self.check_fits(mem)?;
+        }
+        Ok(())
+    }
+
+    /// The parameter count, as the terms of the keys that make it (approximate: the large
+    /// matrices only), e.g. ("vocab_size", vocab x width for the embedding and an untied head).
+    fn param_terms(&self) -> Vec<(&'static str, f64)> {
+        match self {
+            ModelConfig::Gpt2(c) => {
+                let (v, p, e, l) =
+                    (c.vocab_size as f64, c.n_positions as f64, c.n_embd as f64, c.n_layer as f64);
+                let inner = c.n_inner.map_or(4.0 * e, |i| i as f64);
+                let heads = if c.tie_word_embeddings { 1.0 } else { 2.0 };
+                vec![
+                    ("vocab_size", heads * v * e),
+                    ("n_positions", p * e),
+                    ("n_layer", l * (4.0 * e * e + 2.0 * e * inner)),
+                ]
+            }
+            ModelConfig::Llama(c) => {
+                let (v, h, i, l) = (
+                    c.vocab_size as f64,
+                    c.hidden_size as f64,
+                    c.intermediate_size as f64,
+                    c.num_hidden_layers as f64,
+                );
+                let (q, kv) =
+                    ((c.num_attention_heads * c.head_dim()) as f64, (c.kv_heads() * c.head_dim()) as f64);
+                let heads = if c.tie_word_embeddings { 1.0 } else { 2.0 };
+                vec![
+                    ("vocab_size", heads * v * h),
+                    ("num_hidden_layers", l * (2.0 * h * q + 2.0 * h * kv + 3.0 * h * i)),
+                ]
+            }
+        }
+    }
+
+    /// Refuses a model whose weights need more than `mem` bytes even at 2 bytes per parameter
+    /// (f16/bf16, the smallest dtype zoo runs), naming the key whose term is largest.
+    pub fn check_fits(&self, mem: f64) -> std::result::Result<(), String> {
+        let terms = self.param_terms();
+        let params: f64 = terms.iter().map(|t| t.1).sum();
+        if params * 2.0 <= mem {
+            return Ok(());
+        }
+        let key = terms.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or("vocab_size", |t| t.0);
+        Err(format!(
+            "\"{key}\" makes a model of {params:.3e} parameters, {:.1} GB even at 2 bytes each, more than this \
+             machine's {:.1} GB of memory",
+            params * 2.0 / 1e9,
+            mem / 1e9
+        ))
     }
 
     /// The config as `config.json` would hold it (with `model_type`).
@@ -179,6 +256,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sizes_that_cannot_be_allocated_are_refused_by_key() {
+        let mut v = ModelConfig::Gpt2(gpt2::Config::tiny()).to_json();
+        v["n_positions"] = serde_json::json!(1_000_000_000_000_000i64);
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.starts_with("config.json: \"n_positions\" is 1000000000000000, more than"), "{e}");
+        let mut v = ModelConfig::Llama(llama::Config::tiny()).to_json();
+        v["vocab_size"] = serde_json::json!(1_000_000_000_000i64);
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.starts_with("config.json: \"vocab_size\" is 1000000000000, more than"), "{e}");
+
+        // Each size allowed, the whole too large: the largest term is named.
+        let mut c = gpt2::Config::tiny();
+        (c.vocab_size, c.n_embd, c.n_head) = (MAX_DIM, 1 << 16, 1);
+        let e = ModelConfig::Gpt2(c.clone()).check_fits(64e9).unwrap_err();
+        assert!(e.starts_with("\"vocab_size\" makes a model of 1."), "{e}");
+        assert!(e.contains("e12 parameters,"), "{e}");
+        assert!(e.ends_with("more than this machine's 64.0 GB of memory"), "{e}");
+        assert!(ModelConfig::Gpt2(c).check_fits(4e12).is_ok());
+        let mut c = llama::Config::tiny();
+        c.num_hidden_layers = MAX_DIM;
+        let e = ModelConfig::Llama(c).check_fits(64e9).unwrap_err();
+        assert!(e.starts_with("\"num_hidden_layers\" makes a model of"), "{e}");
+        // GPT-2 small fits in 1 GB.
+        assert!(ModelConfig::Gpt2(gpt2::Config::gpt2()).check_fits(1e9).is_ok());
     }
 
     #[test]

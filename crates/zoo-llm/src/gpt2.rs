@@ -301,10 +301,12 @@ impl Config {
             ("n_embd", self.n_embd),
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
+            ("n_inner", self.n_inner.unwrap_or(1)),
         ] {
             if v <= 0 {
                 return Err(format!("\"{k}\" must be positive, got {v}"));
             }
+            crate::config::check_dim(k, v)?;
         }
         if self.n_embd % self.n_head != 0 {
             return Err(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));

@@ -474,6 +474,7 @@ impl Config {
             if v <= 0 {
                 return Err(format!("\"{k}\" must be positive, got {v}"));
             }
+            crate::config::check_dim(k, v)?;
         }
         if self.num_attention_heads % self.kv_heads() != 0 {
             return Err(format!(

@@ -103,7 +103,7 @@ struct VocodeArgs {
     /// suggests 0.01 to 0.1).
     #[arg(long, default_value_t = 0.0)]
     denoiser: f64,
-    /// The WAV file to write (16-bit PCM at the model's rate).
+    /// The WAV file to write (a .wav name; 16-bit PCM at the model's rate).
     #[arg(long)]
     out: PathBuf,
 }
@@ -377,6 +377,9 @@ fn is_wav(p: &Path) -> bool {
 fn vocode(g: &Global, a: VocodeArgs) -> Result<()> {
     if !(a.sigma.is_finite() && a.sigma >= 0.0 && a.denoiser.is_finite() && a.denoiser >= 0.0) {
         bail!("--sigma and --denoiser must be numbers >= 0");
+    }
+    if !is_wav(&a.out) {
+        bail!("--out {}: vocode writes a WAV file; give a name ending in .wav", a.out.display());
     }
     let device = g.device()?;
     let v = Vocoder::load(&a.model, device, g.dtype.kind())?;

@@ -53,18 +53,22 @@ fn checkpoint(g: &Global, p: &Path) -> Result<()> {
 
 fn wav(p: &Path) -> Result<()> {
     let a = zoo_core::audio::read_wav(p)?;
-    let peak = a.samples.abs().max().double_value(&[]);
-    let rms = a.samples.square().mean(tch::Kind::Float).sqrt().double_value(&[]);
-    println!(
-        "{}: {} channel(s), {} Hz, {} samples ({:.3} s), peak {:.3}, RMS {:.3}",
+    let facts = format!(
+        "{}: {} channel(s), {} Hz, {} samples ({:.3} s)",
         p.display(),
         a.channels(),
         a.sample_rate,
         a.len(),
-        a.duration_secs(),
-        peak,
-        rms
+        a.duration_secs()
     );
+    // A valid WAV may hold no samples; a max() over nothing would panic.
+    if a.samples.numel() == 0 {
+        println!("{facts}, no audio");
+        return Ok(());
+    }
+    let peak = a.samples.f_abs()?.f_max()?.f_double_value(&[])?;
+    let rms = a.samples.f_square()?.f_mean(tch::Kind::Float)?.f_sqrt()?.f_double_value(&[])?;
+    println!("{facts}, peak {peak:.3}, RMS {rms:.3}");
     Ok(())
 }
 

@@ -8,4 +8,7 @@ pub mod trainer;
 pub use ema::Ema;
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;
-pub use trainer::{interrupt_requested, LoopConfig, StepOutput, TrainTask, Trainer};
+pub use trainer::{
+    clear_interrupt, interrupt_requested, loop_is_listening, request_interrupt, LoopConfig, StepOutput,
+    TrainTask, Trainer,
+};

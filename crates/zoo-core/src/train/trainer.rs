@@ -1,6 +1,7 @@
 //! The training loop shared by the families: steps with gradient accumulation and clipping,
 //! the learning-rate schedule, periodic eval / samples / checkpoints into a [`RunDir`], exact
-//! resume, progress reporting and a clean stop on Ctrl-C.
+//! resume, progress reporting and a clean stop when asked ([`request_interrupt`]: the CLI
+//! asks on SIGINT and SIGTERM).
 //!
 //! Exact resume: step `s` draws all its randomness (libtorch's generator, for dropout and noise,
 //! and the `rand` generator handed to the task, for data order) from `(seed, s)` alone; a
@@ -11,7 +12,6 @@
 //! depends on libtorch's global generator, which parallel tests in one binary would share).
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -199,36 +199,43 @@ impl Reporter for JsonLines {
     }
 }
 
-fn interrupt_flag() -> &'static Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        // If another handler is installed already, Ctrl-C keeps its default meaning.
-        let _ = ctrlc::set_handler(move || {
-            if f.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-        flag
-    })
-}
+// Plain atomics, so that a signal handler may set them (async-signal-safe).
+static STOP: AtomicBool = AtomicBool::new(false);
+static LISTENING: AtomicBool = AtomicBool::new(false);
 
-/// Installs the Ctrl-C handler (once) and says whether Ctrl-C was pressed (or
-/// [`request_interrupt`] called). A second Ctrl-C exits at once, for a run stuck in a long step.
+/// Says whether a stop was requested ([`request_interrupt`]); training loops call it between
+/// steps, and from the first call on [`loop_is_listening`] is true. The library installs no
+/// signal handler: the program that owns the process (the `zoo` CLI, on SIGINT and SIGTERM)
+/// calls [`request_interrupt`].
 pub fn interrupt_requested() -> bool {
-    interrupt_flag().load(Ordering::SeqCst)
+    LISTENING.store(true, Ordering::SeqCst);
+    STOP.load(Ordering::SeqCst)
 }
 
-/// Asks running loops to stop at the next step boundary, as Ctrl-C does (they checkpoint
-/// first): for programs that drive training, e.g. a reporter that stops a run after N steps.
+/// Asks running loops to stop at the next step boundary; they save a checkpoint first and
+/// return an [`Outcome`] with `interrupted` set. Only touches an atomic, so a signal handler
+/// may call it.
 pub fn request_interrupt() {
-    interrupt_flag().store(true, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
 }
 
 /// Forgets an earlier interrupt, so that the next loop runs.
 pub fn clear_interrupt() {
-    interrupt_flag().store(false, Ordering::SeqCst);
+    STOP.store(false, Ordering::SeqCst);
+}
+
+/// Whether a training loop is checking for stop requests now: a signal handler can then ask
+/// it to stop cleanly rather than end the process. Safe to call from a signal handler.
+pub fn loop_is_listening() -> bool {
+    LISTENING.load(Ordering::SeqCst)
+}
+
+/// Marks the end of a [`Trainer::run`], however it ends: a stop request is no longer heard.
+struct Listening;
+impl Drop for Listening {
+    fn drop(&mut self) {
+        LISTENING.store(false, Ordering::SeqCst);
+    }
 }
 
 /// How a run ended.
@@ -305,6 +312,7 @@ impl<'a> Trainer<'a> {
         reporter: &mut dyn Reporter,
     ) -> Result<Outcome> {
         let cfg = self.cfg.clone();
+        let _listening = Listening;
         let every = |n: Option<u64>, done: u64| n.is_some_and(|n| n > 0 && done % n == 0);
         let vars = self.opt.variables();
         reporter.start(start, cfg.steps);
