@@ -3,28 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+
+mod common;
+use common::{fails, zoo};
 use zoo_core::audio::{chirp, write_wav, Audio, WavFormat};
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/flow/waveglow-tiny");
-
-fn zoo() -> Command {
-    let mut c = Command::cargo_bin("zoo").unwrap();
-    c.args(["--device", "cpu", "--threads", "1"]);
-    c
-}
-
-/// Runs zoo and checks it failed with `code` and one line `error: ...` containing `want`.
-fn fails(args: &[&str], code: i32, want: &str) {
-    let out = zoo().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{args:?}: want one line, got {err}");
-    assert!(lines[0].starts_with("error: ") && err.contains(want), "{args:?}: want {want:?} in {err}");
-    for bad in ["panicked", "backtrace", "Exception raised from", "c10::"] {
-        assert!(!err.contains(bad), "{args:?}: {err}");
-    }
-}
 
 fn chirp_wav(dir: &Path, secs: f64) -> PathBuf {
     let p = dir.join("chirp.wav");
