@@ -5,14 +5,21 @@
 //! - [`corpus`]: corpora in the LJSpeech layout, the sentence generator, rendering a corpus;
 //! - [`mas`]: monotonic alignment search, text tokens to mel frames;
 //! - [`glow_tts`]: the Glow-TTS acoustic model: text encoder, duration predictor, flow decoder,
-//!   its training loss and inference.
+//!   its training loss and inference;
+//! - [`model`]: presets and model folders (model, symbols, mel settings, recipe), and speech
+//!   from text: Glow-TTS then Griffin-Lim;
+//! - [`train`]: training on an LJSpeech-layout corpus with zoo-core's Trainer (exact resume).
 pub mod corpus;
 pub mod espeak;
 pub mod glow_tts;
 pub mod mas;
+pub mod model;
 pub mod text;
+pub mod train;
 
 pub use corpus::{Corpus, Utterance};
 pub use glow_tts::{GlowTts, GlowTtsConfig};
 pub use mas::monotonic_alignment_search;
+pub use model::{SpeakOptions, Speech, TtsFile, TtsModel};
 pub use text::{normalize, text_to_ids, Encoded, Symbols};
+pub use train::{TrainSpec, Training};

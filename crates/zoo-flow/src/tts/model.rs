@@ -1,0 +1,401 @@
+//! A text-to-speech model folder, and speech from text with it.
+//!
+//! A preset (`models/tts/<name>.json`) and the `config.json` of a model folder are one
+//! [`TtsFile`], in the spirit of jaywalnut310/glow-tts's `configs/base.json` with its `model`,
+//! `data` and `train` sections: the [`GlowTtsConfig`], what the model reads and hears
+//! ([`DataConfig`]: the symbol set, `add_blank`, the mel front end) and the recipe
+//! ([`TrainConfig`]). A model folder is that `config.json` plus `model.safetensors` (f32 or f16;
+//! loaded into f32 either way), so it holds everything synthesis needs.
+//!
+//! [`TtsModel::speak`]: text -> normalised words -> pieces of at most `max_chars` characters
+//! cut at sentence ends ([`split_sentences`]) -> symbol ids -> log-mel (Glow-TTS inference,
+//! piece by piece, joined) -> waveform (Griffin-Lim through the model's own mel settings).
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use zoo_core::audio::{Audio, GriffinLim, GriffinLimConfig, MelConfig};
+use zoo_core::train::LrSchedule;
+
+use super::glow_tts::{GlowTts, GlowTtsConfig};
+use super::text::{intersperse, normalize, split_sentences, text_to_ids, Symbols};
+use crate::{Error, Result};
+
+/// The config file of a model folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights of a model folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// What the model reads and the sound it models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The symbol set the text becomes (`characters`, or `phonemes` through espeak-ng).
+    pub symbols: Symbols,
+    /// The symbol table the model was trained on, index = id; written into model folders so a
+    /// later change of the table cannot silently scramble a trained model's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol_table: Option<String>,
+    /// Glow-TTS's `add_blank`: the blank symbol (id 0) between all symbols and at both ends.
+    pub add_blank: bool,
+    /// The log-mel front end (and so Griffin-Lim's); corpus audio is resampled to its rate.
+    pub mel: MelConfig,
+}
+
+/// The training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Utterances per step.
+    pub batch_size: usize,
+    /// Peak learning rate of Adam.
+    pub learning_rate: f64,
+    /// The cosine decay ends here, at the last step.
+    pub min_lr: f64,
+    /// Linear warmup from 0 over this many steps.
+    pub warmup_steps: u64,
+    pub steps: u64,
+    /// Clip the global gradient norm to this value (none: no clipping).
+    #[serde(default)]
+    pub clip_grad: Option<f64>,
+    /// Every `valid_every`-th utterance of the corpus (in file order) is held out for the
+    /// validation losses (0: none held out).
+    pub valid_every: usize,
+    /// Held-out losses, a checkpoint and the loss plot every this many steps.
+    pub checkpoint_every: u64,
+    /// Utterances with more mel frames than this are left out of training (0: no limit).
+    #[serde(default)]
+    pub max_frames: i64,
+}
+
+/// A preset, or the config.json of a model folder. Unknown keys are errors (a typo would
+/// otherwise silently fall back to a default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub model: GlowTtsConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+impl TtsFile {
+    /// The test preset: [`GlowTtsConfig::tiny`] on characters with blanks, 80 mels at
+    /// 22.05 kHz (WaveGlow's front end), a short recipe.
+    pub fn tiny() -> Self {
+        let symbols = Symbols::Characters;
+        let mel = MelConfig::waveglow_22k();
+        TtsFile {
+            description: None,
+            model: GlowTtsConfig::tiny(symbols.len() as i64, mel.n_mels),
+            data: DataConfig { symbols, symbol_table: None, add_blank: true, mel },
+            train: TrainConfig {
+                batch_size: 4,
+                learning_rate: 1e-2,
+                min_lr: 1e-3,
+                warmup_steps: 2,
+                steps: 30,
+                clip_grad: Some(5.0),
+                valid_every: 0,
+                checkpoint_every: 10,
+                max_frames: 0,
+            },
+        }
+    }
+
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let f: TtsFile = serde_json::from_str(&text)
+            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), msg: e.to_string() })?;
+        f.validate().map_err(|e| Error::ConfigFile { path: path.to_path_buf(), msg: e.to_string() })?;
+        Ok(f)
+    }
+
+    /// The model, mel and recipe settings, and that they fit together.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.data.mel.validate()?;
+        let d = &self.data;
+        let n_symbols = d.symbols.len() as i64;
+        if self.model.n_vocab != n_symbols {
+            return Err(Error::Config(format!(
+                "model.n_vocab is {} but the {} symbol set has {n_symbols} symbols",
+                self.model.n_vocab,
+                d.symbols.name()
+            )));
+        }
+        if let Some(table) = &d.symbol_table {
+            let ours: String = d.symbols.table().into_iter().collect();
+            if *table != ours {
+                return Err(Error::Config(format!(
+                    "data.symbol_table differs from this version's {} table; the model was trained on other symbols",
+                    d.symbols.name()
+                )));
+            }
+        }
+        if self.model.out_channels != d.mel.n_mels {
+            return Err(Error::Config(format!(
+                "model.out_channels is {} but data.mel.n_mels is {}",
+                self.model.out_channels, d.mel.n_mels
+            )));
+        }
+        let t = &self.train;
+        if t.batch_size < 1 || t.checkpoint_every < 1 {
+            return Err(Error::Config("train: batch_size and checkpoint_every must be >= 1".into()));
+        }
+        let lr_ok =
+            t.learning_rate.is_finite() && t.learning_rate > 0.0 && t.min_lr.is_finite() && t.min_lr >= 0.0;
+        if !lr_ok {
+            return Err(Error::Config("train: learning_rate must be > 0 and min_lr >= 0".into()));
+        }
+        if t.clip_grad.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return Err(Error::Config("train: clip_grad must be > 0".into()));
+        }
+        if t.max_frames < 0 {
+            return Err(Error::Config(format!("train: max_frames must be >= 0, got {}", t.max_frames)));
+        }
+        Ok(())
+    }
+
+    /// Warmup to `learning_rate`, cosine to `min_lr` at the last step.
+    pub fn schedule(&self) -> LrSchedule {
+        let t = &self.train;
+        LrSchedule::WarmupCosine {
+            lr: t.learning_rate,
+            min_lr: t.min_lr,
+            warmup_steps: t.warmup_steps.min(t.steps),
+            decay_steps: t.steps,
+        }
+    }
+
+    /// Text -> the model's symbol ids (blanks put in when the model uses them), with the
+    /// characters dropped as outside the symbol set.
+    pub fn encode(&self, text: &str) -> Result<(Vec<i64>, Vec<char>)> {
+        let e = text_to_ids(text, self.data.symbols)?;
+        let ids = if self.data.add_blank { intersperse(&e.ids, 0) } else { e.ids };
+        Ok((ids, e.dropped))
+    }
+}
+
+/// Settings of [`TtsModel::speak`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakOptions {
+    /// Times the prior's std (Glow-TTS's sigma; the reference uses 0.667).
+    pub noise_scale: f64,
+    /// Times the predicted durations (> 1 speaks slower).
+    pub length_scale: f64,
+    /// Seeds the prior's noise (libtorch's generator) and Griffin-Lim's initial phase.
+    pub seed: u64,
+    /// Normalised text longer than this is spoken in pieces cut at sentence ends, then joined.
+    pub max_chars: usize,
+    pub griffin_lim: GriffinLimConfig,
+}
+
+impl Default for SpeakOptions {
+    fn default() -> Self {
+        SpeakOptions {
+            noise_scale: 0.667,
+            length_scale: 1.0,
+            seed: 0,
+            max_chars: 200,
+            griffin_lim: GriffinLimConfig { n_iter: 32, ..Default::default() },
+        }
+    }
+}
+
+/// What [`TtsModel::speak`] gives.
+#[derive(Debug)]
+pub struct Speech {
+    /// Mono, at the model's sample rate, in [-1, 1].
+    pub audio: Audio,
+    /// The log-mel the waveform was made from, (n_mels, frames).
+    pub mel: Tensor,
+    /// The normalised pieces spoken one after the other (one unless the text was long).
+    pub pieces: Vec<String>,
+    /// Characters outside the symbol set, dropped, each once in order of appearance.
+    pub dropped: Vec<char>,
+}
+
+/// A Glow-TTS model with its variables and settings.
+pub struct TtsModel {
+    pub vs: VarStore,
+    pub model: GlowTts,
+    pub file: TtsFile,
+}
+
+impl TtsModel {
+    /// A freshly initialised model (f32; ActNorm not yet initialised) from libtorch's generator.
+    pub fn new(file: &TtsFile, device: Device) -> Result<Self> {
+        file.validate()?;
+        let vs = VarStore::new(device);
+        let model = GlowTts::new(vs.root(), &file.model)?;
+        Ok(TtsModel { vs, model, file: file.clone() })
+    }
+
+    /// Loads a model folder strictly (every tensor by name and shape), in f32 whatever the
+    /// file's dtype.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        if !cfg_path.is_file() {
+            return Err(Error::Config(format!(
+                "{} is not a text-to-speech model folder (no {CONFIG_FILE})",
+                dir.display()
+            )));
+        }
+        let file = TtsFile::from_json_file(&cfg_path)?;
+        let m = TtsModel::new(&file, device)?;
+        zoo_core::weights::load_into(&m.vs, &dir.join(WEIGHTS_FILE), &zoo_core::weights::keep_names)?;
+        for (name, v) in m.vs.variables() {
+            if name.ends_with("initialized") && v.f_double_value(&[0])? == 0.0 {
+                return Err(Error::Config(format!(
+                    "{}: the model was never trained (ActNorm {name} is not initialised)",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Writes config.json (with the symbol table) and model.safetensors into `dir`, the
+    /// weights in `kind` (f32, or f16 for half the size); returns the weights' path.
+    pub fn save(&self, dir: &Path, kind: Kind) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut file = self.file.clone();
+        file.data.symbol_table = Some(file.data.symbols.table().into_iter().collect());
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
+        zoo_core::fsutil::atomic_write_bytes(&cfg_path, text.as_bytes())?;
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let vars = vars.into_iter().map(|(n, t)| Ok((n, t.f_to_kind(kind)?))).collect::<Result<Vec<_>>>()?;
+        let p = dir.join(WEIGHTS_FILE);
+        zoo_core::weights::save(&p, &vars, None)?;
+        Ok(p)
+    }
+
+    /// Trainable parameters.
+    pub fn n_params(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Text -> log-mel (n_mels, frames) for each piece, joined, and the pieces and dropped
+    /// characters. Errors: empty text, nothing left after dropping characters outside the
+    /// symbol set, phonemes without espeak-ng, bad scales.
+    pub fn text_to_mel(&self, text: &str, o: &SpeakOptions) -> Result<(Tensor, Vec<String>, Vec<char>)> {
+        // The whole text first: its errors (empty, nothing to say) and the dropped characters.
+        let (_, dropped) = self.file.encode(text)?;
+        let pieces: Vec<String> = split_sentences(&normalize(text), o.max_chars)
+            .into_iter()
+            .filter(|p| self.file.encode(p).is_ok())
+            .collect();
+        if pieces.is_empty() {
+            return Err(Error::Input(format!("nothing to say in {text:?}")));
+        }
+        tch::manual_seed(o.seed as i64);
+        let device = self.vs.device();
+        let mut mels = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            let (ids, _) = self.file.encode(p)?;
+            let n = ids.len() as i64;
+            let ids = Tensor::f_from_slice(&ids)?.f_view([1, n])?.f_to_device(device)?;
+            let lengths = Tensor::f_from_slice(&[n])?.f_to_device(device)?;
+            let out = tch::no_grad(|| self.model.infer(&ids, &lengths, o.noise_scale, o.length_scale))?;
+            let len = out.lengths.f_int64_value(&[0])?;
+            mels.push(out.mel.f_select(0, 0)?.f_narrow(1, 0, len)?);
+        }
+        let mel = Tensor::f_cat(&mels, 1)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+        Ok((mel, pieces, dropped))
+    }
+
+    /// Text -> speech through Griffin-Lim (see the module docs).
+    pub fn speak(&self, text: &str, o: &SpeakOptions) -> Result<Speech> {
+        let (mel, pieces, dropped) = self.text_to_mel(text, o)?;
+        let cfg = &self.file.data.mel;
+        // Griffin-Lim needs more than n_fft / 2 samples: pad a very short mel with its quietest
+        // value (silence).
+        let min_frames = cfg.n_fft / 2 / cfg.hop_length + 2;
+        let frames = mel.size()[1];
+        let mel = if frames < min_frames {
+            let quiet = mel.f_min()?.f_double_value(&[])?;
+            mel.f_pad([0, min_frames - frames], "constant", quiet)?
+        } else {
+            mel
+        };
+        let gl = GriffinLimConfig { seed: Some(o.seed), ..o.griffin_lim.clone() };
+        let wave = GriffinLim::new(cfg, Device::Cpu)?.vocode(&mel, &gl, None)?;
+        let audio = Audio::new(wave.f_clamp(-1.0, 1.0)?, cfg.sample_rate)?;
+        Ok(Speech { audio, mel, pieces, dropped })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tts")
+    }
+
+    #[test]
+    fn tts_presets_parse_and_validate() {
+        for name in ["glow-tts-small", "glow-tts-tiny"] {
+            let f = TtsFile::from_json_file(&preset_dir().join(format!("{name}.json"))).unwrap();
+            assert_eq!(f.model.n_vocab, f.data.symbols.len() as i64, "{name}");
+        }
+        let mut bad = TtsFile::tiny();
+        bad.model.n_vocab += 1;
+        assert!(bad.validate().unwrap_err().to_string().contains("n_vocab"));
+        let mut bad = TtsFile::tiny();
+        bad.data.mel.n_mels = 40;
+        assert!(bad.validate().unwrap_err().to_string().contains("n_mels"));
+        let mut bad = TtsFile::tiny();
+        bad.data.symbol_table = Some("_abc".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("symbol_table"));
+    }
+
+    #[test]
+    fn tts_model_folder_round_trips_in_f16_and_speaks() {
+        tch::manual_seed(0);
+        let m = TtsModel::new(&TtsFile::tiny(), Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Never trained: refused on load.
+        m.save(dir.path(), Kind::Float).unwrap();
+        let err = TtsModel::load(dir.path(), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("never trained"), "{err}");
+        // One forward pass initialises the ActNorms.
+        let mel = Tensor::randn([1, 80, 20], (Kind::Float, Device::Cpu));
+        let ids = Tensor::from_slice(&[0i64, 5, 0, 6, 0]).view([1, 5]);
+        m.model.loss(&ids, &Tensor::from_slice(&[5i64]), &mel, &Tensor::from_slice(&[20i64]), false).unwrap();
+        m.save(dir.path(), Kind::Half).unwrap();
+        let back = TtsModel::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(
+            back.file.data.symbol_table.as_deref().map(|t| t.chars().count()),
+            Some(Symbols::Characters.len())
+        );
+        for (name, v) in m.vs.variables() {
+            let w = &back.vs.variables()[&name];
+            assert_eq!(w.kind(), Kind::Float);
+            let err = (v - w).abs().max().double_value(&[]);
+            assert!(err < 1e-2, "{name}: {err}");
+        }
+        // Speech: the same seed gives the same samples; bad text is refused.
+        let o = SpeakOptions {
+            griffin_lim: GriffinLimConfig { n_iter: 2, ..Default::default() },
+            ..Default::default()
+        };
+        let a = back.speak("Hello there, café!", &o).unwrap();
+        let b = back.speak("Hello there, café!", &o).unwrap();
+        assert_eq!(a.dropped, vec!['é']);
+        assert_eq!(a.pieces, vec!["hello there, café!".to_string()]);
+        assert_eq!(a.audio.sample_rate, 22050);
+        assert_eq!((a.audio.samples.copy() - &b.audio.samples).abs().max().double_value(&[]), 0.0);
+        assert_eq!(a.mel.size()[0], 80);
+        let long = "One two three. Four five six. Seven eight nine.";
+        let s = back.speak(long, &SpeakOptions { max_chars: 17, ..o.clone() }).unwrap();
+        assert_eq!(s.pieces, vec!["one two three.", "four five six.", "seven eight nine."]);
+        assert!(back.speak("  ", &o).unwrap_err().to_string().contains("empty"));
+        assert!(back.speak("日本", &o).unwrap_err().to_string().contains("nothing to say"));
+        assert!(back.speak("hi", &SpeakOptions { length_scale: 0.0, ..o }).is_err());
+    }
+}
