@@ -40,7 +40,7 @@ enum Command {
     Gan(commands::gan::Args),
     /// Normalizing flows: WaveGlow (train on WAVs, vocode, mel pictures), Glow on MNIST (bits/dim), 2-D densities.
     Flow(commands::flow::Args),
-    /// Text-to-speech: the text front end, corpus rendering with espeak-ng, Griffin-Lim.
+    /// Text-to-speech: speak text (--text) with a Glow-TTS model and Griffin-Lim, train one, render corpora with espeak-ng.
     Tts(commands::tts::Args),
     /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
     Diffusion(commands::diffusion::Args),

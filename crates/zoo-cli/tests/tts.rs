@@ -1,6 +1,7 @@
 //! `zoo tts` end to end: the text front end, corpus rendering with espeak-ng (skipped when it
-//! is not installed), Griffin-Lim copy synthesis, and one-line errors for bad input.
-use std::path::Path;
+//! is not installed), Griffin-Lim copy synthesis, training on a tiny corpus and speaking with
+//! the result, and one-line errors for bad input.
+use std::path::{Path, PathBuf};
 
 mod common;
 
@@ -106,4 +107,126 @@ fn griffin_lim_copy_synthesis_keeps_the_length() {
         1,
         "nope.wav",
     );
+}
+
+/// A corpus of six utterances: spoken by espeak-ng, or tones without it.
+fn tiny_corpus(dir: &Path) -> PathBuf {
+    let out = dir.join("corpus");
+    if espeak() {
+        let o = zoo().args(["-q", "tts", "corpus", "--num", "6", "--out", s(&out)]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        return out;
+    }
+    println!("espeak-ng not installed: the corpus is tones");
+    std::fs::create_dir_all(out.join("wavs")).unwrap();
+    let mut meta = String::new();
+    for (i, word) in ["zero", "one", "two", "three", "four", "five"].iter().enumerate() {
+        let clip = chirp(22050, 0.6, 150.0 + 50.0 * i as f64, 900.0) * 0.3;
+        write_wav(&out.join(format!("wavs/U{i}.wav")), &Audio::new(clip, 22050).unwrap(), WavFormat::Pcm16)
+            .unwrap();
+        meta.push_str(&format!("U{i}|{word}.\n"));
+    }
+    std::fs::write(out.join("metadata.csv"), meta).unwrap();
+    out
+}
+
+#[test]
+fn train_resume_and_speak() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = tiny_corpus(dir.path());
+    let run = dir.path().join("run");
+    let train = ["-q", "tts", "train", "--corpus", s(&corpus), "--preset", "glow-tts-tiny", "--out", s(&run)];
+    let o = zoo().args(train).args(["--steps", "4"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = run.join("model");
+    assert!(model.join("config.json").is_file() && model.join("model.safetensors").is_file());
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(config.contains("\"symbol_table\"") && config.contains("\"hop_length\": 256"), "{config}");
+    // A new run over it is refused; --resume continues it to --steps.
+    fails(&train, 1, "--resume");
+    let o = zoo()
+        .args(["-q", "tts", "train", "--out", s(&run), "--resume", "--steps", "6", "--f16"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().last().unwrap().contains("\"step\":6"), "{metrics}");
+    // Speech from the model, with the spectrogram; a character outside the set is dropped
+    // with a warning naming it.
+    let (wav, png) = (dir.path().join("x.wav"), dir.path().join("x.png"));
+    let o = zoo()
+        .args(["tts", "--model", s(&model), "--text", "Café at 7 pm. See you!", "--out", s(&wav)])
+        .args(["--spectrogram", s(&png), "--noise-scale", "0.5", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: dropped") && err.contains("'é'"), "{err}");
+    let a = read_wav(&wav).unwrap();
+    assert_eq!(a.sample_rate, 22050);
+    assert!(a.duration_secs() > 0.05, "{}", a.duration_secs());
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
+    // The same seed, the same samples.
+    let wav2 = dir.path().join("y.wav");
+    let o = zoo()
+        .args(["-q", "tts", "--model", s(&model), "--text", "Café at 7 pm. See you!", "--out", s(&wav2)])
+        .args(["--noise-scale", "0.5", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&wav).unwrap(), std::fs::read(&wav2).unwrap());
+    // Bad input: one line each.
+    let m = s(&model);
+    fails(&["tts", "--model", m, "--text", "  ", "--out", s(&wav2)], 1, "empty");
+    fails(&["tts", "--model", m, "--text", "日本", "--out", s(&wav2)], 1, "nothing to say");
+    fails(&["tts", "--model", m, "--text", "hi", "--out", s(&dir.path().join("x.mp3"))], 1, ".wav");
+    fails(
+        &["tts", "--model", m, "--text", "hi", "--out", s(&wav2), "--length-scale", "0"],
+        1,
+        "length scale",
+    );
+    fails(&["tts", "--model", m, "--text", "hi", "--out", s(&wav2), "--vocoder", "nope"], 2, "--vocoder");
+    fails(
+        &["tts", "--model", s(&corpus), "--text", "hi", "--out", s(&wav2)],
+        1,
+        "not a text-to-speech model",
+    );
+    fails(&["tts", "--model", "no-such-model", "--text", "hi", "--out", s(&wav2)], 1, "no such model folder");
+}
+
+#[test]
+fn speaking_without_a_shipped_model_says_how_to_train_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = zoo()
+        .env("ZOO_MODELS", dir.path())
+        .args(["tts", "--text", "hi", "--out", s(&dir.path().join("x.wav"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: no text-to-speech model is shipped yet") && err.contains("zoo tts train"),
+        "{err}"
+    );
+}
+
+#[test]
+fn train_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(c.join("wavs")).unwrap();
+    let clip = Audio::new(chirp(22050, 0.5, 200.0, 800.0), 22050).unwrap();
+    write_wav(&c.join("wavs/A.wav"), &clip, WavFormat::Pcm16).unwrap();
+    let out = dir.path().join("run");
+    let train = ["tts", "train", "--corpus", s(&c), "--preset", "glow-tts-tiny", "--out", s(&out)];
+    // A malformed metadata line, and a missing WAV, named with their line numbers.
+    std::fs::write(c.join("metadata.csv"), "A|one.\nB no separator\n").unwrap();
+    fails(&train, 1, "metadata.csv: line 2");
+    std::fs::write(c.join("metadata.csv"), "A|one.\nB|two.\n").unwrap();
+    fails(&train, 1, "line 2: the audio of \"B\" is missing");
+    assert!(!out.exists());
+    fails(&["tts", "train", "--corpus", s(&c), "--preset", "nope", "--out", s(&out)], 1, "glow-tts-small");
+    fails(&["tts", "train", "--corpus", s(&c), "--out", s(&out)], 1, "--preset");
+    fails(&["tts", "train", "--out", s(&out), "--resume"], 1, "not a run directory");
 }

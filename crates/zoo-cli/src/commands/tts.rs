@@ -1,27 +1,40 @@
-//! `zoo tts ...`: text-to-speech. So far the text front end (`zoo tts text`), corpus rendering
-//! with espeak-ng (`zoo tts corpus`) and Griffin-Lim copy synthesis (`zoo tts griffin-lim`); the
-//! acoustic model comes next (issue 22).
-use std::path::PathBuf;
+//! `zoo tts ...`: text-to-speech. `zoo tts --text ... --out x.wav` speaks with a Glow-TTS model
+//! folder and Griffin-Lim; `zoo tts train` trains one on a corpus; `zoo tts corpus` renders a
+//! corpus with espeak-ng; `zoo tts text` shows the front end; `zoo tts griffin-lim` is copy
+//! synthesis (issue 22).
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tch::Device;
+use tch::{Device, Kind};
 use zoo_core::audio::{self, Audio, GriffinLim, GriffinLimConfig, MelConfig, MelSpectrogram, WavFormat};
+use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_flow::tts::corpus::{corpus_sentences, render_corpus, RenderConfig, SentenceSource};
 use zoo_flow::tts::espeak::Voice;
 use zoo_flow::tts::text::describe_chars;
-use zoo_flow::tts::{text_to_ids, Symbols};
+use zoo_flow::tts::{text_to_ids, SpeakOptions, Symbols, TrainSpec, Training, TtsFile, TtsModel};
 
 use crate::global::Global;
 
+/// The model `zoo tts --text` uses without --model: models/tts/<this>/.
+const DEFAULT_MODEL: &str = "glow-tts-small";
+
+/// `zoo tts --text ... --out x.wav` speaks; `zoo tts <command>` does the rest.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    speak: Option<SpeakArgs>,
 }
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Trains a Glow-TTS model on a corpus in the LJSpeech layout from a preset of models/tts/;
+    /// writes the run (checkpoints, metrics, loss.png) and at the end the model folder
+    /// <out>/model/, which `zoo tts --model` reads.
+    Train(TrainArgs),
     /// Renders a training corpus with espeak-ng in the LJSpeech layout (metadata.csv + wavs/):
     /// the lines of --sentences, or the project's sentence generator (single digits, numbers,
     /// dates, times, money, short phrases) plus optional lines of a text file.
@@ -30,6 +43,65 @@ enum Command {
     Text(TextArgs),
     /// Copy synthesis through Griffin-Lim: a WAV's log-mel back to a waveform, no trained model.
     GriffinLim(GriffinLimArgs),
+}
+
+/// Speech from text: the model's log-mel, then the vocoder.
+#[derive(clap::Args, Debug)]
+struct SpeakArgs {
+    /// The text to say (English; numbers, dates, money and abbreviations are read out; long
+    /// text is spoken sentence by sentence and joined).
+    #[arg(long)]
+    text: String,
+    /// The WAV file to write (16-bit PCM at the model's sample rate).
+    #[arg(long)]
+    out: PathBuf,
+    /// A model folder (from `zoo tts train`: <run>/model) or the name of one under models/tts/
+    /// (default: the shipped models/tts/glow-tts-small/).
+    #[arg(long)]
+    model: Option<String>,
+    /// The vocoder that turns the log-mel into sound.
+    #[arg(long, default_value = "griffin-lim", value_parser = ["griffin-lim"])]
+    vocoder: String,
+    /// Times the prior's standard deviation (Glow-TTS's sigma): 0 is the model's mean voice.
+    #[arg(long, default_value_t = 0.667)]
+    noise_scale: f64,
+    /// Times the predicted durations: above 1 speaks slower.
+    #[arg(long, default_value_t = 1.0)]
+    length_scale: f64,
+    /// Griffin-Lim iterations.
+    #[arg(long, default_value_t = 32)]
+    iterations: usize,
+    /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
+    #[arg(long)]
+    spectrogram: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// The corpus folder: metadata.csv (ID|text|normalized text) and wavs/ID.wav (e.g. from
+    /// `zoo tts corpus`). Needed for a new run; on --resume the run's own.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// A preset of models/tts/ (glow-tts-small, glow-tts-tiny) or the path of a preset file.
+    /// Needed for a new run; on --resume the run's own.
+    #[arg(long)]
+    preset: Option<String>,
+    /// The run folder (config.json, metrics.jsonl, loss.png, checkpoints/, model/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint, with its own recipe, corpus and
+    /// seed (--steps may lengthen it).
+    #[arg(long)]
+    resume: bool,
+    /// Optimiser steps of the whole run (default: the preset's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Write the final model's weights in f16 (half the size; training is f32 either way).
+    #[arg(long)]
+    f16: bool,
+    /// Report progress as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,11 +161,175 @@ struct GriffinLimArgs {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
-    match a.command {
-        Command::Corpus(a) => corpus(g, a),
-        Command::Text(a) => text(a),
-        Command::GriffinLim(a) => griffin_lim(g, a),
+    match (a.command, a.speak) {
+        (Some(Command::Train(a)), _) => train(g, a),
+        (Some(Command::Corpus(a)), _) => corpus(g, a),
+        (Some(Command::Text(a)), _) => text(a),
+        (Some(Command::GriffinLim(a)), _) => griffin_lim(g, a),
+        (None, Some(a)) => speak(g, a),
+        (None, None) => bail!(
+            "give --text and --out to speak, or a command: train, corpus, text, griffin-lim (see --help)"
+        ),
     }
+}
+
+/// The model folder of --model: a folder, or a name under models/tts/; without --model the
+/// shipped one.
+fn model_dir(model: Option<&str>) -> Result<PathBuf> {
+    let shipped = zoo_core::presets::models_dir().join("tts");
+    match model {
+        Some(m) => {
+            let p = PathBuf::from(m);
+            if p.is_dir() {
+                Ok(p)
+            } else if !m.contains(['/', '\\']) && shipped.join(m).is_dir() {
+                Ok(shipped.join(m))
+            } else {
+                bail!("--model {m}: no such model folder (nor {})", shipped.join(m).display())
+            }
+        }
+        None => {
+            let p = shipped.join(DEFAULT_MODEL);
+            if !p.is_dir() {
+                bail!(
+                    "no text-to-speech model is shipped yet ({} does not exist): train one with `zoo tts corpus --out data/tts-corpus` and `zoo tts train --corpus data/tts-corpus --preset {DEFAULT_MODEL} --out runs/tts`, then pass --model runs/tts/model",
+                    p.display()
+                );
+            }
+            Ok(p)
+        }
+    }
+}
+
+fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
+    // Refuse bad file names before any work.
+    if !a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+        bail!("--out {}: the speech is written as WAV; name a .wav file", a.out.display());
+    }
+    if let Some(p) = &a.spectrogram {
+        zoo_core::image::image_format(p).with_context(|| format!("--spectrogram {}", p.display()))?;
+    }
+    if a.text.trim().is_empty() {
+        bail!("--text is empty: give the words to say");
+    }
+    let dir = model_dir(a.model.as_deref())?;
+    let t0 = Instant::now();
+    let model = TtsModel::load(&dir, g.device()?)?;
+    let o = SpeakOptions {
+        noise_scale: a.noise_scale,
+        length_scale: a.length_scale,
+        seed: g.seed,
+        griffin_lim: GriffinLimConfig { n_iter: a.iterations, ..Default::default() },
+        ..Default::default()
+    };
+    let speech = model.speak(&a.text, &o)?;
+    if !speech.dropped.is_empty() {
+        eprintln!(
+            "warning: dropped symbols outside the {} set: {}",
+            model.file.data.symbols.name(),
+            describe_chars(&speech.dropped)
+        );
+    }
+    audio::write_wav(&a.out, &speech.audio, WavFormat::Pcm16)?;
+    if let Some(p) = &a.spectrogram {
+        let img = audio::spectrogram_image(&speech.mel)?;
+        zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), p)?;
+    }
+    let secs = speech.audio.duration_secs();
+    g.note(format!(
+        "tts: {:.2} s of speech ({} mel frames{}) with {} and {}, in {:.2} s; wrote {}{}",
+        secs,
+        speech.mel.size()[1],
+        if speech.pieces.len() > 1 { format!(", {} pieces", speech.pieces.len()) } else { String::new() },
+        dir.display(),
+        a.vocoder,
+        t0.elapsed().as_secs_f64(),
+        a.out.display(),
+        a.spectrogram.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// A preset by name (models/tts/NAME.json) or path.
+fn load_preset(name: &str) -> Result<TtsFile> {
+    let path = if name.ends_with(".json") || Path::new(name).is_file() {
+        PathBuf::from(name)
+    } else {
+        zoo_core::presets::find(&zoo_core::presets::models_dir(), "tts", name)?.path
+    };
+    Ok(TtsFile::from_json_file(&path)?)
+}
+
+fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    if g.dtype.kind() != Kind::Float {
+        bail!("zoo tts train trains in f32; drop --dtype (use --f16 for an f16 model file)");
+    }
+    // 1. the recipe: the preset's for a new run, the run's own on --resume
+    let mut spec = match (&a.preset, &a.corpus, a.resume) {
+        (_, _, true) => {
+            let mut s = TrainSpec::from_run(&a.out)?;
+            if let Some(p) = &a.preset {
+                s.file = load_preset(p)?;
+                s.preset = p.clone();
+            }
+            if let Some(c) = &a.corpus {
+                s.corpus = c.clone();
+            }
+            s
+        }
+        (Some(p), Some(c), false) => {
+            TrainSpec { preset: p.clone(), file: load_preset(p)?, corpus: c.clone(), seed: g.seed }
+        }
+        (None, _, false) => bail!("--preset is needed for a new run (see models/tts/)"),
+        (_, None, false) => bail!("--corpus is needed for a new run (a folder in the LJSpeech layout)"),
+    };
+    if let Some(s) = a.steps {
+        spec.file.train.steps = s;
+    }
+    // 2. corpus, features, run folder, model
+    let t0 = Instant::now();
+    let mut t = Training::prepare(spec, &a.out, a.resume, g.device()?)?;
+    let steps = t.spec.file.train.steps;
+    g.note(format!(
+        "tts train: {} ({:.2}M parameters) on {}: {}; features {} in {:.1} s; {} steps{} of batch {}",
+        if t.spec.preset.is_empty() { "resumed run" } else { &t.spec.preset },
+        t.model.n_params() as f64 / 1e6,
+        t.spec.corpus.display(),
+        t.data_summary(),
+        if t.cached_features { "from the run's cache" } else { "computed" },
+        t0.elapsed().as_secs_f64(),
+        steps,
+        if t.start > 0 { format!(" from step {}", t.start) } else { String::new() },
+        t.spec.file.train.batch_size,
+    ));
+    // 3. train
+    let mut reporter: Box<dyn Reporter> = if a.json {
+        Box::new(JsonLines)
+    } else if g.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(ProgressBar::new())
+    };
+    let t1 = Instant::now();
+    let outcome = t.run(reporter.as_mut(), None)?;
+    if outcome.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+        return Ok(());
+    }
+    let dir = t.save_model(if a.f16 { Kind::Half } else { Kind::Float })?;
+    let num = |k: &str| outcome.last.get(k).and_then(|v| v.as_f64());
+    g.note(format!(
+        "trained to step {} in {:.0} s{}; wrote {} (speak with `zoo tts --model {} --text ...`)",
+        outcome.steps,
+        t1.elapsed().as_secs_f64(),
+        match (num("mle"), num("duration_loss")) {
+            (Some(m), Some(d)) => format!(" (last logged MLE {m:.3} nats, duration loss {d:.3})"),
+            _ => String::new(),
+        },
+        dir.display(),
+        dir.display()
+    ));
+    Ok(())
 }
 
 fn corpus(g: &Global, a: CorpusArgs) -> Result<()> {

@@ -25,6 +25,10 @@ use crate::{Error, Result};
 pub const CONFIG_FILE: &str = "config.json";
 /// The weights of a model folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// ln 1e-5: the mel front end's floor (silence).
+pub const LOG_MEL_FLOOR: f64 = -11.512925464970229;
+/// The largest log-mel [`TtsModel::speak`] vocodes.
+pub const LOG_MEL_CEILING: f64 = 5.0;
 
 /// What the model reads and the sound it models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,7 +213,8 @@ impl Default for SpeakOptions {
 pub struct Speech {
     /// Mono, at the model's sample rate, in [-1, 1].
     pub audio: Audio,
-    /// The log-mel the waveform was made from, (n_mels, frames).
+    /// The log-mel the waveform was made from, (n_mels, frames), clamped to [`LOG_MEL_FLOOR`,
+    /// `LOG_MEL_CEILING`].
     pub mel: Tensor,
     /// The normalised pieces spoken one after the other (one unless the text was long).
     pub pieces: Vec<String>,
@@ -312,16 +317,16 @@ impl TtsModel {
     pub fn speak(&self, text: &str, o: &SpeakOptions) -> Result<Speech> {
         let (mel, pieces, dropped) = self.text_to_mel(text, o)?;
         let cfg = &self.file.data.mel;
-        // Griffin-Lim needs more than n_fft / 2 samples: pad a very short mel with its quietest
-        // value (silence).
+        // Within the front end's range: its floor ln 1e-5 below, and e^5 above (far above what
+        // audio in [-1, 1] gives), since a barely trained model can give values whose exp
+        // overflows, and Griffin-Lim would turn them into NaN.
+        let floor = LOG_MEL_FLOOR;
+        let mel = mel.f_nan_to_num(floor, LOG_MEL_CEILING, floor)?.f_clamp(floor, LOG_MEL_CEILING)?;
+        // Griffin-Lim needs more than n_fft / 2 samples: pad a very short mel with silence.
         let min_frames = cfg.n_fft / 2 / cfg.hop_length + 2;
         let frames = mel.size()[1];
-        let mel = if frames < min_frames {
-            let quiet = mel.f_min()?.f_double_value(&[])?;
-            mel.f_pad([0, min_frames - frames], "constant", quiet)?
-        } else {
-            mel
-        };
+        let mel =
+            if frames < min_frames { mel.f_pad([0, min_frames - frames], "constant", floor)? } else { mel };
         let gl = GriffinLimConfig { seed: Some(o.seed), ..o.griffin_lim.clone() };
         let wave = GriffinLim::new(cfg, Device::Cpu)?.vocode(&mel, &gl, None)?;
         let audio = Audio::new(wave.f_clamp(-1.0, 1.0)?, cfg.sample_rate)?;
@@ -391,6 +396,10 @@ mod tests {
         assert_eq!(a.audio.sample_rate, 22050);
         assert_eq!((a.audio.samples.copy() - &b.audio.samples).abs().max().double_value(&[]), 0.0);
         assert_eq!(a.mel.size()[0], 80);
+        // Whatever an untrained model gives, the mel is in range and the audio finite.
+        let (lo, hi) = (a.mel.min().double_value(&[]), a.mel.max().double_value(&[]));
+        assert!(lo >= LOG_MEL_FLOOR - 1e-6 && hi <= LOG_MEL_CEILING, "{lo} {hi}");
+        assert_eq!(a.audio.samples.isfinite().all().int64_value(&[]), 1);
         let long = "One two three. Four five six. Seven eight nine.";
         let s = back.speak(long, &SpeakOptions { max_chars: 17, ..o.clone() }).unwrap();
         assert_eq!(s.pieces, vec!["one two three.", "four five six.", "seven eight nine."]);
