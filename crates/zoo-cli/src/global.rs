@@ -2,6 +2,7 @@
 use anyhow::Result;
 use clap::Args;
 use zoo_core::device::{DType, DeviceSpec};
+use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
@@ -35,6 +36,18 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 }
 
 impl Global {
+    /// The training progress the flags ask for: JSON lines on stdout (a command's --json),
+    /// nothing (-q), or a progress bar.
+    pub fn reporter(&self, json: bool) -> Box<dyn Reporter> {
+        if json {
+            Box::new(JsonLines)
+        } else if self.quiet {
+            Box::new(Silent)
+        } else {
+            Box::new(ProgressBar::new())
+        }
+    }
+
     /// Applies the settings that are process-wide (threads, malloc's thresholds).
     pub fn apply(&self) -> Result<()> {
         zoo_core::ops::tune_allocator();

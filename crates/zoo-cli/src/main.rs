@@ -44,8 +44,8 @@ enum Command {
     Tts(commands::tts::Args),
     /// Diffusion models (diffusers' UNet2DModel): schedulers, sample (any scheduler, guidance), arch, train.
     Diffusion(commands::diffusion::Args),
-    /// Text to image with a diffusers Stable Diffusion folder (CLIP, cross-attention UNet, VAE).
-    Txt2img(commands::txt2img::Txt2ImgArgs),
+    /// Text to image with a diffusers Stable Diffusion folder (CLIP, cross-attention UNet, VAE); `train` makes one.
+    Txt2img(commands::txt2img::Txt2ImgCmd),
     /// Changes a picture to follow a prompt (Stable Diffusion img2img; --strength sets how much).
     Img2img(commands::txt2img::Img2ImgArgs),
     /// Repaints the white part of a mask to follow a prompt (Stable Diffusion inpainting).

@@ -20,6 +20,7 @@ use zoo_core::data::scenes::{self, Kind, Prompt, Split, COLOURS, SHAPES, SIZES};
 use zoo_core::layers::{Conv2d, Linear};
 use zoo_core::train::optim::{AdamW, AdamWConfig};
 
+use crate::stable_diffusion::{Edit, StableDiffusion, Txt2ImgOptions};
 use crate::Result;
 
 /// Outputs per cell: shape (empty + 6), colour (8), size (2).
@@ -52,13 +53,25 @@ impl SceneScorer {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// One feature vector per grid cell: the strongest response in its third of the image.
+    /// Shapes: (B, 3, 64, 64) -> (B, 128, 3, 3).
+    fn cell_features(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(x)?.f_relu()?;
         let h = self.conv2.forward(&h)?.f_relu()?; // 32x32
         let h = self.conv3.forward(&h)?.f_relu()?; // 16x16
         let h = self.conv4.forward(&h)?.f_relu()?;
-        // One feature vector per grid cell: the strongest response in its third of the image.
-        let cells = h.f_adaptive_max_pool2d([3, 3])?.0; // (B, 128, 3, 3)
+        Ok(h.f_adaptive_max_pool2d([3, 3])?.0)
+    }
+
+    /// The image features a Frechet distance is computed in: the cell features averaged over
+    /// the grid. Shapes: (B, 3, 64, 64) -> (B, 128).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let f = tch::no_grad(|| self.cell_features(x))?;
+        Ok(f.f_mean_dim([2i64, 3].as_slice(), false, TKind::Float)?)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cells = self.cell_features(x)?; // (B, 128, 3, 3)
         let b = cells.size()[0];
         let cells = cells.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, 9, 128)
         Ok(self.head.forward(&cells)?.f_view([b, 9, N_OUT])?)
@@ -278,6 +291,102 @@ pub fn real_scene_report(
         }
     }
     Ok((report, right as f64 / cells.max(1) as f64))
+}
+
+/// How a text-to-image pipeline is asked to draw scenes.
+#[derive(Debug, Clone)]
+pub struct AdherenceOptions {
+    /// The prompts: captions of scenes `first..first + num` of `split` with the scenes' `seed`.
+    pub seed: u64,
+    pub split: Split,
+    pub first: u64,
+    pub num: usize,
+    pub guidance_scale: f64,
+    pub steps: usize,
+    /// A zoo-diffusion scheduler name.
+    pub scheduler: String,
+    /// Image `i` is drawn with seed `sample_seed + i`.
+    pub sample_seed: u64,
+}
+
+/// What [`pipeline_adherence`] measured.
+pub struct Adherence {
+    pub report: Report,
+    /// Frechet distance between the scorer's features of the generated images and of the
+    /// scenes whose captions were the prompts.
+    pub frechet: f64,
+    /// The generated images (num, 3, 64, 64) in [0, 1], and their prompts.
+    pub images: Tensor,
+    pub prompts: Vec<String>,
+}
+
+/// Generates one image per caption of the chosen scenes with `sd` and judges each with the
+/// scorer (see the module docs); `on_image(i, n)` after each image.
+pub fn pipeline_adherence(
+    sd: &StableDiffusion,
+    scorer: &SceneScorer,
+    o: &AdherenceOptions,
+    on_image: &mut dyn FnMut(usize, usize),
+) -> Result<Adherence> {
+    let device = scorer.head.weight.device();
+    let list: Vec<scenes::Scene> =
+        (0..o.num as u64).map(|i| scenes::Scene::generate(o.seed, o.first + i, o.split)).collect();
+    let mut images = Vec::with_capacity(o.num);
+    for (i, s) in list.iter().enumerate() {
+        let mut sched = crate::schedulers::build(&o.scheduler, &sd.scheduler)?;
+        let opts = Txt2ImgOptions {
+            prompt: s.caption.clone(),
+            negative_prompt: None,
+            steps: o.steps,
+            guidance_scale: o.guidance_scale,
+            seed: o.sample_seed + i as u64,
+            height: Some(64),
+            width: Some(64),
+            num_samples: 1,
+        };
+        images.push(
+            sd.generate(sched.as_mut(), &opts, &Edit::None, &mut |_, _| {})?.images.f_to_device(device)?,
+        );
+        on_image(i + 1, o.num);
+    }
+    let images = Tensor::f_cat(&images, 0)?;
+    let x = images.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
+    let mut report = Report::default();
+    let (mut fake, mut real) = (Vec::new(), Vec::new());
+    for start in (0..o.num).step_by(256) {
+        let m = 256.min(o.num - start) as i64;
+        let xb = x.f_narrow(0, start as i64, m)?;
+        for (s, seen) in list[start..start + m as usize].iter().zip(scorer.detect(&xb)?) {
+            report.add(&judge(&s.prompt, &seen));
+        }
+        fake.push(scorer.features(&xb)?);
+        let r: Vec<Tensor> = list[start..start + m as usize].iter().map(|s| s.render(64)).collect();
+        real.push(scorer.features(&Tensor::f_stack(&r, 0)?.f_to_device(device)?)?);
+    }
+    let frechet = zoo_core::eval::frechet_distance(&Tensor::f_cat(&fake, 0)?, &Tensor::f_cat(&real, 0)?)?;
+    Ok(Adherence { report, frechet, images, prompts: list.into_iter().map(|s| s.caption).collect() })
+}
+
+/// The Frechet distance between the scorer's features of two disjoint sets of `num` real
+/// scenes of `split`: the floor a generator's distance is read against.
+pub fn real_frechet_floor(
+    scorer: &SceneScorer,
+    seed: u64,
+    first: u64,
+    num: usize,
+    split: Split,
+) -> Result<f64> {
+    let device = scorer.head.weight.device();
+    let feats = |start: u64| -> Result<Tensor> {
+        let mut out = Vec::new();
+        for c in (0..num).step_by(256) {
+            let m = 256.min(num - c);
+            let (x, _) = scenes::scenes(seed, start + c as u64, m, split, 64);
+            out.push(scorer.features(&x.f_to_device(device)?)?);
+        }
+        Ok(Tensor::f_cat(&out, 0)?)
+    };
+    zoo_core::eval::frechet_distance(&feats(first)?, &feats(first + num as u64)?).map_err(Into::into)
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //!   Models"), with diffusers' weight names so a `unet/` folder loads 1:1.
 //! - [`pipeline`]: the denoising loop (unconditional and class-conditional, classifier-free
 //!   guidance) and model folders.
+//! - [`txt2img_train`]: a text-to-image model trained from nothing on the captioned scenes
+//!   (autoencoder, then text encoder and UNet together); recipes under models/txt2img/.
 //! - [`train`]: the denoising objective (epsilon or v), EMA and class dropout on zoo-core's
 //!   training loop; presets under models/diffusion/.
 pub mod adherence;
@@ -16,6 +18,7 @@ pub mod pipeline;
 pub mod schedulers;
 pub mod stable_diffusion;
 pub mod train;
+pub mod txt2img_train;
 pub mod unet;
 
 pub use clip::{CLIPTextConfig, CLIPTextModel, CLIPTextOutput, ClipBatch, ClipTokenizer};

@@ -72,7 +72,7 @@ fn component(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// Builds a model from `dir/config.json` with `new` and loads `dir`'s weights strictly.
-fn load_part<M>(
+pub(crate) fn load_part<M>(
     dir: &Path,
     device: Device,
     kind: Kind,

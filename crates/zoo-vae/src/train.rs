@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 pub use zoo_core::data::DataSpec;
@@ -30,8 +30,22 @@ const SHAPES_TEST: i64 = 512;
 #[derive(Debug)]
 pub enum Source {
     Mnist(Mnist),
-    Folder { folder: ImageFolder, indices: Vec<usize> },
+    Folder {
+        folder: ImageFolder,
+        indices: Vec<usize>,
+    },
     Tensor(Tensor),
+    /// Captioned scenes `0..len` of `seed` ([`zoo_core::data::scenes`]), rendered on demand at
+    /// `size` pixels a side; with `crop` < `size`, a random `crop`-pixel square of each (a
+    /// convolutional autoencoder trains on crops at a fraction of the cost, as Stable
+    /// Diffusion's VAE trained on 256-pixel crops for 512-pixel images).
+    Scenes {
+        seed: u64,
+        split: zoo_core::data::scenes::Split,
+        len: usize,
+        size: i64,
+        crop: i64,
+    },
 }
 
 impl Source {
@@ -40,6 +54,7 @@ impl Source {
             Source::Mnist(m) => m.len(),
             Source::Folder { indices, .. } => indices.len(),
             Source::Tensor(t) => t.size().first().copied().unwrap_or(0) as usize,
+            Source::Scenes { len, .. } => *len,
         }
     }
 
@@ -64,6 +79,23 @@ impl Source {
             Source::Tensor(t) => {
                 let i: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
                 t.f_index_select(0, &Tensor::f_from_slice(&i)?)?
+            }
+            Source::Scenes { seed, split, size, crop, .. } => {
+                let (size, crop) = (*size, (*crop).clamp(1, *size));
+                let mut images = Vec::with_capacity(idx.len());
+                for &i in idx {
+                    let x = zoo_core::data::scenes::Scene::generate(*seed, i as u64, *split).render(size);
+                    images.push(if crop < size {
+                        let (top, left) = (rng.gen_range(0..=size - crop), rng.gen_range(0..=size - crop));
+                        x.f_narrow(1, top, crop)?.f_narrow(2, left, crop)?
+                    } else {
+                        x
+                    });
+                }
+                if images.is_empty() {
+                    return Err(Error::Config("an empty batch of scenes".into()));
+                }
+                Tensor::f_stack(&images, 0)?
             }
         })
     }

@@ -12,7 +12,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
+use zoo_core::train::trainer::{ProgressBar, Reporter, Silent};
 use zoo_diffusion::pipeline::{self, DiffusionModel, ModelSpec, SampleOptions};
 use zoo_diffusion::schedulers::{self, Ddim, Scheduler, SCHEDULERS};
 use zoo_diffusion::train::{DiffusionTask, Preset, TrainData};
@@ -422,13 +422,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     ));
 
     // 3. The loop.
-    let mut reporter: Box<dyn Reporter> = if a.json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    };
+    let mut reporter = g.reporter(a.json);
     let t0 = std::time::Instant::now();
     let (start, outcome) = zoo_diffusion::train::train(&run, &vs, &mut task, reporter.as_mut(), None)?;
     if start > 0 {

@@ -6,7 +6,6 @@ use tch::{nn::VarStore, Kind, Tensor};
 use zoo_core::data::{scenes, DataSpec, EpochShuffler, Mnist, Split};
 use zoo_core::eval::{ClassifierConfig, ClassifierTask, Evaluator, MnistClassifier};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_diffusion::adherence;
 
@@ -31,6 +30,39 @@ enum Cmd {
     /// Reports a scenes scorer's reading of real scenes: cells read exactly, and each
     /// prompt-adherence category on the scenes' own captions (the ceiling for a generator).
     ScenesScorer(ScenesArgs),
+    /// Prompt adherence of a text-to-image model on the scenes: one image per caption of
+    /// scenes never trained on, seen and held-out combinations, at each guidance scale; the
+    /// scorer's judgement per category and the Frechet distance in its features.
+    ScenesAdherence(AdherenceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AdherenceArgs {
+    /// A text-to-image pipeline folder drawing 64x64 scenes (e.g. models/txt2img/scenes).
+    #[arg(long)]
+    model: PathBuf,
+    /// The scenes scorer folder.
+    #[arg(long, default_value = "models/eval/scenes-scorer")]
+    scorer: PathBuf,
+    /// Guidance scales, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,7.5")]
+    guidance_scale: Vec<f64>,
+    /// Prompts per split and guidance scale.
+    #[arg(long, default_value_t = 300)]
+    num: usize,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// The sampler (see `zoo diffusion schedulers`).
+    #[arg(long, default_value = "ddim")]
+    scheduler: String,
+    /// A folder for one grid per split and scale: the first 16 images, with their prompts in
+    /// a .txt beside each.
+    #[arg(long)]
+    grids: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +140,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Cmd::Score(s) => score(g, s),
         Cmd::TrainScenesScorer(t) => train_scenes_scorer(g, t),
         Cmd::ScenesScorer(s) => scenes_scorer(g, s),
+        Cmd::ScenesAdherence(a) => scenes_adherence(g, a),
     }
 }
 
@@ -154,6 +187,132 @@ fn train_scenes_scorer(g: &Global, a: ScenesTrainArgs) -> Result<()> {
 fn scenes_scorer(g: &Global, a: ScenesArgs) -> Result<()> {
     let (scorer, _vs) = adherence::SceneScorer::load(&a.model, g.device()?)?;
     report_scenes(&scorer, a.num)
+}
+
+fn scenes_adherence(g: &Global, a: AdherenceArgs) -> Result<()> {
+    if a.num < 2 || a.guidance_scale.is_empty() {
+        bail!("--num must be at least 2 and --guidance-scale must name a scale");
+    }
+    if let Some(d) = &a.grids {
+        std::fs::create_dir_all(d).with_context(|| format!("--grids {}", d.display()))?;
+    }
+    let device = g.device()?;
+    let sd = zoo_diffusion::StableDiffusion::load(&a.model, device, tch::Kind::Float)?;
+    if sd.default_size() != (64, 64) {
+        bail!(
+            "--model {}: it draws {:?} images; the scenes scorer reads 64x64",
+            a.model.display(),
+            sd.default_size()
+        );
+    }
+    let (scorer, _vs) = adherence::SceneScorer::load(&a.scorer, device)?;
+    let splits = [("seen", scenes::Split::Train), ("held-out", scenes::Split::HeldOut)];
+    let total = (a.num * splits.len() * a.guidance_scale.len()) as u64;
+    let bar = (!g.quiet && !a.json).then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        let style =
+            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} images {msg} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style);
+        b
+    });
+    let t0 = std::time::Instant::now();
+    let mut columns = Vec::new();
+    for &gs in &a.guidance_scale {
+        for (name, split) in splits {
+            if let Some(b) = &bar {
+                b.set_message(format!("guidance {gs}, {name}"));
+            }
+            let o = adherence::AdherenceOptions {
+                seed: 0,
+                split,
+                first: SCENES_TEST_START,
+                num: a.num,
+                guidance_scale: gs,
+                steps: a.steps,
+                scheduler: a.scheduler.clone(),
+                sample_seed: g.seed,
+            };
+            let r = adherence::pipeline_adherence(&sd, &scorer, &o, &mut |_, _| {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            })?;
+            if let Some(d) = &a.grids {
+                let stem = format!("guidance-{gs}-{name}");
+                let k = 16.min(a.num) as i64;
+                let grid = r.images.f_narrow(0, 0, k)?.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
+                zoo_core::image::save_image(
+                    &grid.f_to_device(tch::Device::Cpu)?,
+                    &d.join(format!("{stem}.png")),
+                )?;
+                let txt = d.join(format!("{stem}.txt"));
+                std::fs::write(&txt, r.prompts[..k as usize].join("\n") + "\n")
+                    .with_context(|| format!("--grids: writing {}", txt.display()))?;
+            }
+            columns.push((gs, name, r.report, r.frechet));
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let floors: Vec<(&str, f64)> = splits
+        .iter()
+        .map(|(name, split)| {
+            Ok((*name, adherence::real_frechet_floor(&scorer, 0, SCENES_TEST_START, a.num, *split)?))
+        })
+        .collect::<Result<_>>()?;
+    if a.json {
+        let cols: Vec<serde_json::Value> = columns
+            .iter()
+            .map(|(gs, name, rep, fd)| {
+                let acc: serde_json::Map<String, serde_json::Value> = rep
+                    .accuracies()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect();
+                serde_json::json!({"guidance_scale": gs, "split": name, "accuracy": acc, "frechet": fd})
+            })
+            .collect();
+        let floors: serde_json::Map<String, serde_json::Value> =
+            floors.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        println!(
+            "{}",
+            serde_json::json!({"model": a.model, "num": a.num, "steps": a.steps, "scheduler": a.scheduler, "columns": cols, "real_frechet": floors})
+        );
+        return Ok(());
+    }
+    let mut header = String::from("| category |");
+    let mut rule = String::from("|---|");
+    for (gs, name, _, _) in &columns {
+        header += &format!(" {gs}, {name} |");
+        rule += "---|";
+    }
+    println!("{header}\n{rule}");
+    for (k, (cat, _)) in adherence::CATEGORIES.iter().enumerate() {
+        let mut row = format!("| {cat} |");
+        for (_, _, rep, _) in &columns {
+            let (ok, n) = rep.counts[k];
+            row +=
+                &if n > 0 { format!(" {:.1}% |", 100.0 * ok as f64 / n as f64) } else { " - |".to_string() };
+        }
+        println!("{row}");
+    }
+    let mut row = String::from("| Frechet distance |");
+    for (_, _, _, fd) in &columns {
+        row += &format!(" {fd:.3} |");
+    }
+    println!("{row}");
+    g.note(format!(
+        "{} prompts per column, {} {} steps, in {:.0} s; real-vs-real Frechet distance with {} scenes: {}",
+        a.num,
+        a.steps,
+        a.scheduler,
+        t0.elapsed().as_secs_f64(),
+        a.num,
+        floors.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", ")
+    ));
+    Ok(())
 }
 
 fn report_scenes(scorer: &adherence::SceneScorer, n: usize) -> Result<()> {
@@ -218,11 +377,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let schedule = LrSchedule::WarmupCosine { lr: 2e-3, min_lr: 1e-4, warmup_steps: 100, decay_steps: steps };
     let mut trainer = Trainer::new(&run, &vs, opt, schedule, cfg)?;
     let start = if a.resume { trainer.resume(&mut task)? } else { 0 };
-    let mut reporter: Box<dyn Reporter> = match (a.json, g.quiet) {
-        (true, _) => Box::new(JsonLines),
-        (false, true) => Box::new(Silent),
-        (false, false) => Box::new(ProgressBar::new()),
-    };
+    let mut reporter = g.reporter(a.json);
     let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
     if outcome.interrupted {
         bail!("interrupted at step {}; continue with --resume", outcome.steps);

@@ -16,7 +16,6 @@ use zoo_core::audio::{self, Audio, MelConfig, MelSpectrogram, WavFormat};
 use zoo_core::data::DataSpec;
 use zoo_core::presets;
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_flow::denoiser::Denoiser;
 use zoo_flow::density::{density_picture, DensityFlow, Kind2d, Toy};
@@ -256,16 +255,6 @@ fn open_run(a: &TrainArgs, run_cfg: &Value, recipe_key: &str) -> Result<RunDir> 
     Ok(RunDir::create(&a.out, run_cfg, a.resume)?)
 }
 
-fn reporter(g: &Global, json: bool) -> Box<dyn Reporter> {
-    if json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    }
-}
-
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let spec: DataSpec = a.data.parse()?;
     // 1. the recipe: the preset's, or the run's own on --resume
@@ -332,7 +321,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         file.data_config.segment_length,
     ));
     let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, reporter(g, a.json).as_mut())?;
+    let outcome = trainer.run(&mut task, start, g.reporter(a.json).as_mut())?;
     if outcome.interrupted {
         g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
         return Ok(());
@@ -594,7 +583,7 @@ fn train_glow(
         t.batch_size,
     ));
     let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, reporter(g, a.json).as_mut())?;
+    let outcome = trainer.run(&mut task, start, g.reporter(a.json).as_mut())?;
     if outcome.interrupted {
         g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
         return Ok(());

@@ -13,8 +13,7 @@ use tch::{Device, Kind, Tensor};
 use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::ProgressBar;
-use zoo_core::train::trainer::{JsonLines, Reporter, Silent};
+use zoo_core::train::trainer::{ProgressBar, Reporter, Silent};
 use zoo_gan::dcgan::num_params;
 use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
@@ -374,13 +373,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         num_params(&disc.vs),
         a.out.display()
     ));
-    let mut reporter: Box<dyn Reporter> = if a.json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    };
+    let mut reporter = g.reporter(a.json);
     let t0 = Instant::now();
     let outcome = trainer.run(start, reporter.as_mut())?;
     if outcome.interrupted {

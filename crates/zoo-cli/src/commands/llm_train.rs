@@ -3,7 +3,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_llm::train::dpo::{dpo, DpoEval, DpoOptions};
 use zoo_llm::train::ppo::{ppo, PpoEval, PpoOptions};
 use zoo_llm::train::pretrain::{pretrain, PretrainOptions};
@@ -12,17 +11,6 @@ use zoo_llm::train::sft::{sft, SftEval, SftOptions};
 use zoo_llm::train::{tasks, StageOptions, StageOutcome};
 
 use crate::global::Global;
-
-/// The reporter the flags ask for: JSON lines, nothing (-q) or a progress bar.
-fn reporter(g: &Global, json: bool) -> Box<dyn Reporter> {
-    if json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    }
-}
 
 #[derive(ClapArgs, Debug)]
 pub struct TrainArgs {
@@ -127,7 +115,7 @@ pub fn run_train(g: &Global, a: TrainArgs) -> Result<()> {
         opts.block_size.map_or("context".to_string(), |b| b.to_string()),
         a.out.display()
     ));
-    let mut rep = reporter(g, a.json);
+    let mut rep = g.reporter(a.json);
     let r = pretrain(&opts, &a.out, a.resume, device, rep.as_mut())?;
     if r.interrupted {
         g.note(format!("stopped at step {}; continue with --resume", r.steps));
@@ -287,7 +275,7 @@ pub fn run_sft(g: &Global, a: SftArgs) -> Result<()> {
         opts.stage.steps,
         a.stage.out.display()
     ));
-    let mut rep = reporter(g, a.stage.json);
+    let mut rep = g.reporter(a.stage.json);
     let r = sft(&opts, &a.stage.out, a.stage.resume, g.device()?, rep.as_mut())?;
     report(g, &a.stage, &r, "examples", |e: &SftEval| {
         format!("val loss {:.4}, exact match {:.1}% of {}", e.val_loss, 100.0 * e.exact_match, e.checked)
@@ -338,7 +326,7 @@ pub fn run_reward(g: &Global, a: RewardArgs) -> Result<()> {
         opts.stage.steps,
         a.stage.out.display()
     ));
-    let mut rep = reporter(g, a.stage.json);
+    let mut rep = g.reporter(a.stage.json);
     let r = train_reward(&opts, &a.stage.out, a.stage.resume, g.device()?, rep.as_mut())?;
     report(g, &a.stage, &r, "pairs", |e: &RewardEval| {
         format!("held-out accuracy {:.1}%, loss {:.4}, margin {:.3}", 100.0 * e.accuracy, e.loss, e.margin)
@@ -371,7 +359,7 @@ pub fn run_dpo(g: &Global, a: DpoArgs) -> Result<()> {
         opts.stage.steps,
         a.stage.out.display()
     ));
-    let mut rep = reporter(g, a.stage.json);
+    let mut rep = g.reporter(a.stage.json);
     let r = dpo(&opts, &a.stage.out, a.stage.resume, g.device()?, rep.as_mut())?;
     report(g, &a.stage, &r, "pairs", |e: &DpoEval| {
         format!(
@@ -450,7 +438,7 @@ pub fn run_ppo(g: &Global, a: PpoArgs) -> Result<()> {
         opts.stage.batch_size,
         a.stage.out.display()
     ));
-    let mut rep = reporter(g, a.stage.json);
+    let mut rep = g.reporter(a.stage.json);
     let r = ppo(&opts, &a.stage.out, a.stage.resume, g.device()?, rep.as_mut())?;
     report(g, &a.stage, &r, "prompts", |e: &PpoEval| {
         format!("held-out mean reward {:.3}, KL to the reference {:.3}", e.reward, e.kl)

@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind};
 use zoo_core::audio::{self, Audio, GriffinLim, GriffinLimConfig, MelConfig, MelSpectrogram, WavFormat};
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
 use zoo_flow::tts::corpus::{corpus_sentences, render_corpus, RenderConfig, SentenceSource};
 use zoo_flow::tts::espeak::Voice;
 use zoo_flow::tts::text::describe_chars;
@@ -303,13 +302,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         t.spec.file.train.batch_size,
     ));
     // 3. train
-    let mut reporter: Box<dyn Reporter> = if a.json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    };
+    let mut reporter = g.reporter(a.json);
     let t1 = Instant::now();
     let outcome = t.run(reporter.as_mut(), None)?;
     if outcome.interrupted {

@@ -7,6 +7,7 @@ use tch::Device;
 use zoo_core::image::{load_image_rgb, save_image};
 use zoo_diffusion::schedulers;
 use zoo_diffusion::stable_diffusion::{load_mask, Edit, StableDiffusion, Txt2ImgOptions};
+use zoo_diffusion::txt2img_train::{self, Recipe};
 
 use crate::global::Global;
 
@@ -39,10 +40,14 @@ pub struct CommonArgs {
     out: PathBuf,
 }
 
+/// `zoo txt2img [generation flags]` or `zoo txt2img train ...`.
 #[derive(clap::Args, Debug)]
-pub struct Txt2ImgArgs {
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Txt2ImgCmd {
+    #[command(subcommand)]
+    command: Option<Txt2ImgSub>,
     #[command(flatten)]
-    common: CommonArgs,
+    generate: Option<CommonArgs>,
     /// Image width in pixels (a multiple of the VAE factor times the UNet's halvings; default:
     /// the model's sample size).
     #[arg(long)]
@@ -50,6 +55,30 @@ pub struct Txt2ImgArgs {
     /// Image height in pixels (as --width).
     #[arg(long)]
     height: Option<i64>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Txt2ImgSub {
+    /// Trains a text-to-image model from nothing on the captioned scenes, from a recipe of
+    /// models/txt2img/: the autoencoder, then the text encoder and UNet together. Writes the
+    /// pipeline folder <out>/model/, which `zoo txt2img --model` reads.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// A recipe of models/txt2img/ (scenes) or the path of a recipe file.
+    #[arg(long, default_value = "scenes")]
+    recipe: String,
+    /// The run folder: recipe.json, vae/ and ldm/ (the two stages' runs), model/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (with its own recipe).
+    #[arg(long)]
+    resume: bool,
+    /// Report progress as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,8 +108,46 @@ pub struct InpaintArgs {
     strength: f64,
 }
 
-pub fn txt2img(g: &Global, a: Txt2ImgArgs) -> Result<()> {
-    run(g, &a.common, Edit::None, a.height, a.width)
+pub fn txt2img(g: &Global, cmd: Txt2ImgCmd) -> Result<()> {
+    match (cmd.command, cmd.generate) {
+        (Some(Txt2ImgSub::Train(a)), _) => train(g, a),
+        (None, Some(a)) => run(g, &a, Edit::None, cmd.height, cmd.width),
+        (None, None) => {
+            bail!("give --model, --prompt and --out to make a picture, or `zoo txt2img train` (see --help)")
+        }
+    }
+}
+
+fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    let path = if a.recipe.ends_with(".json") {
+        PathBuf::from(&a.recipe)
+    } else {
+        zoo_core::presets::find(&zoo_core::presets::models_dir(), "txt2img", &a.recipe)?.path
+    };
+    let recipe = Recipe::load(&path)?;
+    let paths = txt2img_train::open_run(&recipe, &a.out, a.resume)?;
+    let device = g.device()?;
+    let mut reporter = g.reporter(a.json);
+    let t0 = std::time::Instant::now();
+    g.note(format!("txt2img train: {} in {}; stage 1, the autoencoder", path.display(), a.out.display()));
+    let o = txt2img_train::train_vae(&recipe, &paths, device, reporter.as_mut(), None)?;
+    if o.interrupted {
+        g.note(format!("stopped at autoencoder step {}; continue with --resume", o.steps));
+        return Ok(());
+    }
+    g.note(format!(
+        "stage 2, the text encoder and UNet ({} s so far); the first start encodes {} scenes",
+        t0.elapsed().as_secs(),
+        recipe.train.scenes
+    ));
+    let o = txt2img_train::train_ldm(&recipe, &paths, device, reporter.as_mut(), None)?;
+    if o.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", o.steps));
+        return Ok(());
+    }
+    g.note(format!("done in {:.0} s", t0.elapsed().as_secs_f64()));
+    println!("{}", paths.model().display());
+    Ok(())
 }
 
 pub fn img2img(g: &Global, a: Img2ImgArgs) -> Result<()> {

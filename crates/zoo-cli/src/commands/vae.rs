@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDING, GRID_PAD_VALUE};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{JsonLines, ProgressBar, Reporter, Silent};
+use zoo_core::train::trainer::{ProgressBar, Reporter, Silent};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_vae::model::{ModelConfig, Vae};
 use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset, TrainConfig, VaeTask};
@@ -353,13 +353,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         preset.train.batch_size,
         a.out.display()
     ));
-    let mut reporter: Box<dyn Reporter> = if a.json {
-        Box::new(JsonLines)
-    } else if g.quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(ProgressBar::new())
-    };
+    let mut reporter = g.reporter(a.json);
     let t0 = Instant::now();
     let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
     let train_s = t0.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ use zoo_core::weights::Remap;
 
 use crate::{Error, Result};
 
-pub use tokenizer::{ClipBatch, ClipTokenizer};
+pub use tokenizer::{write_word_tokenizer, ClipBatch, ClipTokenizer};
 
 /// An `nn.Linear` through zoo-core's linear (oneDNN for large products). Shapes: (.., in) -> (.., out).
 fn linear(l: &nn::Linear, x: &Tensor) -> Result<Tensor> {

@@ -365,25 +365,127 @@ impl ClipTokenizer {
     }
 }
 
+/// GPT-2's byte-to-unicode table, in its order (which is the order of CLIP's first 256 vocabulary
+/// entries): the printable bytes map to themselves, the others to U+0100, U+0101, ...
+pub fn byte_symbols() -> Vec<char> {
+    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    cs.into_iter().filter_map(char::from_u32).collect()
+}
+
+/// BPE merges learned on a word list (Sennrich et al. 2016): start from characters (the last
+/// one carrying `</w>`), merge the most frequent adjacent pair (ties: the smallest pair) until
+/// every word is one symbol. Applied in this order, the merges spell each word as one token.
+fn learn_merges(words: &[String]) -> Vec<(String, String)> {
+    let mut seqs: Vec<Vec<String>> = words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut v: Vec<String> = w.chars().map(String::from).collect();
+            if let Some(last) = v.last_mut() {
+                last.push_str("</w>");
+            }
+            v
+        })
+        .collect();
+    let mut merges = Vec::new();
+    loop {
+        let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        for s in &seqs {
+            for p in s.windows(2) {
+                *counts.entry((p[0].as_str(), p[1].as_str())).or_default() += 1;
+            }
+        }
+        let Some(((a, b), _)) = counts.iter().max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0))) else {
+            break;
+        };
+        let (a, b) = (a.to_string(), b.to_string());
+        for s in seqs.iter_mut() {
+            let mut out = Vec::with_capacity(s.len());
+            let mut i = 0;
+            while i < s.len() {
+                if i + 1 < s.len() && s[i] == a && s[i + 1] == b {
+                    out.push(format!("{a}{b}"));
+                    i += 2;
+                } else {
+                    out.push(s[i].clone());
+                    i += 1;
+                }
+            }
+            *s = out;
+        }
+        merges.push((a, b));
+    }
+    merges
+}
+
+/// Writes a CLIP tokenizer folder (`vocab.json`, `merges.txt`, `tokenizer_config.json`,
+/// `special_tokens_map.json`) for a small closed vocabulary: CLIP's 512 byte symbols (so any
+/// text still tokenizes, letter by letter), merges that make each of `words` (lower case) one
+/// token, then `<|startoftext|>` and `<|endoftext|>` (also the pad token, as SD 1.x).
+/// `CLIPTokenizer` and [`ClipTokenizer::from_dir`] load it. Returns the vocabulary size.
+pub fn write_word_tokenizer(dir: &Path, words: &[&str], model_max_length: usize) -> Result<usize> {
+    let mut words: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+    words.sort();
+    words.dedup();
+    if let Some(w) = words.iter().find(|w| !w.chars().all(|c| c.is_ascii_alphabetic())) {
+        return Err(Error::Config(format!("tokenizer word '{w}': only the letters a-z make one token")));
+    }
+    let merges = learn_merges(&words);
+    let chars = byte_symbols();
+    let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+    vocab.extend(chars.iter().map(|c| format!("{c}</w>")));
+    for (a, b) in &merges {
+        let t = format!("{a}{b}");
+        if !vocab.contains(&t) {
+            vocab.push(t);
+        }
+    }
+    vocab.extend(["<|startoftext|>".to_string(), "<|endoftext|>".to_string()]);
+    std::fs::create_dir_all(dir).map_err(|e| zoo_core::Error::io(dir, e))?;
+    let map: serde_json::Map<String, Value> =
+        vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let mut merges_txt = String::from("#version: 0.2\n");
+    for (a, b) in &merges {
+        merges_txt += &format!("{a} {b}\n");
+    }
+    let specials = json!({
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"
+    });
+    let mut config = specials.clone();
+    if let Some(m) = config.as_object_mut() {
+        m.insert("model_max_length".into(), json!(model_max_length));
+        m.insert("do_lower_case".into(), json!(true));
+        m.insert("tokenizer_class".into(), json!("CLIPTokenizer"));
+    }
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    for (name, text) in [
+        ("vocab.json", serde_json::to_string(&Value::Object(map)).unwrap_or_default()),
+        ("merges.txt", merges_txt),
+        ("tokenizer_config.json", pretty(&config)),
+        ("special_tokens_map.json", pretty(&specials)),
+    ] {
+        let path = dir.join(name);
+        zoo_core::fsutil::atomic_write(&path, |w| {
+            use std::io::Write;
+            w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&path, e))
+        })?;
+    }
+    Ok(vocab.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// GPT-2's byte-to-unicode table, in its order: the printable bytes map to themselves, the
-    /// others to 256, 257, ...
-    fn byte_chars() -> Vec<char> {
-        let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
-        let mut cs = bs.clone();
-        let mut n = 0;
-        for b in 0..256 {
-            if !bs.contains(&b) {
-                bs.push(b);
-                cs.push(256 + n);
-                n += 1;
-            }
-        }
-        cs.into_iter().filter_map(char::from_u32).collect()
-    }
 
     const MERGES: &[&str] =
         &["h i</w>", "h i", "l o", "lo w</w>", "! !</w>", "! !", "h e", "he l", "l o</w>", "hel lo</w>"];
@@ -391,7 +493,7 @@ mod tests {
     /// A tiny CLIP-style vocabulary: the 256 byte symbols, the same with `</w>`, the merges,
     /// then the two special tokens (ids 522, 523); padded with `pad`, 12 ids a prompt.
     fn folder(pad: &str, as_tokenizer_json: bool) -> tempfile::TempDir {
-        let chars = byte_chars();
+        let chars = byte_symbols();
         let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
         vocab.extend(chars.iter().map(|c| format!("{c}</w>")));
         vocab.extend(MERGES.iter().map(|m| m.replace(' ', "")));
@@ -496,5 +598,26 @@ mod tests {
         std::fs::write(dir.path().join("merges.txt"), "q z\n").unwrap();
         let e = ClipTokenizer::from_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("vocab.json"), "{e}");
+    }
+
+    #[test]
+    fn a_word_tokenizer_spells_each_word_as_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = ["a", "an", "red", "circle", "circles", "the", "top", "left", "right", "to", "two"];
+        let n = write_word_tokenizer(dir.path(), &words, 16).unwrap();
+        let tok = ClipTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.vocab_size(), n);
+        assert_eq!(tok.model_max_length(), 16);
+        for w in words {
+            let ids = tok.encode(w).unwrap();
+            assert_eq!(ids.len(), 3, "{w}: {ids:?}");
+            assert_eq!(tok.decode(&ids[1..2]).unwrap(), w);
+        }
+        let (ids, cut) = tok.encode_padded("Two RED circles to the left").unwrap();
+        assert_eq!((ids.len(), cut), (16, None));
+        assert_eq!(ids[7..], [tok.pad_token_id(); 9]);
+        // Other words still tokenize, letter by letter.
+        assert_eq!(tok.encode("zebra").unwrap().len(), 7);
+        assert!(write_word_tokenizer(dir.path(), &["red", "x-ray"], 16).is_err());
     }
 }
