@@ -125,7 +125,8 @@ fn two_stages_train_resume_exactly_and_make_a_pipeline() {
     for w in words.iter().chain(["circles", "hexagons"].iter()) {
         assert_eq!(sd.tokenizer.encode(w).unwrap().len(), 3, "'{w}' is not one token");
     }
-    let caption = zoo_core::data::scenes::Scene::generate(3, txt2img_train::EVAL_START, Split::HeldOut).caption;
+    let caption =
+        zoo_core::data::scenes::Scene::generate(3, txt2img_train::EVAL_START, Split::HeldOut).caption;
     let o = Txt2ImgOptions {
         prompt: caption,
         negative_prompt: None,

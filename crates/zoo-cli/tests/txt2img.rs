@@ -118,12 +118,16 @@ fn train_a_model_draw_with_it_and_score_it() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = run.join("model");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), model.to_str().unwrap());
-    for part in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/model.safetensors"] {
+    for part in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/model.safetensors"]
+    {
         assert!(model.join(part).is_file(), "{part}");
     }
     // The same run again is refused; resuming a finished run changes nothing.
     fails(&["txt2img", "train", "--recipe", &recipe, "--out", run_s], 1, "already holds a run");
-    let o = zoo().args(["-q", "txt2img", "train", "--recipe", &recipe, "--out", run_s, "--resume"]).output().unwrap();
+    let o = zoo()
+        .args(["-q", "txt2img", "train", "--recipe", &recipe, "--out", run_s, "--resume"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let png = dir.path().join("a.png");

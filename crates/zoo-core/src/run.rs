@@ -13,6 +13,11 @@
 //!
 //! A checkpoint folder is written under a temporary name and renamed when complete, and
 //! `latest` is replaced atomically, so an interrupted save never leaves a broken checkpoint.
+//!
+//! A run being trained is locked: [`RunDir::create`] holds an exclusive lock on `<run>/.lock`
+//! for as long as the `RunDir` lives, so a second process training (or resuming) the same
+//! folder is refused instead of interleaving its checkpoints with the first one's. The lock is
+//! the operating system's (`flock`), so a crashed process leaves no stale lock behind.
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,27 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
+    /// The open lock file of a run being trained (None for a run opened to read).
+    _lock: Option<fs::File>,
+}
+
+/// Takes the run's lock, or says which folder another process is training.
+fn lock(root: &Path) -> Result<fs::File> {
+    let path = root.join(".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{} is being trained by another zoo process; wait for it to finish (or stop it), or choose another --out",
+            root.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
 }
 
 /// What a checkpoint holds besides tensors: where the run was.
@@ -43,8 +69,7 @@ impl RunDir {
     /// `resume` is set, in which case its config must be the one given (or differ only in keys
     /// the caller allowed to change before calling).
     pub fn create(root: &Path, config: &impl Serialize, resume: bool) -> Result<RunDir> {
-        let run = RunDir { root: root.to_path_buf() };
-        let cfg_path = run.root.join("config.json");
+        let cfg_path = root.join("config.json");
         let config = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
         if cfg_path.exists() && !resume {
             return Err(Error::Config(format!(
@@ -55,7 +80,9 @@ impl RunDir {
         if resume && !cfg_path.exists() {
             return Err(Error::Config(format!("--resume: {} holds no run to resume", root.display())));
         }
-        for d in [run.root.clone(), run.samples_dir(), run.checkpoints_dir()] {
+        fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let run = RunDir { root: root.to_path_buf(), _lock: Some(lock(root)?) };
+        for d in [run.samples_dir(), run.checkpoints_dir()] {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         if !resume {
@@ -70,7 +97,7 @@ impl RunDir {
         if !root.join("config.json").is_file() {
             return Err(Error::Config(format!("{} is not a run directory (no config.json)", root.display())));
         }
-        Ok(RunDir { root: root.to_path_buf() })
+        Ok(RunDir { root: root.to_path_buf(), _lock: None })
     }
 
     pub fn root(&self) -> &Path {
@@ -253,6 +280,20 @@ mod tests {
         let img = image::open(&png).unwrap();
         assert!(img.width() > 100);
         assert_eq!(run.config().unwrap(), json!({"lr": 1e-3}));
+    }
+
+    #[test]
+    fn a_run_is_trained_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let run = RunDir::create(&root, &json!({}), false).unwrap();
+        // A second holder (another process, or here another open file) is refused by name.
+        let e = RunDir::create(&root, &json!({}), true).unwrap_err().to_string();
+        assert!(e.contains("another zoo process") && e.contains(&root.display().to_string()), "{e}");
+        // Reading a run needs no lock.
+        assert_eq!(RunDir::open(&root).unwrap().config().unwrap(), json!({}));
+        drop(run);
+        RunDir::create(&root, &json!({}), true).unwrap();
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub struct LdmTrain {
     pub sample_steps: usize,
     #[serde(default = "d_guidance")]
     pub sample_guidance_scale: f64,
+    /// Write the pipeline's UNet and text encoder weights in f16 (half the size; they load into
+    /// f32 models as well). The VAE stays f32, as diffusers' `force_upcast` runs it.
+    #[serde(default)]
+    pub save_f16: bool,
 }
 
 /// A text-to-image recipe (`models/txt2img/<name>.json`).
@@ -421,11 +425,12 @@ pub struct LdmTask {
     pub sample_prompts: Vec<String>,
 }
 
-fn strip_prefix(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+/// The variables under `prefix`, renamed without it, in `kind`.
+fn strip_prefix(vs: &VarStore, prefix: &str, kind: Kind) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
-        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t)))
+        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t.to_kind(kind))))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -622,6 +627,7 @@ impl LdmTask {
             }
             v
         };
+        let kind = if self.recipe.train.save_f16 { Kind::Half } else { Kind::Float };
         // unet/
         let unet_cfg = serde_json::to_value(&self.unet.config).map_err(|e| Error::Config(e.to_string()))?;
         write_json(
@@ -630,17 +636,18 @@ impl LdmTask {
         )?;
         zoo_core::weights::save(
             &tmp.join("unet/diffusion_pytorch_model.safetensors"),
-            &strip_prefix(&self.pipe.unet_vs, "unet."),
+            &strip_prefix(&self.pipe.unet_vs, "unet.", kind),
             None,
         )?;
         // text_encoder/
         let te_cfg =
             serde_json::to_value(&self.text_encoder.config).map_err(|e| Error::Config(e.to_string()))?;
-        let te_extra = json!({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "torch_dtype": "float32"});
+        let dtype = if self.recipe.train.save_f16 { "float16" } else { "float32" };
+        let te_extra = json!({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "torch_dtype": dtype});
         write_json(tmp.join("text_encoder/config.json"), &with(te_cfg, te_extra))?;
         zoo_core::weights::save(
             &tmp.join("text_encoder/model.safetensors"),
-            &strip_prefix(&self.pipe.unet_vs, "text_encoder."),
+            &strip_prefix(&self.pipe.unet_vs, "text_encoder.", kind),
             None,
         )?;
         // vae/, tokenizer/: the stage-1 model and the run's tokenizer, as they are

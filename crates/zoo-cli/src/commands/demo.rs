@@ -29,6 +29,7 @@ const PARTS: &[(&str, Part)] = &[
     ("gan", super::gan::demo),
     ("flow", super::flow::demo),
     ("diffusion", super::diffusion::demo),
+    ("txt2img", super::txt2img::demo),
 ];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {

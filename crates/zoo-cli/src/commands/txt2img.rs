@@ -2,8 +2,8 @@
 //! diffusers pipeline folder (zoo_diffusion::stable_diffusion).
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
-use tch::Device;
+use anyhow::{bail, Context, Result};
+use tch::{Device, Tensor};
 use zoo_core::image::{load_image_rgb, save_image};
 use zoo_diffusion::schedulers;
 use zoo_diffusion::stable_diffusion::{load_mask, Edit, StableDiffusion, Txt2ImgOptions};
@@ -256,4 +256,54 @@ fn run(g: &Global, a: &CommonArgs, edit: Edit, height: Option<i64>, width: Optio
     save_image(&images, &a.out)?;
     println!("{}", a.out.display());
     Ok(())
+}
+
+/// The guidance scale of the demo (the best of the measured scales, docs/text-to-image.md).
+const DEMO_GUIDANCE: f64 = 3.0;
+
+/// The demo's prompts: four with shape-colour pairs the model trained on, four it never saw
+/// (red star, blue circle, white diamond, green hexagon are held out of its training scenes).
+const DEMO_PROMPTS: [&str; 8] = [
+    "a red circle in the top left",
+    "a small blue square in the center",
+    "two yellow triangles",
+    "a green star to the left of a purple hexagon",
+    "a red star",
+    "a large blue circle in the bottom right",
+    "a white diamond above an orange square",
+    "two green hexagons",
+];
+
+/// `zoo demo`'s text-to-image part: the shipped scenes model (models/txt2img/scenes) draws the
+/// prompts above, seen and held-out combinations, into one grid.
+pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
+    let model = zoo_core::presets::models_dir().join("txt2img").join("scenes");
+    let sd = StableDiffusion::load(&model, device, tch::Kind::Float)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut images = Vec::new();
+    for (i, p) in DEMO_PROMPTS.iter().enumerate() {
+        let mut sched = schedulers::build("ddim", &sd.scheduler)?;
+        let o = Txt2ImgOptions {
+            prompt: p.to_string(),
+            negative_prompt: None,
+            steps: 25,
+            guidance_scale: DEMO_GUIDANCE,
+            seed: g.seed + i as u64,
+            height: None,
+            width: None,
+            num_samples: 1,
+        };
+        images.push(sd.generate(sched.as_mut(), &o, &Edit::None, &mut |_, _| {})?.images);
+    }
+    let grid = Tensor::f_cat(&images, 0)?.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?.f_to_device(Device::Cpu)?;
+    let png = dir.join("scenes.png");
+    save_image(&grid, &png)?;
+    let txt = dir.join("scenes-prompts.txt");
+    std::fs::write(&txt, DEMO_PROMPTS.join("\n") + "\n")
+        .with_context(|| format!("writing {}", txt.display()))?;
+    g.note(format!(
+        "txt2img: the scenes model drew {} prompts (the last four are combinations it never saw)",
+        DEMO_PROMPTS.len()
+    ));
+    Ok(vec![png, txt])
 }
