@@ -44,14 +44,37 @@ fn lock(root: &Path) -> Result<fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+    if try_lock_exclusive(&f).map_err(|e| Error::io(&path, e))? {
+        Ok(f)
+    } else {
+        Err(Error::Config(format!(
             "{} is being trained by another zoo process; wait for it to finish (or stop it), or choose another --out",
             root.display()
-        ))),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        )))
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: Ok(false) when another open file holds the lock. (std's
+/// `File::try_lock` needs Rust 1.89; the workspace supports 1.85.)
+#[cfg(unix)]
+fn try_lock_exclusive(f: &fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows open for the whole call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Elsewhere the run is not locked.
+#[cfg(not(unix))]
+fn try_lock_exclusive(_f: &fs::File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// What a checkpoint holds besides tensors: where the run was.
