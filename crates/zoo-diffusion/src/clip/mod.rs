@@ -564,13 +564,14 @@ mod tests {
         let a = m.forward(&ids(&[&[998, 5, 6, 7, 999]])).unwrap().last_hidden_state;
         let b = m.forward(&ids(&[&[998, 5, 6, 300, 999]])).unwrap().last_hidden_state;
         assert!(
-            max_diff(&a.narrow(1, 0, 3), &b.narrow(1, 0, 3)) < 1e-6,
+            max_diff(&a.narrow(1, 0, 3), &b.narrow(1, 0, 3)) < 1e-5,
             "a later token changed earlier outputs"
         );
         assert!(max_diff(&a.narrow(1, 3, 2), &b.narrow(1, 3, 2)) > 1e-3, "the changed token had no effect");
-        // A shorter input gives the same outputs on its positions.
+        // A shorter input gives the same outputs on its positions (up to rounding: libtorch's
+        // AVX-512 kernels block a 3-token and a 5-token matrix differently).
         let c = m.forward(&ids(&[&[998, 5, 6]])).unwrap().last_hidden_state;
-        assert!(max_diff(&a.narrow(1, 0, 3), &c) < 1e-6);
+        assert!(max_diff(&a.narrow(1, 0, 3), &c) < 1e-5);
     }
 
     #[test]
@@ -727,7 +728,9 @@ mod tests {
         let loaded = CLIPTextModel::load(dir.path(), Device::Cpu, Kind::Float).unwrap();
         let want = m.forward(&x).unwrap();
         let got = loaded.forward(&x).unwrap();
-        assert_eq!(max_diff(&got.last_hidden_state, &want.last_hidden_state), 0.0);
+        // Equal up to rounding: the trained model's weights require gradients and the loaded
+        // ones do not, and libtorch may pick other kernels for the two (1 ulp on AVX-512).
+        assert!(max_diff(&got.last_hidden_state, &want.last_hidden_state) < 1e-5);
         assert!(!got.last_hidden_state.requires_grad(), "loaded for inference");
         let half = CLIPTextModel::load(dir.path(), Device::Cpu, Kind::BFloat16).unwrap();
         assert_eq!(half.kind(), Kind::BFloat16);
