@@ -89,6 +89,8 @@ fn tts_training_lowers_the_loss_and_resumes_exactly() {
     let out = t.run(&mut part1, Some(stop_at_20)).unwrap();
     assert_eq!((out.steps, out.interrupted), (20, true));
     assert_eq!(part1.0[..], full.0[..20]);
+    // The stopped run lets go of the folder's lock, as its process would on exit.
+    drop(t);
     let mut t = Training::prepare(spec.clone(), &b, true, Device::Cpu).unwrap();
     assert!(t.cached_features);
     assert_eq!(t.start, 20);
