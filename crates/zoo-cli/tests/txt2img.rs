@@ -149,6 +149,10 @@ fn train_a_model_draw_with_it_and_score_it() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for split in ["seen", "held-out"] {
+        let c = v["autoencoder_ceiling"][split].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{split} ceiling {c}");
+    }
     let cols = v["columns"].as_array().unwrap();
     assert_eq!(cols.len(), 4, "two scales x seen / held-out");
     for c in cols {

@@ -367,6 +367,34 @@ pub fn pipeline_adherence(
     Ok(Adherence { report, frechet, images, prompts: list.into_iter().map(|s| s.caption).collect() })
 }
 
+/// The ceiling the pipeline's autoencoder leaves: real scenes `first..first + num` of `split`
+/// through its VAE (posterior mean, decoded), judged against their own captions. A generator
+/// whose latents were perfect would score this.
+pub fn autoencoder_ceiling(
+    sd: &StableDiffusion,
+    scorer: &SceneScorer,
+    seed: u64,
+    first: u64,
+    num: usize,
+    split: Split,
+) -> Result<Report> {
+    let device = scorer.head.weight.device();
+    let vae_device = sd.vae_vs.device();
+    let mut report = Report::default();
+    for start in (0..num).step_by(128) {
+        let m = 128.min(num - start);
+        let (x, list) = scenes::scenes(seed, first + start as u64, m, split, 64);
+        let y = tch::no_grad(|| -> Result<Tensor> {
+            let q = sd.vae.encode(&x.f_to_device(vae_device)?.f_to_kind(TKind::Float)?)?;
+            Ok(sd.vae.decode(&q.mean)?.f_clamp(-1.0, 1.0)?)
+        })?;
+        for (s, seen) in list.iter().zip(scorer.detect(&y.f_to_device(device)?)?) {
+            report.add(&judge(&s.prompt, &seen));
+        }
+    }
+    Ok(report)
+}
+
 /// The Frechet distance between the scorer's features of two disjoint sets of `num` real
 /// scenes of `split`: the floor a generator's distance is read against.
 pub fn real_frechet_floor(

@@ -256,6 +256,14 @@ fn scenes_adherence(g: &Global, a: AdherenceArgs) -> Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let ceilings: Vec<(&str, f64)> = splits
+        .iter()
+        .map(|(name, split)| {
+            let r = adherence::autoencoder_ceiling(&sd, &scorer, 0, SCENES_TEST_START, a.num, *split)?;
+            let (ok, n) = r.counts[adherence::CATEGORIES.len() - 1];
+            Ok((*name, ok as f64 / n.max(1) as f64))
+        })
+        .collect::<Result<_>>()?;
     let floors: Vec<(&str, f64)> = splits
         .iter()
         .map(|(name, split)| {
@@ -276,9 +284,11 @@ fn scenes_adherence(g: &Global, a: AdherenceArgs) -> Result<()> {
             .collect();
         let floors: serde_json::Map<String, serde_json::Value> =
             floors.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+        let ceilings: serde_json::Map<String, serde_json::Value> =
+            ceilings.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
         println!(
             "{}",
-            serde_json::json!({"model": a.model, "num": a.num, "steps": a.steps, "scheduler": a.scheduler, "columns": cols, "real_frechet": floors})
+            serde_json::json!({"model": a.model, "num": a.num, "steps": a.steps, "scheduler": a.scheduler, "columns": cols, "real_frechet": floors, "autoencoder_ceiling": ceilings})
         );
         return Ok(());
     }
@@ -303,6 +313,10 @@ fn scenes_adherence(g: &Global, a: AdherenceArgs) -> Result<()> {
         row += &format!(" {fd:.3} |");
     }
     println!("{row}");
+    g.note(format!(
+        "the autoencoder's ceiling (real scenes through the model's VAE, all correct): {}",
+        ceilings.iter().map(|(k, v)| format!("{k} {:.1}%", 100.0 * v)).collect::<Vec<_>>().join(", ")
+    ));
     g.note(format!(
         "{} prompts per column, {} {} steps, in {:.0} s; real-vs-real Frechet distance with {} scenes: {}",
         a.num,
