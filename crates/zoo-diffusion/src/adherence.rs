@@ -256,6 +256,12 @@ impl Report {
         }
     }
 
+    /// The fraction of images with every named attribute right (None for an empty report).
+    pub fn all_correct(&self) -> Option<f64> {
+        let (ok, n) = self.counts[CATEGORIES.len() - 1];
+        (n > 0).then(|| ok as f64 / n as f64)
+    }
+
     /// The accuracy of each category (None where none was asked).
     pub fn accuracies(&self) -> Vec<(&'static str, Option<f64>)> {
         CATEGORIES

@@ -151,21 +151,22 @@ pub struct Recipe {
     pub train: LdmTrain,
 }
 
-/// Every word the scenes' captions use.
-pub fn caption_words() -> Vec<&'static str> {
-    let mut w: Vec<&'static str> =
-        vec!["a", "an", "and", "two", "in", "the", "to", "of", "left", "right", "above", "below"];
-    w.extend(SHAPES);
-    w.extend(COLOURS.iter().map(|c| c.0));
-    w.extend(SIZES.iter().map(|s| s.0));
-    w.extend(CELLS.iter().flat_map(|c| c.split(' ')));
+/// Every word the scenes' captions use, shapes' plurals included.
+pub fn caption_words() -> Vec<String> {
+    let mut w: Vec<String> =
+        ["a", "an", "and", "two", "in", "the", "to", "of", "left", "right", "above", "below"]
+            .iter()
+            .chain(&SHAPES)
+            .chain(COLOURS.iter().map(|c| &c.0))
+            .chain(SIZES.iter().map(|s| &s.0))
+            .flat_map(|w| w.split(' '))
+            .chain(CELLS.iter().flat_map(|c| c.split(' ')))
+            .map(String::from)
+            .chain(SHAPES.iter().map(|s| format!("{s}s")))
+            .collect();
     w.sort();
     w.dedup();
     w
-}
-
-fn plural_words() -> Vec<String> {
-    SHAPES.iter().map(|s| format!("{s}s")).collect()
 }
 
 impl Recipe {
@@ -320,10 +321,7 @@ pub fn open_run(recipe: &Recipe, out: &Path, resume: bool) -> Result<RunPaths> {
         (false, false) => {
             std::fs::create_dir_all(out).map_err(|e| zoo_core::Error::io(out, e))?;
             let text = serde_json::to_string_pretty(&want).map_err(|e| Error::Config(e.to_string()))?;
-            zoo_core::fsutil::atomic_write(&path, |w| {
-                use std::io::Write;
-                w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&path, e))
-            })?;
+            zoo_core::fsutil::atomic_write_bytes(&path, text.as_bytes())?;
             Ok(paths)
         }
     }
@@ -437,24 +435,16 @@ fn strip_prefix(vs: &VarStore, prefix: &str, kind: Kind) -> Vec<(String, Tensor)
 }
 
 /// Renders and encodes scenes `0..n` of the training split: latents (n, C, h, w) scaled by the
-/// VAE's `scaling_factor` (posterior means), and the captions.
-fn encode_scenes(
-    vae: &AutoencoderKL,
-    seed: u64,
-    n: usize,
-    size: i64,
-    device: Device,
-) -> Result<(Tensor, Vec<String>)> {
+/// VAE's `scaling_factor` (posterior means).
+fn encode_scenes(vae: &AutoencoderKL, seed: u64, n: usize, size: i64, device: Device) -> Result<Tensor> {
     let mut latents = Vec::new();
-    let mut captions = Vec::with_capacity(n);
     for start in (0..n).step_by(256) {
         let m = 256.min(n - start);
-        let (x, list) = scenes::scenes(seed, start as u64, m, Split::Train, size);
+        let (x, _) = scenes::scenes(seed, start as u64, m, Split::Train, size);
         let z = tch::no_grad(|| -> Result<Tensor> { Ok(vae.encode(&x.f_to_device(device)?)?.mean) })?;
         latents.push(z.f_mul_scalar(vae.cfg.scaling_factor)?);
-        captions.extend(list.into_iter().map(|s| s.caption));
     }
-    Ok((Tensor::f_cat(&latents, 0)?, captions))
+    Ok(Tensor::f_cat(&latents, 0)?)
 }
 
 impl LdmTask {
@@ -464,8 +454,7 @@ impl LdmTask {
     pub fn new(vs: &VarStore, recipe: &Recipe, paths: &RunPaths, cache: &Path) -> Result<Self> {
         let device = vs.device();
         let tok_dir = paths.tokenizer();
-        let mut words: Vec<String> = caption_words().iter().map(|w| w.to_string()).collect();
-        words.extend(plural_words());
+        let words = caption_words();
         let wr: Vec<&str> = words.iter().map(String::as_str).collect();
         write_word_tokenizer(&tok_dir, &wr, recipe.max_length)?;
         let tokenizer = ClipTokenizer::from_dir(&tok_dir)?;
@@ -503,7 +492,7 @@ impl LdmTask {
                 .ok_or_else(|| Error::Config(format!("{}: not the latents of {n} scenes", cache.display())))?
                 .f_to_device(device)?,
             Err(_) => {
-                let (z, _) = encode_scenes(&vae, recipe.seed, n, recipe.image_size, device)?;
+                let z = encode_scenes(&vae, recipe.seed, n, recipe.image_size, device)?;
                 zoo_core::weights::save(cache, &[("latents".into(), z.f_to_device(Device::Cpu)?)], None)?;
                 z
             }
@@ -611,11 +600,7 @@ impl LdmTask {
                 std::fs::create_dir_all(p).map_err(|e| zoo_core::Error::io(p, e))?;
             }
             let text = serde_json::to_string_pretty(v).map_err(|e| Error::Config(e.to_string()))?;
-            zoo_core::fsutil::atomic_write(&path, |w| {
-                use std::io::Write;
-                w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&path, e))
-            })?;
-            Ok(())
+            Ok(zoo_core::fsutil::atomic_write_bytes(&path, text.as_bytes())?)
         };
         let with = |v: Value, extra: Value| -> Value {
             let mut v = v;

@@ -260,8 +260,7 @@ fn scenes_adherence(g: &Global, a: AdherenceArgs) -> Result<()> {
         .iter()
         .map(|(name, split)| {
             let r = adherence::autoencoder_ceiling(&sd, &scorer, 0, SCENES_TEST_START, a.num, *split)?;
-            let (ok, n) = r.counts[adherence::CATEGORIES.len() - 1];
-            Ok((*name, ok as f64 / n.max(1) as f64))
+            Ok((*name, r.all_correct().unwrap_or(0.0)))
         })
         .collect::<Result<_>>()?;
     let floors: Vec<(&str, f64)> = splits

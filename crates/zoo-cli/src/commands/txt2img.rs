@@ -67,7 +67,8 @@ enum Txt2ImgSub {
 
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
-    /// A recipe of models/txt2img/ (scenes) or the path of a recipe file.
+    /// A recipe of models/txt2img/ (scenes) or the path of a recipe file. Its "seed" decides the
+    /// scenes, the initial weights and the data order (--seed is not used).
     #[arg(long, default_value = "scenes")]
     recipe: String,
     /// The run folder: recipe.json, vae/ and ldm/ (the two stages' runs), model/.

@@ -474,11 +474,7 @@ pub fn write_word_tokenizer(dir: &Path, words: &[&str], model_max_length: usize)
         ("tokenizer_config.json", pretty(&config)),
         ("special_tokens_map.json", pretty(&specials)),
     ] {
-        let path = dir.join(name);
-        zoo_core::fsutil::atomic_write(&path, |w| {
-            use std::io::Write;
-            w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&path, e))
-        })?;
+        zoo_core::fsutil::atomic_write_bytes(&dir.join(name), text.as_bytes())?;
     }
     Ok(vocab.len())
 }
