@@ -135,7 +135,15 @@ fn train_resume_and_speak() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = tiny_corpus(dir.path());
     let run = dir.path().join("run");
-    let train = ["-q", "tts", "train", "--corpus", s(&corpus), "--preset", "glow-tts-tiny", "--out", s(&run)];
+    // The tiny preset with every second utterance held out, for `zoo tts eval` below.
+    let preset = dir.path().join("tiny-held-out.json");
+    let tiny =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tts/glow-tts-tiny.json"))
+            .unwrap()
+            .replace("\"valid_every\": 0", "\"valid_every\": 2");
+    assert!(tiny.contains("\"valid_every\": 2"));
+    std::fs::write(&preset, tiny).unwrap();
+    let train = ["-q", "tts", "train", "--corpus", s(&corpus), "--preset", s(&preset), "--out", s(&run)];
     let o = zoo().args(train).args(["--steps", "4"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = run.join("model");
@@ -192,6 +200,74 @@ fn train_resume_and_speak() {
         "not a text-to-speech model",
     );
     fails(&["tts", "--model", "no-such-model", "--text", "hi", "--out", s(&wav2)], 1, "no such model folder");
+
+    // Evaluation: a listener trained on a tiny stand-in for FSDD (tones, two speakers), then
+    // the model's digits judged by it, its held-out sentences compared and timed.
+    let fsdd = dir.path().join("fsdd");
+    std::fs::create_dir(&fsdd).unwrap();
+    for (speaker, f) in [("ann", 1.0), ("bob", 1.1)] {
+        for d in 0..10 {
+            let clip = chirp(8000, 0.4, (200.0 + 60.0 * d as f64) * f, 900.0) * 0.4;
+            let p = fsdd.join(format!("{d}_{speaker}_0.wav"));
+            write_wav(&p, &Audio::new(clip, 8000).unwrap(), WavFormat::Pcm16).unwrap();
+        }
+    }
+    let listener = dir.path().join("listener");
+    let lrun = dir.path().join("listener-run");
+    let o = zoo()
+        .args(["eval", "train-listener", "--data", s(&fsdd), "--held-out", "bob", "--steps", "3"])
+        .args(["--out", s(&listener), "--run", s(&lrun)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("trained on 10 recordings of ann") && out.contains("held-out bob"), "{out}");
+    let samples = dir.path().join("samples");
+    let o = zoo()
+        .args(["-q", "tts", "eval", "--model", m, "--listener", s(&listener), "--corpus", s(&corpus)])
+        .args(["--seeds", "2", "--iterations", "2", "--rtf-threads", "1", "--samples", s(&samples), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["trials"].as_array().unwrap().len(), 20, "{v}");
+    let acc = v["intelligibility"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{v}");
+    assert_eq!(v["reference_intelligibility"].is_null(), !espeak(), "{v}");
+    assert_eq!(v["sentences"], 3, "{v}");
+    assert!(v["distance"]["mcd_db"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["real_time_factor"][0]["rtf"].as_f64().unwrap() > 0.0, "{v}");
+    for f in [
+        "digit-seven.wav",
+        "sentence-0.wav",
+        "sentence-0-model.png",
+        "sentence-0-reference.png",
+        "sentence-2.txt",
+    ] {
+        assert!(samples.join(f).is_file(), "{f}");
+    }
+    fails(&["tts", "eval", "--model", m, "--listener", s(&corpus)], 1, "not a listener folder");
+    fails(&["tts", "eval", "--model", m, "--listener", s(&listener), "--seeds", "0"], 1, "--seeds");
+    fails(
+        &["eval", "train-listener", "--data", s(&corpus), "--out", s(&listener)],
+        1,
+        "no Free Spoken Digit",
+    );
+    fails(
+        &[
+            "eval",
+            "train-listener",
+            "--data",
+            s(&fsdd),
+            "--held-out",
+            "zed",
+            "--run",
+            s(&dir.path().join("r2")),
+        ],
+        1,
+        "\"zed\"",
+    );
+    assert!(!dir.path().join("r2").exists());
 }
 
 #[test]

@@ -34,6 +34,38 @@ enum Cmd {
     /// scenes never trained on, seen and held-out combinations, at each guidance scale; the
     /// scorer's judgement per category and the Frechet distance in its features.
     ScenesAdherence(AdherenceArgs),
+    /// Trains the spoken-digit listener that judges text-to-speech intelligibility: a classifier
+    /// of the Free Spoken Digit Dataset's recordings, scored on speakers it never heard.
+    TrainListener(ListenerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ListenerArgs {
+    /// The Free Spoken Digit Dataset folder (<digit>_<speaker>_<index>.wav), e.g.
+    /// ../shared/data/fsdd.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where the trained listener goes (config.json + model.safetensors).
+    #[arg(long, default_value = "models/eval/digit-listener")]
+    out: PathBuf,
+    /// The run directory (metrics, checkpoints, loss curve).
+    #[arg(long, default_value = "runs/digit-listener")]
+    run: PathBuf,
+    /// Speakers left out of training, comma-separated; the accuracy on them is the score.
+    #[arg(long, value_delimiter = ',', default_value = "theo,yweweler")]
+    held_out: Vec<String>,
+    /// Optimiser steps (batches of 64).
+    #[arg(long, default_value_t = 3000)]
+    steps: u64,
+    /// Train on the recordings as they are: no speed changes, placement, masks or noise.
+    #[arg(long)]
+    no_augment: bool,
+    /// Continue the run in --run from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Report progress as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +170,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     match a.command {
         Cmd::TrainClassifier(t) => train(g, t),
         Cmd::Score(s) => score(g, s),
+        Cmd::TrainListener(a) => train_listener(g, a),
         Cmd::TrainScenesScorer(t) => train_scenes_scorer(g, t),
         Cmd::ScenesScorer(s) => scenes_scorer(g, s),
         Cmd::ScenesAdherence(a) => scenes_adherence(g, a),
@@ -408,6 +441,42 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         "test accuracy {:.2}% after {} steps; classifier in {}",
         acc * 100.0,
         outcome.steps,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn train_listener(g: &Global, a: ListenerArgs) -> Result<()> {
+    use zoo_flow::tts::listener::{self, ListenerSpec};
+    if !a.data.is_dir() {
+        bail!("--data {}: not a folder (the Free Spoken Digit Dataset's WAVs)", a.data.display());
+    }
+    let mut spec = ListenerSpec::new(&a.data, g.seed);
+    spec.held_out = a.held_out.into_iter().filter(|s| !s.is_empty()).collect();
+    spec.steps = a.steps;
+    spec.augment = !a.no_augment;
+    let mut reporter = g.reporter(a.json);
+    let t = listener::train_listener(&spec, &a.run, a.resume, g.device()?, reporter.as_mut(), None)?;
+    if t.outcome.interrupted {
+        g.note(format!("stopped at step {}; continue with --resume", t.outcome.steps));
+        return Ok(());
+    }
+    t.listener.save(&a.out)?;
+    let acc = match t.held_out_accuracy {
+        Some(acc) => format!(
+            "accuracy {:.1}% on the {} recordings of held-out {}",
+            acc * 100.0,
+            t.held_out_clips,
+            spec.held_out.join(", ")
+        ),
+        None => "no speaker held out".to_string(),
+    };
+    println!(
+        "listener ({} parameters) trained on {} recordings of {} for {} steps: {acc}; wrote {}",
+        t.listener.n_params(),
+        t.train_clips,
+        t.train_speakers.join(", "),
+        t.outcome.steps,
         a.out.display()
     );
     Ok(())

@@ -38,6 +38,10 @@ enum Command {
     /// the lines of --sentences, or the project's sentence generator (single digits, numbers,
     /// dates, times, money, short phrases) plus optional lines of a text file.
     Corpus(CorpusArgs),
+    /// Measures a model: intelligibility of "zero" .. "nine" judged by the spoken-digit listener
+    /// (and espeak-ng's own renderings as the reference), mel L1 and mel-cepstral distortion
+    /// against the held-out sentences of its corpus, and the real-time factor.
+    Eval(EvalArgs),
     /// Shows what the front end makes of a text: the normalised words, the symbols and their ids.
     Text(TextArgs),
     /// Copy synthesis through Griffin-Lim: a WAV's log-mel back to a waveform, no trained model.
@@ -61,6 +65,16 @@ struct SpeakArgs {
     /// The vocoder that turns the log-mel into sound.
     #[arg(long, default_value = "griffin-lim", value_parser = ["griffin-lim"])]
     vocoder: String,
+    #[command(flatten)]
+    voice: VoiceArgs,
+    /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
+    #[arg(long)]
+    spectrogram: Option<PathBuf>,
+}
+
+/// How a model speaks: Glow-TTS's sampling and the vocoder's iterations.
+#[derive(clap::Args, Debug)]
+struct VoiceArgs {
     /// Times the prior's standard deviation (Glow-TTS's sigma): 0 is the model's mean voice.
     #[arg(long, default_value_t = 0.667)]
     noise_scale: f64,
@@ -70,9 +84,18 @@ struct SpeakArgs {
     /// Griffin-Lim iterations.
     #[arg(long, default_value_t = 32)]
     iterations: usize,
-    /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
-    #[arg(long)]
-    spectrogram: Option<PathBuf>,
+}
+
+impl VoiceArgs {
+    fn options(&self, seed: u64) -> SpeakOptions {
+        SpeakOptions {
+            noise_scale: self.noise_scale,
+            length_scale: self.length_scale,
+            seed,
+            griffin_lim: GriffinLimConfig { n_iter: self.iterations, ..Default::default() },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,6 +122,37 @@ struct TrainArgs {
     #[arg(long)]
     f16: bool,
     /// Report progress as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// A model folder or the name of one under models/tts/ (default: the shipped one).
+    #[arg(long)]
+    model: Option<String>,
+    /// The listener folder (from `zoo eval train-listener`).
+    #[arg(long, default_value = "models/eval/digit-listener")]
+    listener: PathBuf,
+    /// The corpus the model was trained on: its held-out sentences are compared and timed.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Seeds each digit is spoken with (0, 1, ..).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Held-out sentences to compare, at most.
+    #[arg(long, default_value_t = 24)]
+    sentences: usize,
+    #[command(flatten)]
+    voice: VoiceArgs,
+    /// libtorch thread counts to time the held-out sentences at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    rtf_threads: Vec<usize>,
+    /// A folder for things to listen to and look at: each digit (seed 0), and the first three
+    /// held-out sentences with the spectrograms of the model's and the reference's log-mel.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -163,6 +217,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     match (a.command, a.speak) {
         (Some(Command::Train(a)), _) => train(g, a),
         (Some(Command::Corpus(a)), _) => corpus(g, a),
+        (Some(Command::Eval(a)), _) => eval(g, a),
         (Some(Command::Text(a)), _) => text(a),
         (Some(Command::GriffinLim(a)), _) => griffin_lim(g, a),
         (None, Some(a)) => speak(g, a),
@@ -214,13 +269,7 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
     let dir = model_dir(a.model.as_deref())?;
     let t0 = Instant::now();
     let model = TtsModel::load(&dir, g.device()?)?;
-    let o = SpeakOptions {
-        noise_scale: a.noise_scale,
-        length_scale: a.length_scale,
-        seed: g.seed,
-        griffin_lim: GriffinLimConfig { n_iter: a.iterations, ..Default::default() },
-        ..Default::default()
-    };
+    let o = a.voice.options(g.seed);
     let speech = model.speak(&a.text, &o)?;
     if !speech.dropped.is_empty() {
         eprintln!(
@@ -322,6 +371,117 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         dir.display(),
         dir.display()
     ));
+    Ok(())
+}
+
+fn eval(g: &Global, a: EvalArgs) -> Result<()> {
+    use zoo_flow::tts::evaluate::{self, EvalOptions};
+    use zoo_flow::tts::listener::{Listener, DIGIT_WORDS};
+    use zoo_flow::tts::Corpus;
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    if let Some(t) = a.rtf_threads.iter().find(|&&t| t == 0) {
+        bail!("--rtf-threads {t}: thread counts start at 1");
+    }
+    let device = g.device()?;
+    let dir = model_dir(a.model.as_deref())?;
+    let model = TtsModel::load(&dir, device)?;
+    let listener = Listener::load(&a.listener, device)
+        .with_context(|| format!("--listener {}", a.listener.display()))?;
+    let corpus = a.corpus.as_deref().map(Corpus::open).transpose()?;
+    let o = EvalOptions {
+        seeds: (0..a.seeds).collect(),
+        speak: a.voice.options(0),
+        sentences: a.sentences,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let report = evaluate::evaluate(&model, &listener, corpus.as_ref(), &o)?;
+    let mut rtf = Vec::new();
+    if !report.sentences.is_empty() {
+        for &t in &a.rtf_threads {
+            let (speech, compute) = evaluate::real_time_factor(&model, &report.sentences, &o.speak, t)?;
+            rtf.push((t, compute / speech.max(1e-9)));
+        }
+    }
+    if let Some(out) = &a.samples {
+        std::fs::create_dir_all(out).with_context(|| format!("--samples {}", out.display()))?;
+        for w in DIGIT_WORDS {
+            let s = model.speak(w, &o.speak)?;
+            audio::write_wav(&out.join(format!("digit-{w}.wav")), &s.audio, WavFormat::Pcm16)?;
+        }
+        if let Some(c) = &corpus {
+            let front = MelSpectrogram::new(&model.file.data.mel, Device::Cpu)?;
+            let held = evaluate::held_out_utterances(c, model.file.train.valid_every, 3);
+            for (k, &i) in held.iter().enumerate() {
+                let u = &c.utterances[i];
+                let s = model.speak(u.spoken_text(), &o.speak)?;
+                audio::write_wav(&out.join(format!("sentence-{k}.wav")), &s.audio, WavFormat::Pcm16)?;
+                let reference = audio::read_wav_mono(&c.wav_path(u))?;
+                let x = audio::resample(
+                    &reference.samples.f_reshape([-1])?,
+                    reference.sample_rate,
+                    model.file.data.mel.sample_rate,
+                )?;
+                for (name, mel) in [("model", s.mel), ("reference", front.forward(&x)?)] {
+                    let img = audio::spectrogram_image(&mel)?;
+                    let p = out.join(format!("sentence-{k}-{name}.png"));
+                    zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), &p)?;
+                }
+                std::fs::write(out.join(format!("sentence-{k}.txt")), format!("{}\n", u.spoken_text()))
+                    .with_context(|| format!("--samples {}", out.display()))?;
+            }
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "model": dir.display().to_string(),
+            "listener": a.listener.display().to_string(),
+            "intelligibility": report.intelligibility.accuracy(),
+            "mistakes": report.intelligibility.mistakes(),
+            "trials": report.intelligibility.trials,
+            "reference_intelligibility": report.reference_intelligibility.as_ref().map(|r| r.accuracy()),
+            "reference_mistakes": report.reference_intelligibility.as_ref().map(|r| r.mistakes()),
+            "distance": report.distance,
+            "sentences": report.sentences.len(),
+            "real_time_factor": rtf.iter().map(|(t, r)| serde_json::json!({"threads": t, "rtf": r})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let said = |i: &zoo_flow::tts::listener::Intelligibility| {
+        let m = i.mistakes();
+        format!(
+            "{:.1}% of {}{}",
+            i.accuracy() * 100.0,
+            i.trials.len(),
+            if m.is_empty() { String::new() } else { format!(" (heard wrong: {})", m.join(", ")) }
+        )
+    };
+    println!("model {} with griffin-lim, judged by the listener {}", dir.display(), a.listener.display());
+    println!("  digits understood: {}", said(&report.intelligibility));
+    match &report.reference_intelligibility {
+        Some(r) => println!("  espeak-ng's own renderings (the reference): {}", said(r)),
+        None => println!("  espeak-ng's own renderings: not scored (espeak-ng is not installed)"),
+    }
+    if let (Some(d), Some(c)) = (&report.distance, &a.corpus) {
+        println!(
+            "  {} held-out sentences of {}: mel L1 {:.3}, mel-cepstral distortion {:.2} dB ({} aligned frames)",
+            report.sentences.len(),
+            c.display(),
+            d.mel_l1,
+            d.mcd_db,
+            d.frames
+        );
+    }
+    for (t, r) in &rtf {
+        println!(
+            "  real-time factor, text to waveform, {t} thread{}: {r:.3}",
+            if *t == 1 { "" } else { "s" }
+        );
+    }
+    g.note(format!("evaluated in {:.0} s", t0.elapsed().as_secs_f64()));
     Ok(())
 }
 

@@ -2,7 +2,11 @@
 //!
 //! - [`text`]: English normalisation, the character and phoneme symbol sets, text -> ids;
 //! - [`espeak`]: espeak-ng as a program: phonemes, and rendered speech for the corpus;
+//! - [`evaluate`]: intelligibility through the listener, mel L1 and mel-cepstral distortion
+//!   against the corpus, real-time factor;
 //! - [`corpus`]: corpora in the LJSpeech layout, the sentence generator, rendering a corpus;
+//! - [`listener`]: a spoken-digit classifier trained on FSDD, the listener of the
+//!   intelligibility test;
 //! - [`mas`]: monotonic alignment search, text tokens to mel frames;
 //! - [`glow_tts`]: the Glow-TTS acoustic model: text encoder, duration predictor, flow decoder,
 //!   its training loss and inference;
@@ -11,7 +15,9 @@
 //! - [`train`]: training on an LJSpeech-layout corpus with zoo-core's Trainer (exact resume).
 pub mod corpus;
 pub mod espeak;
+pub mod evaluate;
 pub mod glow_tts;
+pub mod listener;
 pub mod mas;
 pub mod model;
 pub mod text;

@@ -322,7 +322,7 @@ impl Split {
             let tokens = features.ids[i].size()[0];
             if frames < tokens || (t.max_frames > 0 && frames > t.max_frames) {
                 s.skipped.push(features.names[i].clone());
-            } else if t.valid_every > 0 && i % t.valid_every == t.valid_every - 1 {
+            } else if is_held_out(i, t.valid_every) {
                 s.valid.push(i);
             } else {
                 s.train.push(i);
@@ -337,6 +337,12 @@ impl Split {
         }
         Ok(s)
     }
+}
+
+/// Whether utterance `i` (in corpus order) is held out from training: every `valid_every`-th
+/// (none when it is 0).
+pub fn is_held_out(i: usize, valid_every: usize) -> bool {
+    valid_every > 0 && i % valid_every == valid_every - 1
 }
 
 /// What a run was started with; a resumed run must repeat it (its length may change).
