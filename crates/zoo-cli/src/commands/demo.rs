@@ -30,6 +30,7 @@ const PARTS: &[(&str, Part)] = &[
     ("flow", super::flow::demo),
     ("diffusion", super::diffusion::demo),
     ("txt2img", super::txt2img::demo),
+    ("tts", super::tts::demo),
 ];
 
 pub fn run(g: &Global, a: Args) -> Result<()> {

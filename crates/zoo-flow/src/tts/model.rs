@@ -185,7 +185,9 @@ impl TtsFile {
 /// Settings of [`TtsModel::speak`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeakOptions {
-    /// Times the prior's std (Glow-TTS's sigma; the reference uses 0.667).
+    /// Times the prior's std (Glow-TTS's sigma, its "temperature"). 0.333, as the Glow-TTS paper
+    /// samples; the reference repository's notebook uses 0.667, which the shipped model speaks
+    /// less intelligibly with (docs/tts.md).
     pub noise_scale: f64,
     /// Times the predicted durations (> 1 speaks slower).
     pub length_scale: f64,
@@ -199,7 +201,7 @@ pub struct SpeakOptions {
 impl Default for SpeakOptions {
     fn default() -> Self {
         SpeakOptions {
-            noise_scale: 0.667,
+            noise_scale: 0.333,
             length_scale: 1.0,
             seed: 0,
             max_chars: 200,
