@@ -65,8 +65,18 @@ struct SpeakArgs {
     /// The vocoder that turns the log-mel into sound.
     #[arg(long, default_value = "griffin-lim", value_parser = ["griffin-lim"])]
     vocoder: String,
-    #[command(flatten)]
-    voice: VoiceArgs,
+    // VoiceArgs's three flags, repeated: clap cannot see a flag of a struct flattened inside the
+    // optional SpeakArgs, so `zoo tts --text` would not be recognised.
+    /// Times the prior's standard deviation (Glow-TTS's sigma): 0 is the model's mean voice;
+    /// higher is livelier and less clear (the reference's notebook uses 0.667).
+    #[arg(long, default_value_t = 0.333)]
+    noise_scale: f64,
+    /// Times the predicted durations: above 1 speaks slower.
+    #[arg(long, default_value_t = 1.0)]
+    length_scale: f64,
+    /// Griffin-Lim iterations.
+    #[arg(long, default_value_t = 32)]
+    iterations: usize,
     /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
     #[arg(long)]
     spectrogram: Option<PathBuf>,
@@ -270,7 +280,9 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
     let dir = model_dir(a.model.as_deref())?;
     let t0 = Instant::now();
     let model = TtsModel::load(&dir, g.device()?)?;
-    let o = a.voice.options(g.seed);
+    let voice =
+        VoiceArgs { noise_scale: a.noise_scale, length_scale: a.length_scale, iterations: a.iterations };
+    let o = voice.options(g.seed);
     let speech = model.speak(&a.text, &o)?;
     if !speech.dropped.is_empty() {
         eprintln!(

@@ -86,7 +86,7 @@ impl ListenerConfig {
                 self.frames, self.channels
             )));
         }
-        if !(0.0..1.0).contains(&self.dropout) || !(self.trim_db > 0.0) {
+        if !(0.0..1.0).contains(&self.dropout) || self.trim_db.is_nan() || self.trim_db <= 0.0 {
             return Err(Error::Config(format!(
                 "listener config: dropout must be in [0, 1) and trim_db positive, got {} and {}",
                 self.dropout, self.trim_db
@@ -509,7 +509,7 @@ pub fn train_listener(
     reporter: &mut dyn Reporter,
     should_stop: Option<fn() -> bool>,
 ) -> Result<TrainedListener> {
-    if spec.steps == 0 || spec.batch_size == 0 || !(spec.learning_rate > 0.0) {
+    if spec.steps == 0 || spec.batch_size == 0 || spec.learning_rate.is_nan() || spec.learning_rate <= 0.0 {
         return Err(Error::Config(
             "listener training: steps, batch size and learning rate must be positive".into(),
         ));
