@@ -166,6 +166,11 @@ fn demo_writes_the_core_outputs() {
     assert_eq!(mel.height(), 80 * 3);
     let grid = image::open(out.join("core/shapes.png")).unwrap();
     assert!(grid.width() >= 8 * 32);
+    // The shipped text-to-speech model says the ten digits: seconds of 22.05 kHz audio.
+    let digits = zoo_core::audio::read_wav(&out.join("tts/digits.wav")).unwrap();
+    assert_eq!(digits.sample_rate, 22050);
+    assert!(digits.duration_secs() > 2.0, "{}", digits.duration_secs());
+    assert!(image::open(out.join("tts/digits.png")).unwrap().height() == 80);
 }
 
 #[test]
