@@ -65,9 +65,63 @@ where
     })
 }
 
+/// `dir` joined with `name`, a relative path read from a file in `dir` (a shard of a
+/// safetensors index, the checkpoint `latest` points at), only when the result stays inside
+/// `dir`: `name` must be relative with no `..`, and where the result exists, its real path
+/// (symbolic links resolved) must be inside `dir`'s. The error says what `name` is and why it
+/// was refused; the caller names the file it came from.
+pub fn join_inside(dir: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let rel = Path::new(name);
+    if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("{name:?} is not a plain relative path inside {}", dir.display()));
+    }
+    let joined = dir.join(rel);
+    ensure_inside(dir, &joined)?;
+    Ok(joined)
+}
+
+/// Checks that `path`, where it exists, resolves (symbolic links followed) to a place inside
+/// `dir`; a path that does not exist yet passes.
+pub fn ensure_inside(dir: &Path, path: &Path) -> std::result::Result<(), String> {
+    let Ok(real) = fs::canonicalize(path) else { return Ok(()) };
+    let base = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if real.starts_with(&base) {
+        Ok(())
+    } else {
+        Err(format!("{} leads outside {} (to {})", path.display(), dir.display(), real.display()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_read_from_files_stay_inside_their_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("a.safetensors"), b"x").unwrap();
+        fs::write(root.path().join("secret"), b"x").unwrap();
+        assert_eq!(join_inside(&dir, "a.safetensors").unwrap(), dir.join("a.safetensors"));
+        assert_eq!(join_inside(&dir, "sub/b").unwrap(), dir.join("sub/b"));
+        for bad in ["../secret", "/etc/passwd", "sub/../../secret", "./a.safetensors", "", ".."] {
+            let err = join_inside(&dir, bad).unwrap_err();
+            assert!(err.contains("not a plain relative path"), "{bad}: {err}");
+        }
+        // A symbolic link inside that leads out is refused, one that stays inside is followed.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("secret"), dir.join("out")).unwrap();
+            std::os::unix::fs::symlink(dir.join("a.safetensors"), dir.join("in")).unwrap();
+            let err = join_inside(&dir, "out").unwrap_err();
+            assert!(err.contains("leads outside"), "{err}");
+            assert!(join_inside(&dir, "in").is_ok());
+            std::os::unix::fs::symlink(root.path(), dir.join("up")).unwrap();
+            assert!(ensure_inside(&dir, &dir.join("up")).unwrap_err().contains("leads outside"));
+        }
+    }
 
     #[test]
     fn writes_whole_files_and_keeps_the_old_one_on_error() {

@@ -106,6 +106,8 @@ impl RunDir {
         fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let run = RunDir { root: root.to_path_buf(), _lock: Some(lock(root)?) };
         for d in [run.samples_dir(), run.checkpoints_dir()] {
+            // A symbolic link that leads out of the run folder is not written through.
+            crate::fsutil::ensure_inside(root, &d).map_err(|msg| Error::bad_file(&d, msg))?;
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         if !resume {
@@ -234,7 +236,9 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&latest, e)),
         };
-        let dir = self.checkpoints_dir().join(name);
+        let dir = crate::fsutil::join_inside(&self.checkpoints_dir(), &name).map_err(|msg| {
+            Error::bad_file(&latest, format!("names a checkpoint outside the run folder: {msg}"))
+        })?;
         let sp = dir.join("state.json");
         let text = fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
         let state = serde_json::from_str(&text).map_err(|e| Error::bad_file(&sp, e))?;
@@ -303,6 +307,29 @@ mod tests {
         let img = image::open(&png).unwrap();
         assert!(img.width() > 100);
         assert_eq!(run.config().unwrap(), json!({"lr": 1e-3}));
+    }
+
+    #[test]
+    fn a_run_folder_names_nothing_outside_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let run = RunDir::create(&root, &json!({}), false).unwrap();
+        // `latest` pointing out of the folder (at a real checkpoint elsewhere) is refused.
+        let other = RunDir::create(&dir.path().join("victim"), &json!({}), false).unwrap();
+        other.save_checkpoint(&CheckpointState { step: 1, seed: 0, extra: Value::Null }, &[]).unwrap();
+        fs::write(run.checkpoints_dir().join("latest"), "../../victim/checkpoints/step-000001").unwrap();
+        let e = run.latest_checkpoint().unwrap_err().to_string();
+        assert!(e.contains("latest") && e.contains("outside the run folder"), "{e}");
+        drop(run);
+        // A samples folder that is a symbolic link out of the run is not written through.
+        #[cfg(unix)]
+        {
+            let root2 = dir.path().join("r2");
+            fs::create_dir_all(&root2).unwrap();
+            std::os::unix::fs::symlink(dir.path(), root2.join("samples")).unwrap();
+            let e = RunDir::create(&root2, &json!({}), false).unwrap_err().to_string();
+            assert!(e.contains("samples") && e.contains("leads outside"), "{e}");
+        }
     }
 
     #[test]

@@ -266,10 +266,14 @@ fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
     let idx: Index = serde_json::from_str(&text).map_err(|e| {
         Error::bad_file(index, format!("not a safetensors index (needs \"weight_map\"): {e}"))
     })?;
-    let dir = index.parent().unwrap_or(Path::new("."));
+    let dir = match index.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let mut files: Vec<PathBuf> = Vec::new();
     for shard in idx.weight_map.values() {
-        let p = dir.join(shard);
+        let p = crate::fsutil::join_inside(dir, shard)
+            .map_err(|msg| Error::bad_file(index, format!("shard outside the model folder: {msg}")))?;
         if !files.contains(&p) {
             files.push(p);
         }
@@ -530,6 +534,15 @@ mod tests {
         model(&vs);
         assert_eq!(load_into(&vs, dir.path(), &keep_names).unwrap().loaded, 2);
         assert_eq!(vs.variables()["layer.bias"].double_value(&[2]), 3.0);
+        // An index may not pull in files from outside its folder.
+        let model = dir.path().join("m");
+        std::fs::create_dir(&model).unwrap();
+        for shard in ["../model-00001-of-00002.safetensors", "/etc/passwd"] {
+            let text = format!(r#"{{"weight_map": {{"layer.weight": "{shard}"}}}}"#);
+            std::fs::write(model.join("model.safetensors.index.json"), text).unwrap();
+            let err = weight_files(&model).unwrap_err().to_string();
+            assert!(err.contains("model.safetensors.index.json") && err.contains("outside"), "{err}");
+        }
     }
 
     #[test]
