@@ -94,17 +94,19 @@ impl RunDir {
     pub fn create(root: &Path, config: &impl Serialize, resume: bool) -> Result<RunDir> {
         let cfg_path = root.join("config.json");
         let config = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
-        if cfg_path.exists() && !resume {
-            return Err(Error::Config(format!(
-                "{} already holds a run: pass --resume to continue it, or choose another --out",
-                root.display()
-            )));
-        }
         if resume && !cfg_path.exists() {
             return Err(Error::Config(format!("--resume: {} holds no run to resume", root.display())));
         }
         fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let run = RunDir { root: root.to_path_buf(), _lock: Some(lock(root)?) };
+        // A run that logged a step or saved a checkpoint is kept; one that failed before its
+        // first step (a bad data file, say) left only its config, and a new run replaces it.
+        if cfg_path.exists() && !resume && run.started()? {
+            return Err(Error::Config(format!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                root.display()
+            )));
+        }
         for d in [run.samples_dir(), run.checkpoints_dir()] {
             // A symbolic link that leads out of the run folder is not written through.
             crate::fsutil::ensure_inside(root, &d).map_err(|msg| Error::bad_file(&d, msg))?;
@@ -115,6 +117,14 @@ impl RunDir {
             atomic_write(&cfg_path, |w| w.write_all(text.as_bytes()).map_err(|e| Error::io(&cfg_path, e)))?;
         }
         Ok(run)
+    }
+
+    /// Whether the run got anywhere: a checkpoint, or a logged step.
+    pub fn started(&self) -> Result<bool> {
+        if self.checkpoints_dir().join("latest").exists() {
+            return Ok(true);
+        }
+        Ok(self.metrics()?.iter().any(|r| r.get("step").is_some()))
     }
 
     /// Opens an existing run (to sample from it, or to read its metrics).
@@ -280,7 +290,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("r1");
         let run = RunDir::create(&root, &json!({"lr": 1e-3}), false).unwrap();
-        assert!(RunDir::create(&root, &json!({}), false).unwrap_err().to_string().contains("--resume"));
+        // Held by `run` (see the lock test); refused.
+        assert!(RunDir::create(&root, &json!({}), false).is_err());
         assert!(RunDir::create(&dir.path().join("r2"), &json!({}), true).is_err());
         for s in 1..=5u64 {
             run.log(&json!({"step": s, "loss": 1.0 / s as f64, "val_loss": 2.0 / s as f64})).unwrap();
@@ -330,6 +341,20 @@ mod tests {
             let e = RunDir::create(&root2, &json!({}), false).unwrap_err().to_string();
             assert!(e.contains("samples") && e.contains("leads outside"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_run_that_never_started_is_replaced_one_that_did_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        // Failed before its first step: only the config was written.
+        drop(RunDir::create(&root, &json!({"data": "bad"}), false).unwrap());
+        let run = RunDir::create(&root, &json!({"data": "good"}), false).unwrap();
+        assert_eq!(run.config().unwrap(), json!({"data": "good"}));
+        run.log(&json!({"step": 1, "loss": 1.0})).unwrap();
+        drop(run);
+        let e = RunDir::create(&root, &json!({}), false).unwrap_err().to_string();
+        assert!(e.contains("already holds a run"), "{e}");
     }
 
     #[test]

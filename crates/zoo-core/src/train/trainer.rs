@@ -277,6 +277,10 @@ impl<'a> Trainer<'a> {
     /// metrics logged after it. Returns the step to start from (0 without a checkpoint).
     pub fn resume(&mut self, task: &mut dyn TrainTask) -> Result<u64> {
         let Some((dir, state)) = self.run.latest_checkpoint()? else {
+            // No checkpoint yet: the run starts over, so rows it logged before are dropped.
+            if self.run.metrics_path().exists() {
+                self.run.truncate_metrics_after(0)?;
+            }
             return Ok(0);
         };
         if state.seed != self.cfg.seed {
@@ -407,5 +411,28 @@ mod tests {
         let r = json!({"step": 7, "loss": 1.23456, "lr": 0.0003, "d_x": 0.5, "note": "x"});
         assert_eq!(step_message(&r), "d_x 0.5000 loss 1.2346 lr 3.00e-4");
         assert_eq!(step_message(&json!(3)), "");
+    }
+
+    struct NoSteps;
+    impl TrainTask for NoSteps {
+        fn loss(&mut self, _: u64, _: u32, _: &mut StdRng) -> Result<StepOutput> {
+            Err(Error::Config("not run".into()))
+        }
+    }
+
+    #[test]
+    fn resuming_without_a_checkpoint_starts_over_without_the_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = crate::run::RunDir::create(dir.path(), &json!({}), false).unwrap();
+        for r in [json!({"step": 1, "loss": 1.0}), json!({"note": "kept"}), json!({"step": 2, "loss": 0.5})] {
+            run.log(&r).unwrap();
+        }
+        let vs = VarStore::new(tch::Device::Cpu);
+        let _w = vs.root().zeros("w", &[1]);
+        let opt = crate::train::AdamW::new(&vs, crate::train::AdamWConfig::default());
+        let schedule = crate::train::LrSchedule::Constant { lr: 1e-3 };
+        let mut tr = Trainer::new(&run, &vs, opt, schedule, LoopConfig::default()).unwrap();
+        assert_eq!(tr.resume(&mut NoSteps).unwrap(), 0);
+        assert_eq!(run.metrics().unwrap(), vec![json!({"note": "kept"})]);
     }
 }

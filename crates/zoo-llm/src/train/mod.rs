@@ -362,7 +362,7 @@ impl Stage {
                     out.display()
                 )));
             }
-        } else if out.join("config.json").exists() {
+        } else if out.join("config.json").exists() && RunDir::open(out)?.started()? {
             return Err(Error::Input(format!(
                 "{} already holds a run: pass --resume to continue it, or choose another --out",
                 out.display()
