@@ -322,6 +322,30 @@ fn training_stages_run_and_refuse_bad_input() {
         1,
         "--resume",
     );
+    // Resuming the finished run without more steps, or asking for no steps: refused.
+    let again = [
+        "-q",
+        "llm",
+        "train",
+        "--data",
+        &s(&text),
+        "--model",
+        "tiny-gpt2",
+        "--out",
+        &s(&run),
+        "--resume",
+        "--steps",
+        "20",
+        "--block-size",
+        "16",
+        "--eval-every",
+        "10",
+        "--sample-chars",
+        "20",
+    ];
+    fails(&again, 1, "already done 20 steps");
+    let none = ["-q", "llm", "train", "--data", &s(&text), "--steps", "0", "--out", &s(&t.join("z"))];
+    fails(&none, 1, "--steps must be at least 1");
     fails(
         &["-q", "llm", "train", "--data", &s(&t.join("none.txt")), "--out", &s(&t.join("x"))],
         1,

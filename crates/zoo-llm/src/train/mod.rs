@@ -434,6 +434,12 @@ impl Stage {
         let schedule = sft::default_schedule(o.lr, o.warmup_steps, o.steps);
         let mut trainer = Trainer::new(&self.run, &self.m.vs, opt, schedule, sft::loop_config(o, eval))?;
         let start = trainer.resume(task)?;
+        if start >= o.steps {
+            return Err(Error::Input(format!(
+                "--resume --steps {}: the run has already done {start} steps; give more to continue it",
+                o.steps
+            )));
+        }
         let t0 = std::time::Instant::now();
         let r = trainer.run(task, start, reporter)?;
         Ok(StageRun { steps: r.steps, interrupted: r.interrupted, seconds: t0.elapsed().as_secs_f64() })

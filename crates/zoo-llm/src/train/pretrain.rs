@@ -246,6 +246,9 @@ pub fn pretrain(
     device: Device,
     reporter: &mut dyn Reporter,
 ) -> Result<PretrainOutcome> {
+    if opts.steps == 0 {
+        return Err(Error::Input("--steps must be at least 1".into()));
+    }
     // 1. A resumed run must be the same recipe; only its length may change.
     if resume {
         let old = RunDir::open(out)?.config()?;
@@ -366,6 +369,12 @@ pub fn pretrain(
         notes: Vec::new(),
     };
     let start = trainer.resume(&mut task)?;
+    if start >= opts.steps {
+        return Err(Error::Input(format!(
+            "--resume --steps {}: the run has already done {start} steps; give more to continue it",
+            opts.steps
+        )));
+    }
     // The best model so far is the lowest val loss the (truncated) metrics hold.
     for r in run.metrics()? {
         if let Some(v) = r.get("val_loss").and_then(serde_json::Value::as_f64) {
@@ -452,6 +461,20 @@ mod tests {
         let o2 = PretrainOptions { lr: 1e-3, ..o.clone() };
         let e = pretrain(&o2, &out, true, Device::Cpu, &mut zoo_core::train::trainer::Silent).unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
+        // Resuming a finished run without more steps is refused, and leaves its summary alone.
+        let e = pretrain(&o, &out, true, Device::Cpu, &mut zoo_core::train::trainer::Silent).unwrap_err();
+        assert!(e.to_string().contains("already done 60 steps"), "{e}");
+        let o0 = PretrainOptions { steps: 0, ..o.clone() };
+        let e = pretrain(
+            &o0,
+            &dir.path().join("run0"),
+            false,
+            Device::Cpu,
+            &mut zoo_core::train::trainer::Silent,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--steps must be at least 1"), "{e}");
+        assert!(!dir.path().join("run0").exists());
         let o3 = PretrainOptions { block_size: Some(1000), ..o };
         let e = pretrain(
             &o3,
