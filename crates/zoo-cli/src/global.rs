@@ -72,6 +72,17 @@ impl Global {
         Ok(self.device.resolve()?)
     }
 
+    /// Refuses --dtype other than f32 for a command that trains (`what`, e.g. "zoo vae
+    /// train"): training runs in f32 whatever the flag says, so saying nothing would mislead.
+    pub fn f32_training(&self, what: &str) -> Result<()> {
+        if self.dtype.kind() != tch::Kind::Float {
+            anyhow::bail!(
+                "--dtype: {what} trains in f32; drop --dtype (models are sampled in f16/bf16 with --dtype)"
+            );
+        }
+        Ok(())
+    }
+
     /// Prints a note to stderr unless --quiet.
     pub fn note(&self, msg: impl std::fmt::Display) {
         if !self.quiet {

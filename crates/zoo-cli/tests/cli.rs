@@ -174,6 +174,27 @@ fn demo_writes_the_core_outputs() {
 }
 
 #[test]
+fn training_refuses_a_dtype_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let cases: [&[&str]; 6] = [
+        &["vae", "train", "--data", "shapes", "--out", o],
+        &["llm", "train", "--data", "x.txt", "--out", o],
+        &["diffusion", "train", "--data", "shapes", "--out", o],
+        &["txt2img", "train", "--recipe", "scenes", "--out", o],
+        &["tts", "train", "--corpus", "c", "--preset", "glow-tts-tiny", "--out", o],
+        &["eval", "train-listener", "--data", "fsdd", "--out", o],
+    ];
+    for args in cases {
+        let mut all = vec!["--dtype", "bf16"];
+        all.extend_from_slice(args);
+        fails(&all, 1, "trains in f32");
+    }
+    assert!(!out.exists());
+}
+
+#[test]
 fn completions_print_a_script() {
     let out = zoo().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());

@@ -360,9 +360,7 @@ fn identity(v: &Value) -> Value {
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
-    if g.dtype.kind() != Kind::Float {
-        bail!("--dtype: diffusion training runs in f32 (sample in f16/bf16 with `zoo diffusion sample`)");
-    }
+    g.f32_training("zoo diffusion train")?;
     // 1. The recipe: the preset's, or the run's own on --resume.
     let old = if a.resume { Some(RunDir::open(&a.out)?.config()?) } else { None };
     let (name, mut preset) = match (&a.preset, &old) {

@@ -181,6 +181,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 const SCENES_TEST_START: u64 = 1 << 40;
 
 fn train_scenes_scorer(g: &Global, a: ScenesTrainArgs) -> Result<()> {
+    g.f32_training("zoo eval train-scenes-scorer")?;
     if a.steps == 0 || a.batch_size == 0 {
         bail!("--steps and --batch-size must be at least 1");
     }
@@ -388,6 +389,7 @@ fn mnist_dir(spec: &DataSpec) -> Result<&Path> {
 const BATCH: usize = 128;
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    g.f32_training("zoo eval train-classifier")?;
     let device = g.device()?;
     let dir = mnist_dir(&a.data)?;
     let train = Mnist::load(dir, Split::Train)?;
@@ -447,6 +449,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
 }
 
 fn train_listener(g: &Global, a: ListenerArgs) -> Result<()> {
+    g.f32_training("zoo eval train-listener")?;
     use zoo_flow::tts::listener::{self, ListenerSpec};
     if !a.data.is_dir() {
         bail!("--data {}: not a folder (the Free Spoken Digit Dataset's WAVs)", a.data.display());

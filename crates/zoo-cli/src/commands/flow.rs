@@ -285,9 +285,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     if let Some(s) = a.steps {
         file.train_config.steps = s;
     }
-    if g.dtype.kind() != Kind::Float {
-        bail!("zoo flow train trains in f32; drop --dtype");
-    }
+    g.f32_training("zoo flow train")?;
     let steps = file.train_config.steps;
     // 2. data and model (initial weights from --seed)
     let device = g.device()?;
@@ -540,9 +538,7 @@ fn train_glow(
     if let Some(s) = a.steps {
         file.train_config.steps = s;
     }
-    if g.dtype.kind() != Kind::Float {
-        bail!("zoo flow train trains in f32; drop --dtype");
-    }
+    g.f32_training("zoo flow train")?;
     if a.eval_images == 0 {
         bail!("--eval-images must be at least 1");
     }

@@ -303,9 +303,7 @@ fn natural_key(name: &str) -> Vec<(u64, String)> {
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let spec: DataSpec = a.data.parse()?;
-    if g.dtype.kind() != Kind::Float {
-        bail!("--dtype: GAN training runs in f32 (sample in f16/bf16 with `zoo gan sample`)");
-    }
+    g.f32_training("zoo gan train")?;
     // 1. The recipe: the preset's, or the run's own on --resume.
     let (preset_name, model_cfg, mut train_cfg) = match (&a.preset, a.resume) {
         (Some(name), _) => {

@@ -83,6 +83,7 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(g: &Global, a: TrainArgs) -> Result<()> {
+    g.f32_training("zoo llm train")?;
     let opts = PretrainOptions {
         data: a.data,
         model: a.model,
@@ -262,6 +263,7 @@ pub struct SftArgs {
 }
 
 pub fn run_sft(g: &Global, a: SftArgs) -> Result<()> {
+    g.f32_training("zoo llm sft")?;
     let opts = SftOptions {
         data: a.data.clone(),
         val_data: a.val_data.clone(),
@@ -313,6 +315,7 @@ pub struct RewardTrainArgs {
 }
 
 pub fn run_reward(g: &Global, a: RewardArgs) -> Result<()> {
+    g.f32_training("zoo llm reward train")?;
     let RewardCommand::Train(a) = a.command;
     let opts = RewardOptions {
         data: a.pairs.data.clone(),
@@ -345,6 +348,7 @@ pub struct DpoArgs {
 }
 
 pub fn run_dpo(g: &Global, a: DpoArgs) -> Result<()> {
+    g.f32_training("zoo llm dpo")?;
     let opts = DpoOptions {
         data: a.pairs.data.clone(),
         val_data: a.pairs.val_data.clone(),
@@ -415,6 +419,7 @@ pub struct PpoArgs {
 }
 
 pub fn run_ppo(g: &Global, a: PpoArgs) -> Result<()> {
+    g.f32_training("zoo llm ppo")?;
     let opts = PpoOptions {
         data: a.data.clone(),
         reward_model: a.reward_model.clone(),

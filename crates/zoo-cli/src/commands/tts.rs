@@ -351,9 +351,7 @@ fn load_preset(name: &str) -> Result<TtsFile> {
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
-    if g.dtype.kind() != Kind::Float {
-        bail!("zoo tts train trains in f32; drop --dtype (use --f16 for an f16 model file)");
-    }
+    g.f32_training("zoo tts train")?;
     // 1. the recipe: the preset's for a new run, the run's own on --resume
     let mut spec = match (&a.preset, &a.corpus, a.resume) {
         (_, _, true) => {

@@ -120,6 +120,7 @@ pub fn txt2img(g: &Global, cmd: Txt2ImgCmd) -> Result<()> {
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    g.f32_training("zoo txt2img train")?;
     let path = if a.recipe.ends_with(".json") {
         PathBuf::from(&a.recipe)
     } else {

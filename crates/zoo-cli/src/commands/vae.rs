@@ -267,6 +267,7 @@ fn resolve_preset(name: &str) -> Result<Preset> {
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
+    g.f32_training("zoo vae train")?;
     let spec: DataSpec = a.data.parse()?;
     // 1. The recipe: the preset's, or the run's own on --resume.
     let (preset_name, mut preset) = match (&a.preset, a.resume) {
