@@ -346,6 +346,26 @@ fn training_stages_run_and_refuse_bad_input() {
     fails(&again, 1, "already done 20 steps");
     let none = ["-q", "llm", "train", "--data", &s(&text), "--steps", "0", "--out", &s(&t.join("z"))];
     fails(&none, 1, "--steps must be at least 1");
+    // Without evaluations: no NaN printed and no best/ promised.
+    let quick = [
+        "-q",
+        "llm",
+        "train",
+        "--data",
+        &s(&text),
+        "--model",
+        "tiny-gpt2",
+        "--out",
+        &s(&t.join("q")),
+        "--steps",
+        "2",
+        "--block-size",
+        "16",
+        "--eval-every",
+        "0",
+    ];
+    let (out, _) = ok(&quick);
+    assert!(out.contains("not evaluated") && !out.contains("NaN") && !out.contains("best"), "{out}");
     fails(
         &["-q", "llm", "train", "--data", &s(&t.join("none.txt")), "--out", &s(&t.join("x"))],
         1,

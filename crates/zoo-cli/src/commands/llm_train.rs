@@ -128,18 +128,23 @@ pub fn run_train(g: &Global, a: TrainArgs) -> Result<()> {
     if a.json {
         println!("{summary}");
     } else {
-        println!(
-            "{} steps, {} parameters: val loss {:.4} (perplexity {:.2}), train loss {:.4}, best val {:.4}",
-            r.steps,
-            r.params,
-            r.val_loss,
-            r.val_loss.exp(),
-            r.train_loss,
-            r.best_val_loss
-        );
+        let losses = if r.val_loss.is_finite() {
+            format!(
+                "val loss {:.4} (perplexity {:.2}), train loss {:.4}, best val {:.4}",
+                r.val_loss,
+                r.val_loss.exp(),
+                r.train_loss,
+                r.best_val_loss
+            )
+        } else {
+            "not evaluated (--eval-every 0)".to_string()
+        };
+        println!("{} steps, {} parameters: {losses}", r.steps, r.params);
         println!("{:.1} s, {:.0} tokens/s", r.seconds, r.tokens_per_second);
-        if let Some(d) = &r.final_dir {
-            println!("model: {} (best: {})", d.display(), a.out.join("best").display());
+        match (&r.final_dir, &r.best_dir) {
+            (Some(d), Some(b)) => println!("model: {} (best: {})", d.display(), b.display()),
+            (Some(d), None) => println!("model: {}", d.display()),
+            _ => {}
         }
     }
     Ok(())
