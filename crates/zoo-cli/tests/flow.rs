@@ -167,6 +167,13 @@ fn bad_input_is_one_clear_line() {
         1,
         "unknown density preset 'spiral'",
     );
+    let d = dir.path().join("d0.png");
+    fails(
+        &["flow", "density", "--preset", "two-moons", "--steps", "0", "--out", s(&d)],
+        1,
+        "--steps must be at least 1",
+    );
+    assert!(!d.exists());
     fails(&["flow", "mel", "--input", s(&bad), "--out", s(&dir.path().join("m.png"))], 1, "not a WAV file");
     fails(
         &["flow", "vocode", "--model", TINY, "--input", s(&mel), "--out", s(&out), "--sigma=-1"],

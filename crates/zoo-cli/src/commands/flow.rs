@@ -18,7 +18,7 @@ use zoo_core::presets;
 use zoo_core::run::RunDir;
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_flow::denoiser::Denoiser;
-use zoo_flow::density::{density_picture, DensityFlow, Kind2d, Toy};
+use zoo_flow::density::{density_picture, fit_density, Kind2d, Toy};
 use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel, GlowTask};
 use zoo_flow::train::{load_wav_dir, WaveGlowTask};
 use zoo_flow::waveglow::{ModelFile, Vocoder};
@@ -707,53 +707,6 @@ fn mel(g: &Global, a: MelArgs) -> Result<()> {
     Ok(())
 }
 
-/// Fits a 2-D flow with Adam; returns the flow, its data and the final NLL in nats.
-fn fit_density(
-    toy: Toy,
-    kind: Kind2d,
-    depth: i64,
-    steps: u64,
-    seed: u64,
-    device: Device,
-    vs: &tch::nn::VarStore,
-) -> Result<(DensityFlow, Tensor, f64)> {
-    // Thousands of tiny ops: libtorch's intra-op threads only add synchronisation here (10x
-    // slower with 2 threads on a busy machine), so the fit runs on one and restores the setting.
-    let threads = zoo_core::device::threads();
-    tch::set_num_threads(1);
-    let fitted = fit_density_1(toy, kind, depth, steps, seed, device, vs);
-    tch::set_num_threads(threads as i32);
-    fitted
-}
-
-fn fit_density_1(
-    toy: Toy,
-    kind: Kind2d,
-    depth: i64,
-    steps: u64,
-    seed: u64,
-    device: Device,
-    vs: &tch::nn::VarStore,
-) -> Result<(DensityFlow, Tensor, f64)> {
-    let mut rng = zoo_core::seed::seed_all(seed);
-    let flow = DensityFlow::new(vs.root(), kind, depth, 64)?;
-    let data = toy.sample(2048, &mut rng).f_to_device(device)?;
-    let lr = 2e-3;
-    let mut opt = AdamW::new(vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
-    let mut nll = f64::NAN;
-    for _ in 0..steps {
-        opt.zero_grad();
-        let loss = flow.log_prob(&data)?.f_mean(Kind::Float)?.f_neg()?;
-        nll = loss.f_double_value(&[])?;
-        if !nll.is_finite() {
-            bail!("the density fit diverged (NLL {nll}); try fewer --depth or another --seed");
-        }
-        loss.backward();
-        opt.step(lr)?;
-    }
-    Ok((flow, data, nll))
-}
-
 fn density(g: &Global, a: DensityArgs) -> Result<()> {
     let toy: Toy = a.preset.parse()?;
     let kind: Kind2d = a.flow.parse()?;
@@ -763,7 +716,7 @@ fn density(g: &Global, a: DensityArgs) -> Result<()> {
     let device = g.device()?;
     let vs = tch::nn::VarStore::new(device);
     let t0 = Instant::now();
-    let (flow, data, nll) = fit_density(toy, kind, a.depth, a.steps, g.seed, device, &vs)?;
+    let (flow, data, nll) = fit_density(toy, kind, a.depth, a.steps, g.seed, &vs)?;
     let pic = density_picture(&flow, &data, toy, 200, 20000, device)?;
     zoo_core::image::save_image(&pic, &a.out)?;
     g.note(format!(
@@ -784,7 +737,7 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
     let t0 = Instant::now();
     let vs = tch::nn::VarStore::new(device);
     let steps = 300;
-    let (flow, data, nll) = fit_density(Toy::TwoMoons, Kind2d::Glow, 6, steps, g.seed, device, &vs)?;
+    let (flow, data, nll) = fit_density(Toy::TwoMoons, Kind2d::Glow, 6, steps, g.seed, &vs)?;
     let p = dir.join("two-moons-density.png");
     zoo_core::image::save_image(&density_picture(&flow, &data, Toy::TwoMoons, 160, 20000, device)?, &p)?;
     g.note(format!(
