@@ -280,38 +280,29 @@ pub fn fit_density(
     // slower with 2 threads on a busy machine), so the fit runs on one and restores the setting.
     let threads = tch::get_num_threads();
     tch::set_num_threads(1);
-    let fitted = fit_on_one_thread(toy, kind, depth, steps, seed, vs);
+    let fitted = (|| -> Result<(DensityFlow, Tensor, f64)> {
+        let mut rng = zoo_core::seed::seed_all(seed);
+        let flow = DensityFlow::new(vs.root(), kind, depth, 64)?;
+        let data = toy.sample(2048, &mut rng).f_to_device(vs.device())?;
+        let lr = 2e-3;
+        let mut opt = AdamW::new(vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
+        let mut nll = f64::NAN;
+        for _ in 0..steps {
+            opt.zero_grad();
+            let loss = flow.log_prob(&data)?.f_mean(Kind::Float)?.f_neg()?;
+            nll = loss.f_double_value(&[])?;
+            if !nll.is_finite() {
+                return Err(Error::Data(format!(
+                    "the density fit diverged (NLL {nll}); try fewer --depth or another --seed"
+                )));
+            }
+            loss.backward();
+            opt.step(lr)?;
+        }
+        Ok((flow, data, nll))
+    })();
     tch::set_num_threads(threads);
     fitted
-}
-
-fn fit_on_one_thread(
-    toy: Toy,
-    kind: Kind2d,
-    depth: i64,
-    steps: u64,
-    seed: u64,
-    vs: &nn::VarStore,
-) -> Result<(DensityFlow, Tensor, f64)> {
-    let mut rng = zoo_core::seed::seed_all(seed);
-    let flow = DensityFlow::new(vs.root(), kind, depth, 64)?;
-    let data = toy.sample(2048, &mut rng).f_to_device(vs.device())?;
-    let lr = 2e-3;
-    let mut opt = AdamW::new(vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
-    let mut nll = f64::NAN;
-    for _ in 0..steps {
-        opt.zero_grad();
-        let loss = flow.log_prob(&data)?.f_mean(Kind::Float)?.f_neg()?;
-        nll = loss.f_double_value(&[])?;
-        if !nll.is_finite() {
-            return Err(Error::Data(format!(
-                "the density fit diverged (NLL {nll}); try fewer --depth or another --seed"
-            )));
-        }
-        loss.backward();
-        opt.step(lr)?;
-    }
-    Ok((flow, data, nll))
 }
 
 #[cfg(test)]
