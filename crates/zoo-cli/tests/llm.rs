@@ -344,6 +344,35 @@ fn training_stages_run_and_refuse_bad_input() {
         "20",
     ];
     fails(&again, 1, "already done 20 steps");
+    // The same data named by a relative path is the same setting; another learning rate is not,
+    // and the refusal says so.
+    let name = text.file_name().unwrap().to_str().unwrap().to_string();
+    let longer = [
+        "-q",
+        "llm",
+        "train",
+        "--data",
+        &name,
+        "--model",
+        "tiny-gpt2",
+        "--out",
+        &s(&run),
+        "--resume",
+        "--steps",
+        "22",
+        "--block-size",
+        "16",
+        "--eval-every",
+        "10",
+        "--sample-chars",
+        "20",
+    ];
+    let o = zoo().current_dir(text.parent().unwrap()).args(longer).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut other = again.to_vec();
+    other.extend(["--lr", "0.5"]);
+    other[11] = "30";
+    fails(&other, 1, "(lr differ)");
     let none = ["-q", "llm", "train", "--data", &s(&text), "--steps", "0", "--out", &s(&t.join("z"))];
     fails(&none, 1, "--steps must be at least 1");
     // Without evaluations: no NaN printed and no best/ promised.

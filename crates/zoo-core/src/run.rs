@@ -280,8 +280,56 @@ impl RunDir {
     }
 }
 
+/// The settings in which two run configs differ, as dotted key paths (`"lr"`, `"model.width"`),
+/// for a `--resume` refusal that says what changed. Two strings that name the same existing file
+/// or folder (a relative and an absolute path, a trailing `/`) are the same setting.
+pub fn config_differences(old: &Value, new: &Value) -> Vec<String> {
+    fn walk(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&name, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+                }
+            }
+            (Value::String(x), Value::String(y)) if x != y => {
+                let same = match (fs::canonicalize(x), fs::canonicalize(y)) {
+                    (Ok(p), Ok(q)) => p == q,
+                    _ => false,
+                };
+                if !same {
+                    out.push(prefix.to_string());
+                }
+            }
+            _ if a != b => {
+                out.push(if prefix.is_empty() { "(the whole config)".into() } else { prefix.to_string() })
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", old, new, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_differences_name_the_settings_and_see_through_path_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let (plain, slash) = (data.display().to_string(), format!("{}/", data.display()));
+        let old = json!({"data": plain, "lr": 1e-3, "model": {"width": 64, "depth": 2}, "steps": 10});
+        let same = json!({"data": slash, "lr": 1e-3, "model": {"width": 64, "depth": 2}, "steps": 10});
+        assert!(config_differences(&old, &same).is_empty());
+        let other = json!({"data": "elsewhere", "lr": 2e-3, "model": {"width": 32, "depth": 2}, "seed": 1, "steps": 10});
+        assert_eq!(config_differences(&old, &other), ["data", "lr", "model.width", "seed"]);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -356,10 +356,12 @@ impl Stage {
             if let (Some(a), Some(b)) = (old.as_object_mut(), config.get("steps")) {
                 a.insert("steps".into(), b.clone());
             }
-            if old != config {
+            let changed = zoo_core::run::config_differences(&old, &config);
+            if !changed.is_empty() {
                 return Err(Error::Input(format!(
-                    "--resume: {} was started with other settings; resume with the run's own (only --steps may change)",
-                    out.display()
+                    "--resume: {} was started with other settings ({} differ); resume with the run's own (only --steps may change)",
+                    out.display(),
+                    changed.join(", ")
                 )));
             }
         } else if out.join("config.json").exists() && RunDir::open(out)?.started()? {

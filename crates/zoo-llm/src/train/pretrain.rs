@@ -252,14 +252,17 @@ pub fn pretrain(
     // 1. A resumed run must be the same recipe; only its length may change.
     if resume {
         let old = RunDir::open(out)?.config()?;
-        let mut old: PretrainOptions = serde_json::from_value(old).map_err(|e| {
+        let mut old_opts: PretrainOptions = serde_json::from_value(old).map_err(|e| {
             Error::Input(format!("--resume: {} is not a pretraining run: {e}", out.display()))
         })?;
-        old.steps = opts.steps;
-        if &old != opts {
+        old_opts.steps = opts.steps;
+        let as_json = |o: &PretrainOptions| serde_json::to_value(o).map_err(|e| Error::Input(e.to_string()));
+        let changed = zoo_core::run::config_differences(&as_json(&old_opts)?, &as_json(opts)?);
+        if !changed.is_empty() {
             return Err(Error::Input(format!(
-                "--resume: {} was started with other settings; resume with the run's own (only --steps may change)",
-                out.display()
+                "--resume: {} was started with other settings ({} differ); resume with the run's own (only --steps may change)",
+                out.display(),
+                changed.join(", ")
             )));
         }
     } else if out.join("config.json").exists() && RunDir::open(out)?.started()? {
@@ -460,7 +463,7 @@ mod tests {
         assert!(e.to_string().contains("--resume"), "{e}");
         let o2 = PretrainOptions { lr: 1e-3, ..o.clone() };
         let e = pretrain(&o2, &out, true, Device::Cpu, &mut zoo_core::train::trainer::Silent).unwrap_err();
-        assert!(e.to_string().contains("other settings"), "{e}");
+        assert!(e.to_string().contains("other settings (lr differ)"), "{e}");
         // Resuming a finished run without more steps is refused, and leaves its summary alone.
         let e = pretrain(&o, &out, true, Device::Cpu, &mut zoo_core::train::trainer::Silent).unwrap_err();
         assert!(e.to_string().contains("already done 60 steps"), "{e}");
