@@ -123,6 +123,16 @@ fn arch_counts_parameters() {
     assert!(out.contains("12 x block") && out.contains("124,439,808"), "{out}");
     let (out, _) = ok(&["llm", "arch", "--model", &s(&fixture("llama-gqa"))]);
     assert!(out.contains("2 KV heads (GQA)") && out.contains("llama3 scaling x8"), "{out}");
+    // A folder in the current directory named like a preset does not replace the preset;
+    // ./gpt2 names the folder.
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("gpt2")).unwrap();
+    let o = zoo().current_dir(cwd.path()).args(["llm", "arch", "--model", "gpt2"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("RANDOM weights from preset 'gpt2'"), "{out}");
+    let o = zoo().current_dir(cwd.path()).args(["llm", "arch", "--model", "./gpt2"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gpt2"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

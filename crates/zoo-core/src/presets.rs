@@ -63,6 +63,18 @@ pub fn find(dir: &Path, family: &str, name: &str) -> Result<Preset> {
     }))
 }
 
+/// Whether `spec` (a `--model`) names a model folder rather than a `family` preset: it is a
+/// folder, and either looks like a path (holds a separator, or starts with `.`) or is no
+/// preset's name. A bare name is the shipped preset even when the current folder happens to
+/// hold a folder of that name; `./name` is the folder.
+pub fn names_folder(spec: &str, family: &str) -> bool {
+    if !Path::new(spec).is_dir() {
+        return false;
+    }
+    let path_like = spec.contains(['/', std::path::MAIN_SEPARATOR]) || spec.starts_with('.');
+    path_like || find(&models_dir(), family, spec).is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,7 +150,7 @@ impl LoadedModel {
     /// `spec` is a model folder, or else the name of a preset in `models/llm/`.
     pub fn open(spec: &str, device: Device, kind: Kind) -> Result<Self> {
         let p = Path::new(spec);
-        if p.is_dir() {
+        if zoo_core::presets::names_folder(spec, "llm") {
             return Self::from_dir(p, device, kind);
         }
         let dir = zoo_core::presets::models_dir();

@@ -188,7 +188,7 @@ pub fn open_for_training(
     device: tch::Device,
 ) -> Result<TrainModel> {
     let p = Path::new(spec);
-    let (config, dir) = if p.is_dir() {
+    let (config, dir) = if zoo_core::presets::names_folder(spec, "llm") {
         let cfg_path = p.join("config.json");
         if !cfg_path.is_file() {
             return Err(Error::Input(format!(
@@ -374,7 +374,7 @@ impl Stage {
             return Err(Error::Input("--steps and --batch-size must be at least 1".into()));
         }
         let tok_path = out.join("tokenizer.json");
-        let is_dir = Path::new(&o.model).is_dir();
+        let is_dir = zoo_core::presets::names_folder(&o.model, "llm");
         let tokenizer = if resume {
             Tokenizer::from_file(&tok_path)?
         } else {

@@ -279,7 +279,7 @@ pub fn pretrain(
         (Tokenizer::from_file(&tok_path)?, TokenData::load(&data_dir)?)
     } else {
         let files = data::text_files(&opts.data)?;
-        let model_tok = match Path::new(&opts.model).is_dir() {
+        let model_tok = match zoo_core::presets::names_folder(&opts.model, "llm") {
             true => Tokenizer::from_dir(Path::new(&opts.model))?,
             false => None,
         };
