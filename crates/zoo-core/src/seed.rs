@@ -13,6 +13,26 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// Seeds libtorch (CPU and every CUDA device) and returns a `rand` generator from the same seed.
+/// Standard normal noise of `shape` (f32, CPU) from `rng` (Box-Muller), not from libtorch's
+/// generator: a draw that must repeat for a seed whatever other threads take from the global
+/// generator meanwhile (libtorch has one per process).
+pub fn randn(shape: &[i64], rng: &mut StdRng) -> crate::Result<tch::Tensor> {
+    use rand::Rng;
+    let n: i64 = shape.iter().product();
+    let mut v = Vec::with_capacity(n.max(0) as usize);
+    while (v.len() as i64) < n {
+        let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: the log is finite
+        let u2: f64 = rng.gen();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = 2.0 * std::f64::consts::PI * u2;
+        v.push((r * t.cos()) as f32);
+        if (v.len() as i64) < n {
+            v.push((r * t.sin()) as f32);
+        }
+    }
+    Ok(tch::Tensor::f_from_slice(&v)?.f_reshape(shape)?)
+}
+
 pub fn seed_all(seed: u64) -> StdRng {
     // torch.manual_seed takes the seed's bits as a u64; tch's i64 carries the same bits.
     tch::manual_seed(seed as i64);
@@ -42,6 +62,17 @@ pub fn seed_step(seed: u64, step: u64) -> StdRng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn randn_is_standard_normal_and_repeats_for_a_seed() {
+        let a = randn(&[3, 4000], &mut StdRng::seed_from_u64(5)).unwrap();
+        let b = randn(&[3, 4000], &mut StdRng::seed_from_u64(5)).unwrap();
+        assert_eq!(a.size(), vec![3, 4000]);
+        assert!(a.equal(&b));
+        assert!(a.mean(tch::Kind::Float).double_value(&[]).abs() < 0.03);
+        assert!((a.std(true).double_value(&[]) - 1.0).abs() < 0.03);
+        assert_eq!(randn(&[5], &mut StdRng::seed_from_u64(1)).unwrap().size(), vec![5]);
+    }
 
     // Tests that draw from libtorch's global generator live in tests/tests/core_golden.rs, a
     // binary of their own, since parallel tests in this one would interleave their draws.

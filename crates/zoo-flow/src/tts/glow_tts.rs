@@ -684,14 +684,16 @@ impl GlowTts {
     }
 
     /// Text -> log-mel. `noise_scale` multiplies the prior's std (the reference uses 0.667),
-    /// `length_scale` the durations (> 1 speaks slower). Draws from libtorch's generator.
-    /// Shapes: ids (B, T_text), lengths (B) -> [`Inferred`].
+    /// `length_scale` the durations (> 1 speaks slower). The prior's noise comes from `rng` when
+    /// given (the same seed, the same mel, whatever other threads draw), else from libtorch's
+    /// generator. Shapes: ids (B, T_text), lengths (B) -> [`Inferred`].
     pub fn infer(
         &self,
         ids: &Tensor,
         lengths: &Tensor,
         noise_scale: f64,
         length_scale: f64,
+        rng: Option<&mut rand::rngs::StdRng>,
     ) -> Result<Inferred> {
         let valid =
             noise_scale.is_finite() && noise_scale >= 0.0 && length_scale.is_finite() && length_scale > 0.0;
@@ -713,7 +715,12 @@ impl GlowTts {
         let attn = path_from_durations(&w, t_mel)?.f_mul(&y_mask)?;
         let m_y = enc.mean.f_matmul(&attn)?;
         let logs_y = enc.log_std.f_matmul(&attn)?;
-        let eps = m_y.f_randn_like()?;
+        let eps = match rng {
+            Some(r) => {
+                zoo_core::seed::randn(&m_y.size(), r)?.f_to_kind(m_y.kind())?.f_to_device(m_y.device())?
+            }
+            None => m_y.f_randn_like()?,
+        };
         let z = m_y.f_add(&logs_y.f_exp()?.f_mul(&eps)?.f_mul_scalar(noise_scale)?)?.f_mul(&y_mask)?;
         let mel = self.decoder.inverse(&z, &y_mask)?;
         Ok(Inferred { mel, lengths: y_len, durations: w })
@@ -848,8 +855,8 @@ mod tests {
         let with_grad = vs.trainable_variables().iter().filter(|v| v.grad().defined()).count();
         assert!(with_grad > vs.trainable_variables().len() / 2);
         // Inference: lengths are multiples of n_sqz, longer with a larger length scale.
-        let out = tch::no_grad(|| model.infer(&ids, &tl, 0.667, 1.0)).unwrap();
-        let slow = tch::no_grad(|| model.infer(&ids, &tl, 0.667, 3.0)).unwrap();
+        let out = tch::no_grad(|| model.infer(&ids, &tl, 0.667, 1.0, None)).unwrap();
+        let slow = tch::no_grad(|| model.infer(&ids, &tl, 0.667, 3.0, None)).unwrap();
         let (a, b): (Vec<i64>, Vec<i64>) =
             (Vec::try_from(&out.lengths).unwrap(), Vec::try_from(&slow.lengths).unwrap());
         assert!(a.iter().all(|&n| n >= 2 && n % 2 == 0), "{a:?}");
@@ -857,10 +864,10 @@ mod tests {
         assert_eq!(out.mel.size()[..2], [2, 4]);
         assert!(out.mel.isfinite().all().int64_value(&[]) == 1);
         // At noise 0 the output is deterministic.
-        let d1 = tch::no_grad(|| model.infer(&ids, &tl, 0.0, 1.0)).unwrap();
-        let d2 = tch::no_grad(|| model.infer(&ids, &tl, 0.0, 1.0)).unwrap();
+        let d1 = tch::no_grad(|| model.infer(&ids, &tl, 0.0, 1.0, None)).unwrap();
+        let d2 = tch::no_grad(|| model.infer(&ids, &tl, 0.0, 1.0, None)).unwrap();
         assert_eq!(max_diff(&d1.mel, &d2.mel), 0.0);
-        assert!(model.infer(&ids, &tl, -1.0, 1.0).is_err());
+        assert!(model.infer(&ids, &tl, -1.0, 1.0, None).is_err());
     }
 
     #[test]

@@ -191,7 +191,8 @@ pub struct SpeakOptions {
     pub noise_scale: f64,
     /// Times the predicted durations (> 1 speaks slower).
     pub length_scale: f64,
-    /// Seeds the prior's noise (libtorch's generator) and Griffin-Lim's initial phase.
+    /// Seeds the prior's noise and Griffin-Lim's initial phase (their own generators, not
+    /// libtorch's global one).
     pub seed: u64,
     /// Normalised text longer than this is spoken in pieces cut at sentence ends, then joined.
     pub max_chars: usize,
@@ -299,7 +300,7 @@ impl TtsModel {
         if pieces.is_empty() {
             return Err(Error::Input(format!("nothing to say in {text:?}")));
         }
-        tch::manual_seed(o.seed as i64);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(o.seed);
         let device = self.vs.device();
         let mut mels = Vec::with_capacity(pieces.len());
         for p in &pieces {
@@ -307,7 +308,9 @@ impl TtsModel {
             let n = ids.len() as i64;
             let ids = Tensor::f_from_slice(&ids)?.f_view([1, n])?.f_to_device(device)?;
             let lengths = Tensor::f_from_slice(&[n])?.f_to_device(device)?;
-            let out = tch::no_grad(|| self.model.infer(&ids, &lengths, o.noise_scale, o.length_scale))?;
+            let out = tch::no_grad(|| {
+                self.model.infer(&ids, &lengths, o.noise_scale, o.length_scale, Some(&mut rng))
+            })?;
             let len = out.lengths.f_int64_value(&[0])?;
             mels.push(out.mel.f_select(0, 0)?.f_narrow(1, 0, len)?);
         }
@@ -392,6 +395,9 @@ mod tests {
             ..Default::default()
         };
         let a = back.speak("Hello there, café!", &o).unwrap();
+        // Other draws from libtorch's generator (another thread's, say) change nothing.
+        tch::manual_seed(12345);
+        let _ = Tensor::randn([7], (Kind::Float, Device::Cpu));
         let b = back.speak("Hello there, café!", &o).unwrap();
         assert_eq!(a.dropped, vec!['é']);
         assert_eq!(a.pieces, vec!["hello there, café!".to_string()]);
