@@ -47,8 +47,19 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
     if !bytes.starts_with(b"RIFF") {
         return Err(Error::bad_file(path, "not a WAV file (no RIFF header)"));
     }
-    let mut reader = WavReader::new(std::io::Cursor::new(&bytes[..]))
-        .map_err(|e| Error::bad_file(path, header_problem(e, bytes.len())))?;
+    let mut reader = WavReader::new(std::io::Cursor::new(&bytes[..])).map_err(|e| {
+        // hound refuses float samples other than 32-bit as a malformed header; say what they are.
+        match fmt_chunk(&bytes) {
+            Some((3, bits)) if bits != 32 => Error::bad_file(
+                path,
+                format!(
+                    "unsupported sample format: {bits}-bit float (integer PCM of 8/16/24/32 bits and \
+                     32-bit float are read)"
+                ),
+            ),
+            _ => Error::bad_file(path, header_problem(e, bytes.len())),
+        }
+    })?;
     let spec = reader.spec();
     let channels = i64::from(spec.channels);
     let expected = reader.len() as usize;
@@ -88,6 +99,21 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
     // Interleaved frames (n, channels) -> (channels, n).
     let samples = Tensor::f_from_slice(&samples)?.f_reshape([n, channels])?.f_t_()?.f_contiguous()?;
     Ok(Audio { samples, sample_rate: spec.sample_rate })
+}
+
+/// The format tag and bits per sample of a RIFF WAV's `fmt ` chunk, if one can be found.
+fn fmt_chunk(b: &[u8]) -> Option<(u16, u16)> {
+    let mut i = 12;
+    while i + 8 <= b.len() {
+        let size = u32::from_le_bytes(b[i + 4..i + 8].try_into().ok()?) as usize;
+        if &b[i..i + 4] == b"fmt " && i + 8 + 16 <= b.len() {
+            let tag = u16::from_le_bytes([b[i + 8], b[i + 9]]);
+            let bits = u16::from_le_bytes([b[i + 22], b[i + 23]]);
+            return Some((tag, bits));
+        }
+        i = i.checked_add(8 + size + size % 2)?;
+    }
+    None
 }
 
 /// Turns hound's header errors into what the user needs to hear.
@@ -207,6 +233,33 @@ mod tests {
                 assert_eq!(max_diff(&read_wav(&p).unwrap().samples, &back.samples), 0.0);
             }
         }
+    }
+
+    #[test]
+    fn a_64_bit_float_wav_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f64.wav");
+        let data: Vec<u8> = [0.1f64, -0.2].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut b = b"RIFF".to_vec();
+        b.extend((4 + 8 + 16 + 8 + data.len() as u32).to_le_bytes());
+        b.extend(b"WAVEfmt ");
+        b.extend(16u32.to_le_bytes());
+        for v in [3u16, 1] {
+            b.extend(v.to_le_bytes()); // IEEE float, mono
+        }
+        b.extend(8000u32.to_le_bytes());
+        b.extend(64000u32.to_le_bytes());
+        for v in [8u16, 64] {
+            b.extend(v.to_le_bytes()); // block align, bits
+        }
+        b.extend(b"data");
+        b.extend((data.len() as u32).to_le_bytes());
+        b.extend(&data);
+        std::fs::write(&p, &b).unwrap();
+        let e = read_wav(&p).unwrap_err().to_string();
+        assert!(e.contains("unsupported sample format: 64-bit float"), "{e}");
+        assert_eq!(fmt_chunk(&b), Some((3, 64)));
+        assert_eq!(fmt_chunk(b"RIFF\0\0\0\0WAVE"), None);
     }
 
     #[test]
