@@ -201,13 +201,10 @@ pub fn log_mel_l1(real: &Tensor, fake: &Tensor) -> Result<f64> {
     Ok(a.f_sub(&b)?.f_abs()?.f_mean(Kind::Double)?.f_double_value(&[])?)
 }
 
-/// Mel-cepstral distortion in dB between two log-mels (M, F): cepstra c_1..c_n (c_0, the
-/// energy, excluded) by an orthonormal DCT-II over the M log-mel bands, then the usual
-/// (10 / ln 10) sqrt(2 sum_k (c_k - c'_k)^2) averaged over frames. An MFCC-based MCD: SPTK's
-/// mel-cepstra (mcep) would give somewhat different absolute values.
-pub fn mel_cepstral_distortion(real: &Tensor, fake: &Tensor, n_ceps: i64) -> Result<f64> {
-    let (a, b) = same_frames(real, fake)?;
-    let m = a.size()[0];
+/// Mel-cepstra of a log-mel (M, F): c_1..c_n (c_0, the energy, left out) by an orthonormal
+/// DCT-II over the M bands, in f64. Shapes: (M, F) -> (n_ceps, F).
+pub fn mel_cepstra(log_mel: &Tensor, n_ceps: i64) -> Result<Tensor> {
+    let m = log_mel.size()[0];
     if n_ceps < 1 || n_ceps >= m {
         return Err(Error::Input(format!("MCD: {n_ceps} cepstra from {m} bands")));
     }
@@ -219,8 +216,16 @@ pub fn mel_cepstral_distortion(real: &Tensor, fake: &Tensor, n_ceps: i64) -> Res
             })
         })
         .collect();
-    let dct = Tensor::from_slice(&dct).f_reshape([n_ceps, m])?.f_to_device(a.device())?;
-    let diff = dct.f_matmul(&a.f_sub(&b)?.f_to_kind(Kind::Double)?)?; // (n_ceps, F)
+    let dct = Tensor::from_slice(&dct).f_reshape([n_ceps, m])?.f_to_device(log_mel.device())?;
+    Ok(dct.f_matmul(&log_mel.f_to_kind(Kind::Double)?)?)
+}
+
+/// Mel-cepstral distortion in dB between two log-mels (M, F): the [`mel_cepstra`] of their
+/// difference, then the usual (10 / ln 10) sqrt(2 sum_k (c_k - c'_k)^2) averaged over frames.
+/// An MFCC-based MCD: SPTK's mel-cepstra (mcep) would give somewhat different absolute values.
+pub fn mel_cepstral_distortion(real: &Tensor, fake: &Tensor, n_ceps: i64) -> Result<f64> {
+    let (a, b) = same_frames(real, fake)?;
+    let diff = mel_cepstra(&a.f_sub(&b)?, n_ceps)?; // (n_ceps, F)
     let per_frame = diff
         .f_square()?
         .f_sum_dim_intlist([0i64].as_slice(), false, Kind::Double)?

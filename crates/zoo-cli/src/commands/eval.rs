@@ -8,6 +8,7 @@ use zoo_core::eval::{ClassifierConfig, ClassifierTask, Evaluator, MnistClassifie
 use zoo_core::run::RunDir;
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_diffusion::adherence;
+use zoo_flow::tts::listener;
 
 use crate::global::Global;
 
@@ -450,11 +451,10 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
 
 fn train_listener(g: &Global, a: ListenerArgs) -> Result<()> {
     g.f32_training("zoo eval train-listener")?;
-    use zoo_flow::tts::listener::{self, ListenerSpec};
     if !a.data.is_dir() {
         bail!("--data {}: not a folder (the Free Spoken Digit Dataset's WAVs)", a.data.display());
     }
-    let mut spec = ListenerSpec::new(&a.data, g.seed);
+    let mut spec = listener::ListenerSpec::new(&a.data, g.seed);
     spec.held_out = a.held_out.into_iter().filter(|s| !s.is_empty()).collect();
     spec.steps = a.steps;
     spec.augment = !a.no_augment;

@@ -10,8 +10,10 @@ use tch::{Device, Kind};
 use zoo_core::audio::{self, Audio, GriffinLim, GriffinLimConfig, MelConfig, MelSpectrogram, WavFormat};
 use zoo_flow::tts::corpus::{corpus_sentences, render_corpus, RenderConfig, SentenceSource};
 use zoo_flow::tts::espeak::Voice;
+use zoo_flow::tts::evaluate::{self, EvalOptions};
+use zoo_flow::tts::listener::{Intelligibility, Listener};
 use zoo_flow::tts::text::describe_chars;
-use zoo_flow::tts::{text_to_ids, SpeakOptions, Symbols, TrainSpec, Training, TtsFile, TtsModel};
+use zoo_flow::tts::{text_to_ids, Corpus, SpeakOptions, Symbols, TrainSpec, Training, TtsFile, TtsModel};
 
 use crate::global::Global;
 
@@ -25,7 +27,7 @@ pub struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    speak: Option<SpeakArgs>,
+    speak: SpeakArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -54,10 +56,10 @@ struct SpeakArgs {
     /// The text to say (English; numbers, dates, money and abbreviations are read out; long
     /// text is spoken sentence by sentence and joined).
     #[arg(long)]
-    text: String,
+    text: Option<String>,
     /// The WAV file to write (16-bit PCM at the model's sample rate).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// A model folder (from `zoo tts train`: <run>/model) or the name of one under models/tts/
     /// (default: the shipped models/tts/glow-tts-small/).
     #[arg(long)]
@@ -65,18 +67,8 @@ struct SpeakArgs {
     /// The vocoder that turns the log-mel into sound.
     #[arg(long, default_value = "griffin-lim", value_parser = ["griffin-lim"])]
     vocoder: String,
-    // VoiceArgs's three flags, repeated: clap cannot see a flag of a struct flattened inside the
-    // optional SpeakArgs, so `zoo tts --text` would not be recognised.
-    /// Times the prior's standard deviation (Glow-TTS's sigma): 0 is the model's mean voice;
-    /// higher is livelier and less clear (the reference's notebook uses 0.667).
-    #[arg(long, default_value_t = 0.333)]
-    noise_scale: f64,
-    /// Times the predicted durations: above 1 speaks slower.
-    #[arg(long, default_value_t = 1.0)]
-    length_scale: f64,
-    /// Griffin-Lim iterations.
-    #[arg(long, default_value_t = 32)]
-    iterations: usize,
+    #[command(flatten)]
+    voice: VoiceArgs,
     /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
     #[arg(long)]
     spectrogram: Option<PathBuf>,
@@ -231,10 +223,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         (Some(Command::Eval(a)), _) => eval(g, a),
         (Some(Command::Text(a)), _) => text(a),
         (Some(Command::GriffinLim(a)), _) => griffin_lim(g, a),
-        (None, Some(a)) => speak(g, a),
-        (None, None) => bail!(
-            "give --text and --out to speak, or a command: train, corpus, text, griffin-lim (see --help)"
-        ),
+        (None, a) => speak(g, a),
     }
 }
 
@@ -267,23 +256,23 @@ fn model_dir(model: Option<&str>) -> Result<PathBuf> {
 }
 
 fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
+    let (Some(text), Some(out)) = (&a.text, &a.out) else {
+        bail!("give --text and --out to speak, or a command: train, corpus, eval, text, griffin-lim (see --help)");
+    };
     // Refuse bad file names before any work.
-    if !a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-        bail!("--out {}: the speech is written as WAV; name a .wav file", a.out.display());
+    if !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+        bail!("--out {}: the speech is written as WAV; name a .wav file", out.display());
     }
     if let Some(p) = &a.spectrogram {
         zoo_core::image::image_format(p).with_context(|| format!("--spectrogram {}", p.display()))?;
     }
-    if a.text.trim().is_empty() {
+    if text.trim().is_empty() {
         bail!("--text is empty: give the words to say");
     }
     let dir = model_dir(a.model.as_deref())?;
     let t0 = Instant::now();
     let model = TtsModel::load(&dir, g.device()?)?;
-    let voice =
-        VoiceArgs { noise_scale: a.noise_scale, length_scale: a.length_scale, iterations: a.iterations };
-    let o = voice.options(g.seed);
-    let speech = model.speak(&a.text, &o)?;
+    let speech = model.speak(text, &a.voice.options(g.seed))?;
     if !speech.dropped.is_empty() {
         eprintln!(
             "warning: dropped symbols outside the {} set: {}",
@@ -291,10 +280,9 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
             describe_chars(&speech.dropped)
         );
     }
-    audio::write_wav(&a.out, &speech.audio, WavFormat::Pcm16)?;
+    audio::write_wav(out, &speech.audio, WavFormat::Pcm16)?;
     if let Some(p) = &a.spectrogram {
-        let img = audio::spectrogram_image(&speech.mel)?;
-        zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), p)?;
+        audio::save_spectrogram(&speech.mel, p)?;
     }
     let secs = speech.audio.duration_secs();
     g.note(format!(
@@ -305,7 +293,7 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
         dir.display(),
         a.vocoder,
         t0.elapsed().as_secs_f64(),
-        a.out.display(),
+        out.display(),
         a.spectrogram.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
     ));
     Ok(())
@@ -328,8 +316,7 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
         let speech = model.speak(text, &SpeakOptions { seed: g.seed, ..Default::default() })?;
         let (wav, png) = (dir.join(format!("{name}.wav")), dir.join(format!("{name}.png")));
         audio::write_wav(&wav, &speech.audio, WavFormat::Pcm16)?;
-        let img = audio::spectrogram_image(&speech.mel)?;
-        zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), &png)?;
+        audio::save_spectrogram(&speech.mel, &png)?;
         written.extend([wav, png]);
     }
     let txt = dir.join("texts.txt");
@@ -415,9 +402,6 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
 }
 
 fn eval(g: &Global, a: EvalArgs) -> Result<()> {
-    use zoo_flow::tts::evaluate::{self, EvalOptions};
-    use zoo_flow::tts::listener::{Listener, DIGIT_WORDS};
-    use zoo_flow::tts::Corpus;
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
@@ -446,33 +430,8 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
         }
     }
     if let Some(out) = &a.samples {
-        std::fs::create_dir_all(out).with_context(|| format!("--samples {}", out.display()))?;
-        for w in DIGIT_WORDS {
-            let s = model.speak(w, &o.speak)?;
-            audio::write_wav(&out.join(format!("digit-{w}.wav")), &s.audio, WavFormat::Pcm16)?;
-        }
-        if let Some(c) = &corpus {
-            let front = MelSpectrogram::new(&model.file.data.mel, Device::Cpu)?;
-            let held = evaluate::held_out_utterances(c, model.file.train.valid_every, 3);
-            for (k, &i) in held.iter().enumerate() {
-                let u = &c.utterances[i];
-                let s = model.speak(u.spoken_text(), &o.speak)?;
-                audio::write_wav(&out.join(format!("sentence-{k}.wav")), &s.audio, WavFormat::Pcm16)?;
-                let reference = audio::read_wav_mono(&c.wav_path(u))?;
-                let x = audio::resample(
-                    &reference.samples.f_reshape([-1])?,
-                    reference.sample_rate,
-                    model.file.data.mel.sample_rate,
-                )?;
-                for (name, mel) in [("model", s.mel), ("reference", front.forward(&x)?)] {
-                    let img = audio::spectrogram_image(&mel)?;
-                    let p = out.join(format!("sentence-{k}-{name}.png"));
-                    zoo_core::image::save_picture(&image::DynamicImage::ImageRgb8(img), &p)?;
-                }
-                std::fs::write(out.join(format!("sentence-{k}.txt")), format!("{}\n", u.spoken_text()))
-                    .with_context(|| format!("--samples {}", out.display()))?;
-            }
-        }
+        evaluate::write_samples(&model, corpus.as_ref(), &o.speak, out)
+            .with_context(|| format!("--samples {}", out.display()))?;
     }
     if a.json {
         let v = serde_json::json!({
@@ -490,7 +449,7 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let said = |i: &zoo_flow::tts::listener::Intelligibility| {
+    let said = |i: &Intelligibility| {
         let m = i.mistakes();
         format!(
             "{:.1}% of {}{}",

@@ -55,6 +55,11 @@ pub fn viridis(t: f64) -> [u8; 3] {
     std::array::from_fn(|c| (f64::from(a[c]) + frac * (f64::from(b[c]) - f64::from(a[c]))).round() as u8)
 }
 
+/// Writes [`spectrogram_image`] of `mel` to `path` (PNG or JPEG by the extension, atomically).
+pub fn save_spectrogram(mel: &Tensor, path: &std::path::Path) -> Result<()> {
+    crate::image::save_picture(&image::DynamicImage::ImageRgb8(spectrogram_image(mel)?), path)
+}
+
 /// A (n_mels, frames) log-mel as a frames x n_mels picture: time runs left to right, the lowest
 /// mel band is the bottom row, and colours span the finite values' min..max (a constant input is
 /// all the low colour). Non-finite values take the low colour.

@@ -22,7 +22,7 @@ use std::f64::consts::PI;
 
 use tch::{Device, Kind, Tensor};
 
-pub use colormap::spectrogram_image;
+pub use colormap::{save_spectrogram, spectrogram_image};
 pub use griffin_lim::{GriffinLim, GriffinLimConfig};
 pub use mel::{mel_filterbank, MelConfig, MelSpectrogram};
 pub use resample::resample;

@@ -18,7 +18,7 @@ use zoo_core::audio::{read_wav_mono, resample, write_wav, Audio, WavFormat};
 use zoo_core::fsutil::atomic_write_bytes;
 
 use super::espeak::{self, Voice};
-use super::text::{normalize, ONES};
+use super::text::{normalize, DIGIT_WORDS};
 use crate::{Error, Result};
 
 /// The metadata file of the layout.
@@ -167,8 +167,6 @@ pub fn write_metadata(path: &Path, utterances: &[Utterance]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Sentences
 
-/// "zero" .. "nine".
-const DIGITS: &[&str] = ONES.split_at(10).0;
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -240,7 +238,7 @@ pub fn generate_sentences(n: usize, seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(n);
     let forms = |d: usize, k: usize| -> String {
-        let w = DIGITS[d];
+        let w = DIGIT_WORDS[d];
         let cap = format!("{}{}", w[..1].to_uppercase(), &w[1..]);
         match k % 4 {
             0 => format!("{cap}."),
@@ -279,7 +277,8 @@ fn mixed_sentence(rng: &mut StdRng) -> String {
             format!("The code is {}.", ds.join(" "))
         }
         1 => {
-            let ds: Vec<&str> = (0..rng.gen_range(2..=4)).map(|_| DIGITS[rng.gen_range(0..10)]).collect();
+            let ds: Vec<&str> =
+                (0..rng.gen_range(2..=4)).map(|_| DIGIT_WORDS[rng.gen_range(0..10)]).collect();
             format!("{}, {}.", pick(rng, &NAMES), ds.join(", "))
         }
         2 => format!(
@@ -582,7 +581,7 @@ mod tests {
         assert_eq!(a, generate_sentences(300, 1));
         assert_ne!(a, generate_sentences(300, 2));
         assert_eq!(a.len(), 300);
-        for &d in DIGITS {
+        for &d in DIGIT_WORDS {
             let alone = a.iter().filter(|s| normalize(s).trim_end_matches(['.', '!']) == d).count();
             assert!(alone >= DIGIT_REPEATS, "{d}: {alone}");
         }

@@ -9,22 +9,25 @@
 //! - speed: the real-time factor of the whole chain (text to waveform): seconds of computing
 //!   per second of speech.
 //!
-//! The mel-cepstra here are the orthonormal DCT-II of the natural-log mel magnitudes,
-//! coefficients 1..=13 (c0, the level, left out), and the distortion is
-//! (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2) averaged over the aligned frames. They are
-//! computed from the 80-band mel, not from an SPTK spectral envelope, so the numbers compare
-//! models of this project with each other, not with published MCDs.
+//! The alignment is found on the mel-cepstra (zoo_flow::train::mel_cepstra, c1..=c13), and the
+//! aligned frames are measured with the vocoder evaluation's own `log_mel_l1` and
+//! `mel_cepstral_distortion`: MFCC-style cepstra of the 80-band mel, not an SPTK spectral
+//! envelope, so the numbers compare models of this project with each other, not with published
+//! MCDs.
 use std::time::Instant;
 
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-use zoo_core::audio::{read_wav_mono, resample, MelSpectrogram};
+
+use zoo_core::audio::{read_wav_mono, resample, save_spectrogram, write_wav, MelSpectrogram, WavFormat};
 
 use super::corpus::Corpus;
 use super::espeak::{self, Voice};
-use super::listener::{digit_intelligibility, Intelligibility, Listener};
+use super::listener::{digit_intelligibility, Intelligibility, Listener, DIGIT_WORDS};
 use super::model::{SpeakOptions, TtsModel};
 use super::train::is_held_out;
+use crate::train::{log_mel_l1, mel_cepstra, mel_cepstral_distortion};
 use crate::{Error, Result};
 
 /// Mel-cepstral coefficients compared (c1..=c13).
@@ -39,25 +42,6 @@ pub struct MelDistance {
     pub mcd_db: f64,
     /// Length of the alignment path.
     pub frames: usize,
-}
-
-/// Orthonormal DCT-II of each frame's log-mel, coefficients 1..=`n`.
-/// Shapes: (n_mels, T) -> (T, n).
-pub fn mel_cepstra(log_mel: &Tensor, n: i64) -> Result<Tensor> {
-    let m = log_mel.size()[0];
-    if n >= m {
-        return Err(Error::Input(format!("{n} cepstra need more than {n} mel bands, got {m}")));
-    }
-    let k = Tensor::f_arange(m, (Kind::Double, Device::Cpu))?;
-    let j = Tensor::f_arange_start(1, n + 1, (Kind::Double, Device::Cpu))?;
-    // basis[j, k] = sqrt(2 / M) cos(pi j (k + 1/2) / M)
-    let basis = j
-        .f_unsqueeze(1)?
-        .f_mul(&k.f_add_scalar(0.5)?.f_unsqueeze(0)?)?
-        .f_mul_scalar(std::f64::consts::PI / m as f64)?
-        .f_cos()?
-        .f_mul_scalar((2.0 / m as f64).sqrt())?;
-    Ok(basis.f_matmul(&log_mel.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?.f_transpose(0, 1)?)
 }
 
 /// The dynamic-time-warping path between two sequences of frames (Euclidean cost; steps
@@ -114,20 +98,18 @@ pub fn mel_distance(synth: &Tensor, reference: &Tensor) -> Result<MelDistance> {
             reference.size()[0]
         )));
     }
-    let (cs, cr) = (mel_cepstra(synth, CEPSTRA)?, mel_cepstra(reference, CEPSTRA)?);
-    let path = dtw_path(&cs, &cr)?;
-    let idx = |f: fn(&(usize, usize)) -> usize| -> Result<Tensor> {
-        Ok(Tensor::f_from_slice(&path.iter().map(|p| f(p) as i64).collect::<Vec<_>>())?)
+    let ceps = |m: &Tensor| -> Result<Tensor> { Ok(mel_cepstra(m, CEPSTRA)?.f_transpose(0, 1)?) };
+    let path = dtw_path(&ceps(synth)?, &ceps(reference)?)?;
+    let frames = |f: fn(&(usize, usize)) -> usize, m: &Tensor| -> Result<Tensor> {
+        let idx = Tensor::f_from_slice(&path.iter().map(|p| f(p) as i64).collect::<Vec<_>>())?;
+        Ok(m.f_index_select(1, &idx.f_to_device(m.device())?)?)
     };
-    let (is, ir) = (idx(|p| p.0)?, idx(|p| p.1)?);
-    let ms = synth.f_to_kind(Kind::Double)?.f_index_select(1, &is)?;
-    let mr = reference.f_to_kind(Kind::Double)?.f_index_select(1, &ir)?;
-    let mel_l1 = ms.f_sub(&mr)?.f_abs()?.f_mean(Kind::Double)?.f_double_value(&[])?;
-    let d = cs.f_index_select(0, &is)?.f_sub(&cr.f_index_select(0, &ir)?)?;
-    let per_frame =
-        d.f_square()?.f_sum_dim_intlist(&[1i64][..], false, Kind::Double)?.f_mul_scalar(2.0)?.f_sqrt()?;
-    let mcd_db = per_frame.f_mean(Kind::Double)?.f_double_value(&[])? * 10.0 / std::f64::consts::LN_10;
-    Ok(MelDistance { mel_l1, mcd_db, frames: path.len() })
+    let (ms, mr) = (frames(|p| p.0, synth)?, frames(|p| p.1, reference)?);
+    Ok(MelDistance {
+        mel_l1: log_mel_l1(&mr, &ms)?,
+        mcd_db: mel_cepstral_distortion(&mr, &ms, CEPSTRA)?,
+        frames: path.len(),
+    })
 }
 
 /// What to measure.
@@ -162,18 +144,8 @@ pub struct TtsReport {
     pub reference_intelligibility: Option<Intelligibility>,
     /// Mean over the held-out sentences (None without a corpus).
     pub distance: Option<MelDistance>,
-    /// The held-out sentences compared.
+    /// The held-out sentences compared (what [`real_time_factor`] times).
     pub sentences: Vec<String>,
-    /// Seconds of speech made for the held-out sentences and seconds it took (text to waveform).
-    pub speech_secs: f64,
-    pub compute_secs: f64,
-}
-
-impl TtsReport {
-    /// Seconds of computing per second of speech (None without sentences).
-    pub fn real_time_factor(&self) -> Option<f64> {
-        (self.speech_secs > 0.0).then(|| self.compute_secs / self.speech_secs)
-    }
 }
 
 /// The held-out utterances of a corpus for a model trained with `valid_every` (every
@@ -182,9 +154,19 @@ pub fn held_out_utterances(corpus: &Corpus, valid_every: usize, max: usize) -> V
     (0..corpus.utterances.len()).filter(|&i| is_held_out(i, valid_every)).take(max).collect()
 }
 
+/// The log-mel of utterance `i`'s recording in `front`'s settings (resampled to its rate).
+pub fn reference_mel(corpus: &Corpus, i: usize, front: &MelSpectrogram) -> Result<Tensor> {
+    let wav = corpus.wav_path(&corpus.utterances[i]);
+    (|| -> Result<Tensor> {
+        let a = read_wav_mono(&wav)?;
+        let x = resample(&a.samples.f_reshape([-1])?, a.sample_rate, front.config().sample_rate)?;
+        Ok(front.forward(&x)?)
+    })()
+    .map_err(|e| Error::Data(format!("{}: {e}", wav.display())))
+}
+
 /// Measures `model` (see the module docs): intelligibility with `listener`, and with a
-/// `corpus` the distance to its held-out recordings and the real-time factor at the current
-/// number of libtorch threads.
+/// `corpus` the distance to its held-out recordings.
 pub fn evaluate(
     model: &TtsModel,
     listener: &Listener,
@@ -200,33 +182,17 @@ pub fn evaluate(
         }
         _ => None,
     };
-    let mut report = TtsReport {
-        intelligibility,
-        reference_intelligibility,
-        distance: None,
-        sentences: Vec::new(),
-        speech_secs: 0.0,
-        compute_secs: 0.0,
-    };
+    let mut report =
+        TtsReport { intelligibility, reference_intelligibility, distance: None, sentences: Vec::new() };
     let Some(corpus) = corpus else { return Ok(report) };
-    let mel_cfg = &model.file.data.mel;
-    let front = MelSpectrogram::new(mel_cfg, Device::Cpu)?;
+    let front = MelSpectrogram::new(&model.file.data.mel, Device::Cpu)?;
     let (mut l1, mut mcd, mut frames) = (0.0, 0.0, 0usize);
     let held = held_out_utterances(corpus, model.file.train.valid_every, o.sentences);
     for &i in &held {
         let u = &corpus.utterances[i];
-        let wav = corpus.wav_path(u);
-        let reference = (|| -> Result<Tensor> {
-            let a = read_wav_mono(&wav)?;
-            let x = resample(&a.samples.f_reshape([-1])?, a.sample_rate, mel_cfg.sample_rate)?;
-            Ok(front.forward(&x)?)
-        })()
-        .map_err(|e| Error::Data(format!("{}: {e}", wav.display())))?;
-        let t0 = Instant::now();
-        let speech = model.speak(u.spoken_text(), &o.speak)?;
-        report.compute_secs += t0.elapsed().as_secs_f64();
-        report.speech_secs += speech.audio.duration_secs();
-        let d = mel_distance(&speech.mel, &reference)?;
+        let reference = reference_mel(corpus, i, &front)?;
+        let (mel, _, _) = model.text_to_mel(u.spoken_text(), &o.speak)?;
+        let d = mel_distance(&mel, &reference)?;
         l1 += d.mel_l1;
         mcd += d.mcd_db;
         frames += d.frames;
@@ -237,6 +203,45 @@ pub fn evaluate(
         report.distance = Some(MelDistance { mel_l1: l1 / n, mcd_db: mcd / n, frames });
     }
     Ok(report)
+}
+
+/// Files to listen to and look at, written into `out`: each digit said with `o`
+/// (`digit-<word>.wav`) and, with a corpus, its first three held-out sentences
+/// (`sentence-<k>.wav`, `.txt`, and the log-mel spectrograms `sentence-<k>-model.png` and
+/// `sentence-<k>-reference.png`). Returns the files written.
+pub fn write_samples(
+    model: &TtsModel,
+    corpus: Option<&Corpus>,
+    o: &SpeakOptions,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut written = Vec::new();
+    let picture = |mel: &Tensor, p: PathBuf| -> Result<PathBuf> {
+        save_spectrogram(mel, &p)?;
+        Ok(p)
+    };
+    for w in DIGIT_WORDS {
+        let p = out.join(format!("digit-{w}.wav"));
+        write_wav(&p, &model.speak(w, o)?.audio, WavFormat::Pcm16)?;
+        written.push(p);
+    }
+    let Some(corpus) = corpus else { return Ok(written) };
+    let front = MelSpectrogram::new(&model.file.data.mel, Device::Cpu)?;
+    for (k, i) in held_out_utterances(corpus, model.file.train.valid_every, 3).into_iter().enumerate() {
+        let text = corpus.utterances[i].spoken_text();
+        let s = model.speak(text, o)?;
+        let (wav, txt) = (out.join(format!("sentence-{k}.wav")), out.join(format!("sentence-{k}.txt")));
+        write_wav(&wav, &s.audio, WavFormat::Pcm16)?;
+        zoo_core::fsutil::atomic_write_bytes(&txt, format!("{text}\n").as_bytes())?;
+        written.extend([wav, txt]);
+        written.push(picture(&s.mel, out.join(format!("sentence-{k}-model.png")))?);
+        written.push(picture(
+            &reference_mel(corpus, i, &front)?,
+            out.join(format!("sentence-{k}-reference.png")),
+        )?);
+    }
+    Ok(written)
 }
 
 /// Speaks `texts` with `threads` libtorch threads (the previous number is restored after) and
@@ -322,13 +327,13 @@ mod tests {
         // A constant log-mel has only c0, which is left out.
         let flat = Tensor::ones([80, 7], (Kind::Float, Device::Cpu)) * 3.0;
         let c = mel_cepstra(&flat, CEPSTRA).unwrap();
-        assert_eq!(c.size(), vec![7, 13]);
+        assert_eq!(c.size(), vec![13, 7]);
         assert!(c.abs().max().double_value(&[]) < 1e-9);
         // Orthonormal: a pure basis row gives 1 at its coefficient.
         let k = Tensor::arange(80, (Kind::Double, Device::Cpu));
         let row = ((k + 0.5) * (3.0 * std::f64::consts::PI / 80.0)).cos() * (2.0f64 / 80.0).sqrt();
         let c = mel_cepstra(&row.view([80, 1]), CEPSTRA).unwrap();
-        assert!((c.double_value(&[0, 2]) - 1.0).abs() < 1e-9);
+        assert!((c.double_value(&[2, 0]) - 1.0).abs() < 1e-9);
         assert!(c.double_value(&[0, 0]).abs() < 1e-9);
         let mel = Tensor::randn([80, 30], (Kind::Float, Device::Cpu));
         let d = mel_distance(&mel, &mel).unwrap();

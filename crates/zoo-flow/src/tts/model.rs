@@ -287,8 +287,8 @@ impl TtsModel {
         self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
     }
 
-    /// Text -> log-mel (n_mels, frames) for each piece, joined, and the pieces and dropped
-    /// characters. Errors: empty text, nothing left after dropping characters outside the
+    /// Text -> log-mel (n_mels, frames) for each piece, joined and kept within the front end's
+    /// range (see below), and the pieces and dropped characters. Errors: empty text, nothing left after dropping characters outside the
     /// symbol set, phonemes without espeak-ng, bad scales.
     pub fn text_to_mel(&self, text: &str, o: &SpeakOptions) -> Result<(Tensor, Vec<String>, Vec<char>)> {
         // The whole text first: its errors (empty, nothing to say) and the dropped characters.
@@ -315,6 +315,11 @@ impl TtsModel {
             mels.push(out.mel.f_select(0, 0)?.f_narrow(1, 0, len)?);
         }
         let mel = Tensor::f_cat(&mels, 1)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+        // Within the front end's range: its floor ln 1e-5 below, and e^5 above (far above what
+        // audio in [-1, 1] gives), since a barely trained model can give values whose exp
+        // overflows, and Griffin-Lim would turn them into NaN.
+        let (floor, ceiling) = (LOG_MEL_FLOOR, LOG_MEL_CEILING);
+        let mel = mel.f_nan_to_num(floor, ceiling, floor)?.f_clamp(floor, ceiling)?;
         Ok((mel, pieces, dropped))
     }
 
@@ -322,11 +327,7 @@ impl TtsModel {
     pub fn speak(&self, text: &str, o: &SpeakOptions) -> Result<Speech> {
         let (mel, pieces, dropped) = self.text_to_mel(text, o)?;
         let cfg = &self.file.data.mel;
-        // Within the front end's range: its floor ln 1e-5 below, and e^5 above (far above what
-        // audio in [-1, 1] gives), since a barely trained model can give values whose exp
-        // overflows, and Griffin-Lim would turn them into NaN.
         let floor = LOG_MEL_FLOOR;
-        let mel = mel.f_nan_to_num(floor, LOG_MEL_CEILING, floor)?.f_clamp(floor, LOG_MEL_CEILING)?;
         // Griffin-Lim needs more than n_fft / 2 samples: pad a very short mel with silence.
         let min_frames = cfg.n_fft / 2 / cfg.hop_length + 2;
         let frames = mel.size()[1];

@@ -245,6 +245,9 @@ fn phonemize(normal: &str) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Numbers in words
 
+/// "zero" .. "nine", index = digit.
+pub const DIGIT_WORDS: &[&str] = ONES.split_at(10).0;
+
 pub(crate) const ONES: [&str; 20] = [
     "zero",
     "one",

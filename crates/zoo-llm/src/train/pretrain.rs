@@ -372,12 +372,7 @@ pub fn pretrain(
         notes: Vec::new(),
     };
     let start = trainer.resume(&mut task)?;
-    if start >= opts.steps {
-        return Err(Error::Input(format!(
-            "--resume --steps {}: the run has already done {start} steps; give more to continue it",
-            opts.steps
-        )));
-    }
+    super::steps_left(start, opts.steps)?;
     // The best model so far is the lowest val loss the (truncated) metrics hold.
     for r in run.metrics()? {
         if let Some(v) = r.get("val_loss").and_then(serde_json::Value::as_f64) {
