@@ -1,4 +1,5 @@
-//! zoo-core against PyTorch: seeding and AdamW. Fixtures: tools/make_core_fixtures.py.
+//! zoo-core against PyTorch and the reference packages: seeding, AdamW, and precision / recall /
+//! density / coverage against `prdc`. Fixtures: tools/make_core_fixtures.py.
 //!
 //! The seeding tests draw from libtorch's global generator, which the threads of a test binary
 //! share: each holds the RNG lock while it seeds and draws.
@@ -75,6 +76,30 @@ fn adamw_matches_torch() {
             let want = &t[&format!("{name}{step}")];
             let diff = (var - want).abs().max().double_value(&[]);
             assert!(diff < 1e-6, "step {step} {name}: max diff {diff}");
+        }
+    }
+}
+
+#[test]
+fn prdc_matches_the_authors_package() {
+    let t: std::collections::HashMap<String, Tensor> =
+        zoo_core::weights::load(&fixture("prdc.safetensors")).unwrap().into_iter().collect();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("prdc.json")).unwrap()).unwrap();
+    let cases = want.as_object().unwrap();
+    assert_eq!(cases.len(), 8);
+    for (key, w) in cases {
+        let (name, k) = key.rsplit_once(".k").unwrap();
+        let k: i64 = k.parse().unwrap();
+        let got = zoo_core::eval::prdc(&t[&format!("{name}.real")], &t[&format!("{name}.fake")], k).unwrap();
+        for (what, v) in [
+            ("precision", got.precision),
+            ("recall", got.recall),
+            ("density", got.density),
+            ("coverage", got.coverage),
+        ] {
+            let w = w[what].as_f64().unwrap();
+            assert!((v - w).abs() < 1e-12, "{key} {what}: {v} vs prdc's {w}");
         }
     }
 }

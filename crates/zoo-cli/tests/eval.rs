@@ -27,46 +27,59 @@ fn real_images_score_like_real_images() {
     let (images, labels) = train.batch(&(0..1000).collect::<Vec<_>>()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let samples = tmp.path().join("samples.safetensors");
-    zoo_core::weights::save(
-        &samples,
-        &[("images".into(), images.shallow_clone()), ("labels".into(), labels)],
-        None,
-    )
-    .unwrap();
-    let out = zoo()
-        .args(["--device", "cpu", "eval", "score", "--json", "--data"])
-        .arg(format!("mnist:{}", dir.display()))
-        .arg("--samples")
-        .arg(&samples)
-        .arg("--classifier")
-        .arg(classifier())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let real: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Scores images (and labels) as a generator's samples.
+    let score = |t: tch::Tensor, labels: Option<tch::Tensor>| {
+        let mut parts = vec![("images".to_string(), t)];
+        parts.extend(labels.map(|l| ("labels".to_string(), l)));
+        zoo_core::weights::save(&samples, &parts, None).unwrap();
+        zoo()
+            .args(["--device", "cpu", "eval", "score", "--json", "--data"])
+            .arg(format!("mnist:{}", dir.display()))
+            .arg("--samples")
+            .arg(&samples)
+            .arg("--classifier")
+            .arg(classifier())
+            .output()
+            .unwrap()
+    };
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let real = json(score(images.shallow_clone(), Some(labels)));
     assert!(real["class_accuracy"].as_f64().unwrap() > 0.97, "{real}");
     assert!(real["frechet"].as_f64().unwrap() < 3.0, "{real}");
     assert!(real["precision"].as_f64().unwrap() > 0.75, "{real}");
+    // (1,000 samples against 10,000 real images: about 1 - e^-0.5 of the real balls catch one)
+    assert!(real["density"].as_f64().unwrap() > 0.8 && real["coverage"].as_f64().unwrap() > 0.3, "{real}");
 
     // The same images under heavy noise score clearly worse.
     let noisy = (images + tch::Tensor::randn([1000, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu)) * 0.8)
         .clamp(-1.0, 1.0);
-    zoo_core::weights::save(&samples, &[("images".into(), noisy)], None).unwrap();
-    let out = zoo()
-        .args(["--device", "cpu", "eval", "score", "--json", "--data"])
-        .arg(format!("mnist:{}", dir.display()))
-        .arg("--samples")
-        .arg(&samples)
-        .arg("--classifier")
-        .arg(classifier())
-        .output()
-        .unwrap();
-    let noisy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let noisy = json(score(noisy, None));
     assert!(
         noisy["frechet"].as_f64().unwrap() > 5.0 * real["frechet"].as_f64().unwrap(),
         "{noisy} vs {real}"
     );
     assert!(noisy["recall"].as_f64().unwrap() < real["recall"].as_f64().unwrap(), "{noisy} vs {real}");
+    assert!(noisy["coverage"].as_f64().unwrap() < real["coverage"].as_f64().unwrap(), "{noisy} vs {real}");
+
+    // 200 blank images: whatever precision makes of them (1.000), coverage and recall see
+    // nothing like the real digits.
+    let opts = (tch::Kind::Float, tch::Device::Cpu);
+    let blank = json(score(tch::Tensor::full([200, 1, 28, 28], -1.0, opts), None));
+    assert!(blank["coverage"].as_f64().unwrap() < 0.01, "{blank}");
+    assert!(blank["recall"].as_f64().unwrap() < 0.01, "{blank}");
+    // Refused, not scored: 0..255 pixels, NaN, labels outside the classes.
+    let one_line = |out: std::process::Output, want: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("error: ") && err.contains(want) && err.lines().count() == 1, "{err}");
+    };
+    one_line(score(tch::Tensor::full([20, 1, 28, 28], 255.0, opts), None), "0..255 pixels");
+    one_line(score(tch::Tensor::full([20, 1, 28, 28], f64::NAN, opts), None), "NaN");
+    let labels = tch::Tensor::from_slice(&[12i64]).repeat([20]);
+    one_line(score(tch::Tensor::zeros([20, 1, 28, 28], opts), Some(labels)), "0..=9");
 }
 
 #[test]

@@ -163,6 +163,10 @@ fn bad_prompts_are_one_line_errors() {
     std::fs::write(&bin, b"ok \xff\xfe").unwrap();
     fails(&["llm", "generate", "--model", &dir, "--prompt-file", &s(&bin)], 1, "is not UTF-8 text");
     fails(&["llm", "generate", "--model", &dir, "--prompt-file", &s(&tmp.path().join("none"))], 1, "none");
+    // A device or a pipe would be read forever: refused at once.
+    if std::path::Path::new("/dev/zero").exists() {
+        fails(&["llm", "generate", "--model", &dir, "--prompt-file", "/dev/zero"], 1, "not a regular file");
+    }
     fails(&["llm", "generate", "--model", "gpt5", "--prompt", "x"], 1, "'gpt5' is not a model folder");
     fails(&["llm", "generate", "--model", &dir], 2, "required arguments were not provided: --prompt");
     let long = "Hello ".repeat(60);

@@ -91,3 +91,73 @@ fn sigterm_saves_a_checkpoint_and_exits_143() {
 fn sigint_saves_a_checkpoint_and_exits_130() {
     stop_with(libc::SIGINT, 130);
 }
+
+/// The loss records of metrics.jsonl: (step, loss).
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| Some((r.get("step")?.as_u64()?, r.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_nothing_and_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("vae")).unwrap();
+    // Checkpoints every 20 steps, so kills land before, during and after checkpoint writes.
+    let preset =
+        TINY.replace("\"steps\": 1000000, \"eval_every\": 1000000", "\"steps\": 160, \"eval_every\": 20");
+    assert!(preset.contains("\"eval_every\": 20"));
+    std::fs::write(models.join("vae/tiny.json"), preset).unwrap();
+    let train = |run: &Path, resume: bool| {
+        let mut c = zoo(&models);
+        c.args(["-q", "vae", "train", "--data", "shapes", "--out", &run.to_string_lossy()]).args([
+            "--eval-images",
+            "16",
+            "--iw-images",
+            "4",
+        ]);
+        if resume {
+            c.arg("--resume");
+        } else {
+            c.args(["--preset", "tiny"]);
+        }
+        c
+    };
+    // The uninterrupted run.
+    let whole = dir.path().join("whole");
+    let out = train(&whole, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = losses(&whole);
+    assert_eq!(want.last().map(|r| r.0), Some(160), "{want:?}");
+
+    // The same run killed with SIGKILL at six moments, each time resumed.
+    let run = dir.path().join("killed");
+    let mut kills = 0;
+    for wait_ms in [700u64, 250, 900, 400, 1300, 600] {
+        let mut child = train(&run, run.join("config.json").is_file())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: no handler runs, nothing is saved on the way out
+            kills += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        if !run.join("config.json").is_file() {
+            // killed before the run folder existed: start it again
+            std::fs::remove_dir_all(&run).ok();
+        }
+    }
+    assert!(kills >= 3, "only {kills} of the runs were still going when killed");
+    let out = train(&run, run.join("config.json").is_file()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every logged step once, with the very losses of the uninterrupted run.
+    assert_eq!(losses(&run), want);
+}

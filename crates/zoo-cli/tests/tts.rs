@@ -201,6 +201,72 @@ fn train_resume_and_speak() {
     );
     fails(&["tts", "--model", "no-such-model", "--text", "hi", "--out", s(&wav2)], 1, "no such model folder");
 
+    // A WaveGlow on the model's front end, trained two steps on the corpus's audio (ten copies,
+    // so every 10th file makes a test split) from a preset in a models folder of our own.
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("flow")).unwrap();
+    let preset = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/flow/waveglow-22k-small.json"
+    ))
+    .unwrap()
+    .replace("\"n_flows\": 8", "\"n_flows\": 2")
+    .replace("\"n_channels\": 64", "\"n_channels\": 8")
+    .replace("\"segment_length\": 4096", "\"segment_length\": 1024");
+    assert!(preset.contains("\"n_flows\": 2") && preset.contains("\"n_channels\": 8"));
+    std::fs::write(models.join("flow/wg-tiny.json"), preset).unwrap();
+    let clips = dir.path().join("clips");
+    std::fs::create_dir(&clips).unwrap();
+    let first = std::fs::read_dir(corpus.join("wavs")).unwrap().next().unwrap().unwrap().path();
+    for i in 0..10 {
+        std::fs::copy(&first, clips.join(format!("c{i}.wav"))).unwrap();
+    }
+    let wg_run = dir.path().join("wg");
+    let o = zoo()
+        .env("ZOO_MODELS", &models)
+        .args(["-q", "flow", "train", "--data", &format!("wav:{}", s(&clips)), "--preset", "wg-tiny"])
+        .args(["--out", s(&wg_run), "--steps", "2", "--eval-clips", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let wg = wg_run.join("model");
+    let wg_wav = dir.path().join("wg.wav");
+    let o = zoo()
+        .args(["-q", "tts", "--model", m, "--text", "one two", "--out", s(&wg_wav), "--vocoder", "waveglow"])
+        .args(["--vocoder-model", s(&wg), "--vocoder-sigma", "0.5", "--denoiser", "0.05"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = read_wav(&wg_wav).unwrap();
+    assert_eq!(a.sample_rate, 22050);
+    assert!(a.duration_secs() > 0.05, "{}", a.duration_secs());
+    let speak = ["tts", "--model", m, "--text", "hi", "--out", s(&wav2), "--vocoder"];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        speak.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    let refused =
+        |args: Vec<String>, want: &str| fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), 1, want);
+    refused(
+        [with(&["waveglow", "--vocoder-model"]), vec![s(&corpus).to_string()]].concat(),
+        "not a WaveGlow model folder",
+    );
+    refused(
+        [with(&["griffin-lim,waveglow", "--vocoder-model"]), vec![s(&wg).to_string()]].concat(),
+        "one vocoder",
+    );
+    refused(
+        [with(&["waveglow", "--denoiser=-1", "--vocoder-model"]), vec![s(&wg).to_string()]].concat(),
+        "--denoiser",
+    );
+    let o = zoo()
+        .env("ZOO_MODELS", &models)
+        .args(["tts", "--model", m, "--text", "hi", "--out", s(&wav2), "--vocoder", "waveglow"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no WaveGlow is shipped") && err.contains("waveglow-22k-small"), "{err}");
+
     // Evaluation: a listener trained on a tiny stand-in for FSDD (tones, two speakers), then
     // the model's digits judged by it, its held-out sentences compared and timed.
     let fsdd = dir.path().join("fsdd");
@@ -226,17 +292,27 @@ fn train_resume_and_speak() {
     let o = zoo()
         .args(["-q", "tts", "eval", "--model", m, "--listener", s(&listener), "--corpus", s(&corpus)])
         .args(["--seeds", "2", "--iterations", "2", "--rtf-threads", "1", "--samples", s(&samples), "--json"])
+        .args(["--vocoder", "griffin-lim,waveglow", "--vocoder-model", s(&wg)])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["trials"].as_array().unwrap().len(), 20, "{v}");
-    let acc = v["intelligibility"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&acc), "{v}");
+    let vocoders = v["vocoders"].as_array().unwrap();
+    assert_eq!(vocoders.len(), 2, "{v}");
+    assert_eq!(vocoders[0]["vocoder"], "griffin-lim", "{v}");
+    assert!(vocoders[1]["vocoder"].as_str().unwrap().starts_with("waveglow ("), "{v}");
+    for r in vocoders {
+        assert_eq!(r["trials"].as_array().unwrap().len(), 20, "{v}");
+        let acc = r["intelligibility"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{v}");
+        assert!(r["real_time_factor"][0]["rtf"].as_f64().unwrap() > 0.0, "{v}");
+    }
     assert_eq!(v["reference_intelligibility"].is_null(), !espeak(), "{v}");
     assert_eq!(v["sentences"], 3, "{v}");
     assert!(v["distance"]["mcd_db"].as_f64().unwrap() > 0.0, "{v}");
-    assert!(v["real_time_factor"][0]["rtf"].as_f64().unwrap() > 0.0, "{v}");
+    // Each vocoder's samples in a folder of its own.
+    let samples = samples.join("griffin-lim");
+    assert!(samples.parent().unwrap().join("waveglow/digit-seven.wav").is_file());
     for f in [
         "digit-seven.wav",
         "sentence-0.wav",

@@ -6,9 +6,21 @@
 //! - Frechet distance: Heusel et al. 2017 (FID), here in the classifier's feature space rather
 //!   than Inception's, so the numbers compare models with each other, not with published FIDs.
 //! - Precision and recall: Kynkäänniemi et al. 2019, k-nearest-neighbour manifolds (k = 3).
+//!   Precision is fooled by outliers of the real set (their huge k-NN balls take in anything
+//!   near them: a set of blank images can score 1.0), so the scores also carry
+//! - density and coverage: Naeem et al. 2020 (k = 5, as they recommend): density counts how
+//!   many real balls hold each sample, over k (about 1 for samples distributed as the real ones;
+//!   a pile of samples inside a few balls scores low, or above 1 when those balls overlap, a
+//!   warning sign of its own), coverage the fraction of real images with a sample inside their
+//!   own ball: 200 blank images score precision 1.000 but coverage 0.001 against MNIST's test
+//!   set. All four follow the authors' `prdc` package exactly (strict
+//!   `<` against the k-th-neighbour radius, the point itself counted as its 0th neighbour);
+//!   tests/tests/core_golden.rs checks them against it.
 //!
 //! Inputs are MNIST-style images (B, 1, 28, 28) or (B, 1, 32, 32) in [-1, 1]; 32x32 images (MNIST
 //! padded by 2 on each side, as the diffusion preset trains on) are centre-cropped to 28x28.
+//! Images outside [-1, 1] (0..255 pixels, say), NaN and labels outside 0..=9 are refused, not
+//! scored.
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -102,11 +114,13 @@ impl Evaluator {
 
     /// Features of many images, in batches. Shapes: (N, 1, H, W) -> (N, features) on the CPU, f64.
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        check_images(images)?;
         self.batched(images, |x| self.net.features(x, false))
     }
 
     /// Predicted classes. Shapes: (N, 1, H, W) -> (N) i64.
     pub fn predict(&self, images: &Tensor) -> Result<Tensor> {
+        check_images(images)?;
         self.batched(images, |x| Ok(self.net.logits(x, false)?.argmax(-1, false)))
     }
 
@@ -129,8 +143,30 @@ impl Evaluator {
         Ok(if t.is_floating_point() { t.f_to_kind(Kind::Double)? } else { t })
     }
 
-    /// Accuracy of predictions against labels, in [0, 1].
+    /// Accuracy of predictions against labels (one per image, each in 0..=9), in [0, 1].
     pub fn accuracy(&self, images: &Tensor, labels: &Tensor) -> Result<f64> {
+        let n = images.size().first().copied().unwrap_or(0);
+        if labels.dim() != 1 || labels.size()[0] != n {
+            return Err(Error::Shape(format!(
+                "{n} images need {n} labels, got labels of shape {:?}",
+                labels.size()
+            )));
+        }
+        if labels.is_floating_point() {
+            let whole = labels.f_eq_tensor(&labels.f_round()?)?.f_all()?.f_int64_value(&[])? == 1;
+            if !whole {
+                return Err(Error::Data("labels must be whole class numbers 0..=9".into()));
+            }
+        }
+        let labels = labels.f_to_kind(Kind::Int64)?;
+        if n > 0 {
+            let (lo, hi) = (labels.f_min()?.f_int64_value(&[])?, labels.f_max()?.f_int64_value(&[])?);
+            if lo < 0 || hi > 9 {
+                return Err(Error::Data(format!(
+                    "labels must be MNIST classes 0..=9, these run from {lo} to {hi}"
+                )));
+            }
+        }
         let pred = self.predict(images)?;
         Ok(pred
             .f_eq_tensor(&labels.f_to_device(Device::Cpu)?)?
@@ -139,18 +175,52 @@ impl Evaluator {
             .f_double_value(&[])?)
     }
 
-    /// Frechet distance, precision and recall of `fake` against `real` images.
+    /// Frechet distance, precision and recall (k = [`PR_K`]), density and coverage (k =
+    /// [`DC_K`]) of `fake` against `real` images.
     pub fn compare(&self, real: &Tensor, fake: &Tensor) -> Result<Scores> {
         let (fr, ff) = (self.features(real)?, self.features(fake)?);
-        let (precision, recall) = precision_recall(&fr, &ff, 3)?;
+        let pr = prdc(&fr, &ff, PR_K)?;
+        let dc = prdc(&fr, &ff, DC_K)?;
         Ok(Scores {
             frechet: frechet_distance(&fr, &ff)?,
-            precision,
-            recall,
+            precision: pr.precision,
+            recall: pr.recall,
+            density: dc.density,
+            coverage: dc.coverage,
             n_real: fr.size()[0],
             n_fake: ff.size()[0],
         })
     }
+}
+
+/// The k of precision and recall (Kynkäänniemi et al.'s).
+pub const PR_K: i64 = 3;
+/// The k of density and coverage (Naeem et al.'s recommendation).
+pub const DC_K: i64 = 5;
+
+/// Images the classifier can judge: finite and in [-1, 1] (with a little slack for rounding).
+fn check_images(images: &Tensor) -> Result<()> {
+    if !images.is_floating_point() {
+        return Err(Error::Data(format!(
+            "images must be floating point in [-1, 1], got {:?} (0..255 pixels? divide by 127.5 and subtract 1)",
+            images.kind()
+        )));
+    }
+    if images.numel() == 0 {
+        return Ok(());
+    }
+    let x = images.f_to_kind(Kind::Double)?;
+    if x.f_isfinite()?.f_all()?.f_int64_value(&[])? != 1 {
+        return Err(Error::Data("images hold NaN or infinite values".into()));
+    }
+    let (lo, hi) = (x.f_min()?.f_double_value(&[])?, x.f_max()?.f_double_value(&[])?);
+    if lo < -1.01 || hi > 1.01 {
+        return Err(Error::Data(format!(
+            "images must be in [-1, 1], these run from {lo} to {hi}{}",
+            if hi > 2.0 { " (0..255 pixels? divide by 127.5 and subtract 1)" } else { "" }
+        )));
+    }
+    Ok(())
 }
 
 /// The numbers one comparison gives.
@@ -159,6 +229,8 @@ pub struct Scores {
     pub frechet: f64,
     pub precision: f64,
     pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
     pub n_real: i64,
     pub n_fake: i64,
 }
@@ -203,38 +275,74 @@ pub fn frechet_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok(diff + tr(&s1)? + tr(&s2)? - 2.0 * tr_covmean)
 }
 
-/// Precision and recall with k-NN manifolds: a fake sample counts for precision when it lies
-/// within the k-th-neighbour radius of some real sample; recall swaps the roles.
-pub fn precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> Result<(f64, f64)> {
-    Ok((coverage(real, fake, k)?, coverage(fake, real, k)?))
+/// Precision, recall, density and coverage of one k (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prdc {
+    pub precision: f64,
+    pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
 }
 
-/// Fraction of `query` rows inside the union of k-NN balls around `reference` rows.
-fn coverage(reference: &Tensor, query: &Tensor, k: i64) -> Result<f64> {
-    let n = reference.size()[0];
+/// Distance of each row to its k-th nearest row of the same set (itself being the 0th).
+/// Shapes: (N, D) -> (N).
+fn knn_radii(x: &Tensor, k: i64) -> Result<Tensor> {
+    let n = x.size()[0];
     if n <= k {
         return Err(Error::Shape(format!("k-NN manifolds need more than k = {k} samples, got {n}")));
     }
-    let reference = reference.f_to_kind(Kind::Double)?;
-    let query = query.f_to_kind(Kind::Double)?;
-    // Radius of each reference point: distance to its k-th neighbour (index k: 0 is itself).
     let mut radii = Vec::new();
-    for start in (0..n).step_by(1000) {
-        let chunk = reference.f_narrow(0, start, (n - start).min(1000))?;
-        let d = Tensor::f_cdist(&chunk, &reference, 2.0, None::<i64>)?;
-        let (kth, _) = d.f_kthvalue(k + 1, 1, false)?;
-        radii.push(kth);
+    for start in (0..n).step_by(CHUNK as usize) {
+        let chunk = x.f_narrow(0, start, (n - start).min(CHUNK))?;
+        let d = Tensor::f_cdist(&chunk, x, 2.0, None::<i64>)?;
+        radii.push(d.f_kthvalue(k + 1, 1, false)?.0);
     }
-    let radii = Tensor::f_cat(&radii, 0)?;
-    let m = query.size()[0];
-    let mut inside = 0i64;
-    for start in (0..m).step_by(1000) {
-        let chunk = query.f_narrow(0, start, (m - start).min(1000))?;
-        let d = Tensor::f_cdist(&chunk, &reference, 2.0, None::<i64>)?;
-        let hit = d.f_le_tensor(&radii.f_unsqueeze(0)?)?.f_any_dim(1, false)?;
-        inside += hit.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    Ok(Tensor::f_cat(&radii, 0)?)
+}
+
+/// Rows of one distance block.
+const CHUNK: i64 = 1000;
+
+/// Precision, recall, density and coverage of `fake` features against `real` ones, (N, D) and
+/// (M, D), with k-nearest-neighbour balls (Kynkäänniemi et al. 2019; Naeem et al. 2020; as the
+/// authors' `prdc.compute_prdc`).
+pub fn prdc(real: &Tensor, fake: &Tensor, k: i64) -> Result<Prdc> {
+    let (real, fake) = (real.f_to_kind(Kind::Double)?, fake.f_to_kind(Kind::Double)?);
+    if real.dim() != 2 || fake.dim() != 2 || real.size()[1] != fake.size()[1] {
+        return Err(Error::Shape(format!(
+            "features must be (N, D) and (M, D), got {:?} and {:?}",
+            real.size(),
+            fake.size()
+        )));
     }
-    Ok(inside as f64 / m as f64)
+    for (what, t) in [("real", &real), ("generated", &fake)] {
+        if t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 1 {
+            return Err(Error::Data(format!("the {what} features hold NaN or infinite values")));
+        }
+    }
+    let (n, m) = (real.size()[0], fake.size()[0]);
+    let r_real = knn_radii(&real, k)?;
+    let r_fake = knn_radii(&fake, k)?;
+    // Per fake sample: inside some real ball (precision), how many (density).
+    let mut in_real_balls = Tensor::f_zeros([m], (Kind::Int64, Device::Cpu))?;
+    let (mut recalled, mut covered) = (0i64, 0i64);
+    for start in (0..n).step_by(CHUNK as usize) {
+        let len = (n - start).min(CHUNK);
+        let d = Tensor::f_cdist(&real.f_narrow(0, start, len)?, &fake, 2.0, None::<i64>)?; // (len, M)
+        let r = r_real.f_narrow(0, start, len)?.f_unsqueeze(1)?;
+        let inside = d.f_lt_tensor(&r)?;
+        in_real_balls = in_real_balls.f_add(&inside.f_sum_dim_intlist(0, false, Kind::Int64)?)?;
+        recalled += d
+            .f_lt_tensor(&r_fake.f_unsqueeze(0)?)?
+            .f_any_dim(1, false)?
+            .f_sum(Kind::Int64)?
+            .f_int64_value(&[])?;
+        covered +=
+            d.f_amin(1, false)?.f_lt_tensor(&r.f_squeeze_dim(1)?)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    }
+    let precision = in_real_balls.f_gt(0i64)?.f_sum(Kind::Int64)?.f_int64_value(&[])? as f64 / m as f64;
+    let density = in_real_balls.f_sum(Kind::Int64)?.f_int64_value(&[])? as f64 / (k * m) as f64;
+    Ok(Prdc { precision, recall: recalled as f64 / n as f64, density, coverage: covered as f64 / n as f64 })
 }
 
 /// Trains the classifier on MNIST with zoo-core's Trainer (cross-entropy, batch 128).
@@ -320,11 +428,29 @@ mod tests {
             0,
         );
         let fake = gaussian(1000, &[0.0, 0.0], &[0.3, 0.3], 6);
-        let (p, r) = precision_recall(&real, &fake, 3).unwrap();
-        assert!(p > 0.9, "precision {p}");
-        assert!((r - 0.5).abs() < 0.06, "recall {r}");
+        let s = prdc(&real, &fake, 3).unwrap();
+        assert!(s.precision > 0.9, "{s:?}");
+        assert!((s.recall - 0.5).abs() < 0.06, "{s:?}");
+        // Coverage halves too; density stays near 1: where the samples are, they are
+        // distributed as the real ones.
+        assert!((s.coverage - 0.5).abs() < 0.06, "{s:?}");
+        assert!((s.density - 1.0).abs() < 0.1, "{s:?}");
         let far = gaussian(100, &[50.0, 50.0], &[0.3, 0.3], 7);
-        assert_eq!(precision_recall(&real, &far, 3).unwrap().0, 0.0);
+        let f = prdc(&real, &far, 3).unwrap();
+        assert_eq!((f.precision, f.density, f.coverage), (0.0, 0.0, 0.0));
+        // One outlier of the real set has a ball (its 3rd neighbour is in a cluster) that takes
+        // in a pile of identical samples near it: precision is fooled, density (one ball of k
+        // per sample) and coverage (one real image of 1,001) are not.
+        let one = Tensor::from_slice(&[100.0, 100.0]).view([1, 2]);
+        let outlier = Tensor::cat(&[real.shallow_clone(), one], 0);
+        let pile = Tensor::from_slice(&[101.0, 99.0]).view([1, 2]).repeat([50, 1]);
+        let p = prdc(&outlier, &pile, 3).unwrap();
+        assert_eq!(p.precision, 1.0, "{p:?}");
+        assert!((p.density - 1.0 / 3.0).abs() < 1e-12, "{p:?}");
+        assert!((p.coverage - 1.0 / 1001.0).abs() < 1e-12, "{p:?}");
+        let nan = Tensor::from_slice(&[f64::NAN, 0.0]).view([1, 2]).repeat([10, 1]);
+        assert!(prdc(&real, &nan, 3).unwrap_err().to_string().contains("NaN"));
+        assert!(prdc(&real, &Tensor::zeros([10, 3], (Kind::Double, Device::Cpu)), 3).is_err());
     }
 
     #[test]

@@ -65,6 +65,37 @@ where
     })
 }
 
+/// The bytes of a regular file of at most `max_bytes`. A FIFO, a device (`/dev/zero`), a
+/// folder or a file larger than that is refused with an error naming it, instead of reading
+/// forever or without bound.
+pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::bad_file(
+            path,
+            "not a regular file (a folder, pipe or device cannot be read as text)",
+        ));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::bad_file(
+            path,
+            format!("{} bytes is more than the {max_bytes} allowed", meta.len()),
+        ));
+    }
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The size can change between the check and the read: never take more than allowed.
+    f.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::bad_file(
+            path,
+            format!("grew past the {max_bytes} bytes allowed while being read"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `dir` joined with `name`, a relative path read from a file in `dir` (a shard of a
 /// safetensors index, the checkpoint `latest` points at), only when the result stays inside
 /// `dir`: `name` must be relative with no `..`, and where the result exists, its real path
@@ -96,6 +127,23 @@ pub fn ensure_inside(dir: &Path, path: &Path) -> std::result::Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_regular_refuses_devices_folders_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        fs::write(&p, "hello").unwrap();
+        assert_eq!(read_regular(&p, 5).unwrap(), b"hello");
+        let e = read_regular(&p, 4).unwrap_err().to_string();
+        assert!(e.contains("a.txt") && e.contains("more than the 4"), "{e}");
+        let e = read_regular(dir.path(), 10).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        if Path::new("/dev/zero").exists() {
+            let e = read_regular(Path::new("/dev/zero"), 10).unwrap_err().to_string();
+            assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+        }
+        assert!(read_regular(&dir.path().join("none"), 10).is_err());
+    }
 
     #[test]
     fn paths_read_from_files_stay_inside_their_folder() {

@@ -155,6 +155,14 @@ fn describe(path: &Path, len: usize, e: SafeTensorError) -> Error {
         SafeTensorError::TensorInvalidInfo | SafeTensorError::InvalidOffset(_) => {
             "corrupt safetensors file: a tensor's offsets do not match its dtype and shape".into()
         }
+        SafeTensorError::ValidationOverflow => {
+            "corrupt safetensors file: a tensor's shape is too large to exist (its size overflows)".into()
+        }
+        SafeTensorError::InvalidTensorView(dtype, shape, bytes) => {
+            format!(
+                "corrupt safetensors file: a {dtype:?} tensor of shape {shape:?} cannot hold {bytes} bytes"
+            )
+        }
         other => format!("bad safetensors file: {other:?}"),
     };
     Error::bad_file(path, msg)
@@ -360,6 +368,13 @@ pub fn load_into(vs: &VarStore, path: &Path, remap: &dyn Fn(&str) -> Remap) -> R
             for (key, view) in st.iter() {
                 if let Some(var) = targets.get(&(i, key.to_string())) {
                     let src = to_tensor(f.path(), key, &view)?;
+                    // NaN weights would only surface later, as a torch error mid-generation.
+                    if src.is_floating_point() && src.f_isnan()?.f_any()?.f_int64_value(&[])? != 0 {
+                        return Err(Error::bad_file(
+                            f.path(),
+                            format!("tensor '{key}' holds NaN values: the weights are corrupt or came from a diverged run"),
+                        ));
+                    }
                     var.shallow_clone().f_copy_(&src)?;
                 }
             }
@@ -574,6 +589,17 @@ mod tests {
                 },
                 "corrupt safetensors header",
             ),
+            (
+                "overflow.safetensors",
+                {
+                    let header = br#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}}"#;
+                    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+                    b.extend_from_slice(header);
+                    b.extend_from_slice(&[0; 4]);
+                    b
+                },
+                "too large to exist",
+            ),
             ("zip.safetensors", b"PK\x03\x04rest".to_vec(), "pickle"),
             ("model.bin", bytes.clone(), "convert_to_safetensors.py"),
         ];
@@ -587,6 +613,17 @@ mod tests {
         }
         let e = weight_files(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn nan_weights_are_refused_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nan.safetensors");
+        let vs = VarStore::new(Device::Cpu);
+        let _w = vs.root().zeros("w", &[3]);
+        save(&p, &[("w".into(), Tensor::from_slice(&[1.0f32, f32::NAN, 2.0]))], None).unwrap();
+        let e = load_into(&vs, &p, &keep_names).unwrap_err().to_string();
+        assert!(e.contains("nan.safetensors") && e.contains("'w' holds NaN"), "{e}");
     }
 
     #[test]

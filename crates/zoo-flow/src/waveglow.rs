@@ -321,12 +321,18 @@ impl WaveGlow {
         Ok(unsqueeze(&x, self.cfg.n_group)?.f_squeeze_dim(1)?)
     }
 
-    /// Inference (NVIDIA's `infer`): z ~ N(0, sigma^2), then [`WaveGlow::inverse`]. The noise is
-    /// drawn in NVIDIA's order (the last step's channels first, then each early output from the
-    /// last to the first), so after the same seed the same z is drawn as PyTorch draws.
-    /// Shapes: (B, M, F) -> (B, F hop).
+    /// Inference (NVIDIA's `infer`): z ~ N(0, sigma^2) ([`WaveGlow::draw_z`]), then
+    /// [`WaveGlow::inverse`]. Shapes: (B, M, F) -> (B, F hop).
     pub fn infer(&self, mel: &Tensor, sigma: f64) -> Result<Tensor> {
         let (b, f) = self.check_mel(mel)?;
+        self.inverse(mel, &self.draw_z(b, f, sigma)?)
+    }
+
+    /// The noise of inference for B mels of F frames, from libtorch's generator, drawn in
+    /// NVIDIA's order (the last step's channels first, then each early output from the last to
+    /// the first), so after the same seed the same z is drawn as PyTorch draws.
+    /// Shapes: -> (B, n_group, F hop / n_group).
+    pub fn draw_z(&self, b: i64, f: i64, sigma: f64) -> Result<Tensor> {
         let t = f * self.hop() / self.cfg.n_group;
         let opts = (self.upsample_w.kind(), self.upsample_w.device());
         let last = Tensor::f_randn([b, self.cfg.n_remaining_channels(), t], opts)?;
@@ -336,8 +342,57 @@ impl WaveGlow {
             .collect::<Result<_, _>>()?;
         early.reverse(); // drawn last-to-first, laid out first-to-last
         early.push(last);
-        let z = Tensor::f_cat(&early, 1)?.f_mul_scalar(sigma)?;
-        self.inverse(mel, &z)
+        Ok(Tensor::f_cat(&early, 1)?.f_mul_scalar(sigma)?)
+    }
+
+    /// Mel frames on each side of a chunk that [`WaveGlow::inverse_chunked`] adds, so that the
+    /// chunk's own samples are those of the whole inverse: every coupling's WN sees
+    /// sum_i 2^i (kernel - 1) / 2 groups to each side, the flows stack them, and the upsampler
+    /// spreads a frame over `upsample_kernel` samples.
+    pub fn context_frames(&self) -> i64 {
+        let wn = &self.cfg.wn_config;
+        let per_coupling: i64 = (0..wn.n_layers).map(|i| (1i64 << i) * (wn.kernel_size - 1) / 2).sum();
+        let samples = per_coupling * self.cfg.n_flows * self.cfg.n_group;
+        let hop = self.hop();
+        (samples + hop - 1) / hop + (self.cfg.upsample_kernel + hop - 1) / hop
+    }
+
+    /// [`WaveGlow::inverse`] a chunk of `chunk_frames` mel frames at a time, each with
+    /// [`WaveGlow::context_frames`] of context on both sides, so a long mel needs memory for one
+    /// chunk only and `progress(frames done, frames)` is called after each; the result equals
+    /// the whole inverse (up to the rounding of convolutions of other lengths).
+    /// Shapes: mel (B, M, F), z (B, n_group, F hop / n_group) -> (B, F hop).
+    pub fn inverse_chunked(
+        &self,
+        mel: &Tensor,
+        z: &Tensor,
+        chunk_frames: i64,
+        mut progress: impl FnMut(i64, i64),
+    ) -> Result<Tensor> {
+        let (b, f) = self.check_mel(mel)?;
+        if chunk_frames < 1 {
+            return Err(Error::Input(format!("chunks must hold at least one frame, got {chunk_frames}")));
+        }
+        let (hop, g) = (self.hop(), self.cfg.n_group);
+        let want = [b, g, f * hop / g];
+        if z.size() != want {
+            return Err(Error::Input(format!("z must be {want:?} for this mel, got {:?}", z.size())));
+        }
+        let context = self.context_frames();
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < f {
+            let end = (start + chunk_frames).min(f);
+            let (lo, hi) = ((start - context).max(0), (end + context).min(f));
+            let y = self.inverse(
+                &mel.f_narrow(2, lo, hi - lo)?,
+                &z.f_narrow(2, lo * hop / g, (hi - lo) * hop / g)?,
+            )?;
+            parts.push(y.f_narrow(1, (start - lo) * hop, (end - start) * hop)?);
+            progress(end, f);
+            start = end;
+        }
+        Ok(Tensor::f_cat(&parts, 1)?)
     }
 }
 
@@ -629,9 +684,43 @@ mod tests {
     }
 
     #[test]
+    fn chunked_inverse_equals_the_whole() {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let m = WaveGlow::new(vs.root(), &Config::tiny()).unwrap();
+        randomise_ends(&vs);
+        // The tiny WN (2 layers, kernel 3) sees 1 + 2 groups each side in each of 4 flows: 48
+        // samples, under one frame; the upsampler 4 frames.
+        assert_eq!(m.context_frames(), 1 + 4);
+        let f = 23;
+        let mel = Tensor::randn([2, 4, f], (Kind::Float, Device::Cpu));
+        let z = m.draw_z(2, f, 0.7).unwrap();
+        let whole = m.inverse(&mel, &z).unwrap();
+        let mut seen = Vec::new();
+        for chunk in [1, 5, 7, 23, 100] {
+            let y = m.inverse_chunked(&mel, &z, chunk, |done, all| seen.push((done, all))).unwrap();
+            assert_eq!(y.size(), whole.size());
+            assert!(max_diff(&y, &whole) < 1e-5, "chunks of {chunk}: {}", max_diff(&y, &whole));
+        }
+        assert_eq!(&seen[..3], &[(1, 23), (2, 23), (3, 23)]);
+        assert_eq!(seen.last(), Some(&(23, 23)));
+        // Without context the seams show: a chunk's edge is not the whole's.
+        let cut = Tensor::cat(
+            &[
+                m.inverse(&mel.narrow(2, 0, 10), &z.narrow(2, 0, 640)).unwrap(),
+                m.inverse(&mel.narrow(2, 10, 13), &z.narrow(2, 640, 832)).unwrap(),
+            ],
+            1,
+        );
+        assert!(max_diff(&cut, &whole) > 1e-3);
+        assert!(m.inverse_chunked(&mel, &z, 0, |_, _| {}).is_err());
+        assert!(m.inverse_chunked(&mel, &z.narrow(2, 0, 10), 5, |_, _| {}).is_err());
+    }
+
+    #[test]
     fn model_folder_round_trips_and_presets_parse() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["waveglow-22k", "waveglow-8k-small", "waveglow-8k"] {
+        for name in ["waveglow-22k", "waveglow-22k-small", "waveglow-8k-small", "waveglow-8k"] {
             let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "flow", name).unwrap();
             let f = ModelFile::from_json_file(&p.path).unwrap();
             match name {
@@ -639,6 +728,8 @@ mod tests {
                     assert_eq!(f.waveglow_config, Config::waveglow_22k());
                     assert_eq!(f.mel_config(), MelConfig::waveglow_22k());
                 }
+                // the text-to-speech front end: it vocodes glow-tts-small's log-mels
+                "waveglow-22k-small" => assert_eq!(f.mel_config(), MelConfig::waveglow_22k()),
                 "waveglow-8k-small" => assert_eq!(f.mel_config(), MelConfig::speech_8k()),
                 _ => {
                     // a 10 ms hop: the upsampler's stride follows the mel's hop

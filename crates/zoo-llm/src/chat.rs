@@ -44,6 +44,9 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 const NAME: &str = "chat_template";
+/// Instructions one rendering may take (minijinja's fuel): real templates take a few dozen per
+/// message.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
 
 /// A special token in `tokenizer_config.json`: a string, or an added-token object with
 /// `content` (older files), or null.
@@ -65,6 +68,9 @@ impl ChatTemplate {
             .build()
             .map_err(|e| Error::Input(format!("chat template: {e}")))?;
         env.set_syntax(syntax);
+        // A bound on the work of one rendering, so a template with a runaway loop ends with an
+        // error instead of growing without limit.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
@@ -131,6 +137,9 @@ impl ChatTemplate {
         tmpl.render(Value::from(Serde(&ctx))).map_err(|e| {
             let msg = match e.kind() {
                 ErrorKind::InvalidOperation => e.detail().unwrap_or("invalid operation").to_string(),
+                ErrorKind::OutOfFuel => format!(
+                    "stopped after {TEMPLATE_FUEL} steps (a runaway loop?); real templates need a few dozen per message"
+                ),
                 _ => e.to_string(),
             };
             Error::Input(format!("chat template: {msg}"))
@@ -167,6 +176,14 @@ mod tests {
         assert_eq!(e, "chat template: roles must alternate");
         let e = ChatTemplate::new("{% for %}", special()).unwrap_err().to_string();
         assert!(e.contains("does not compile"), "{e}");
+        // A runaway loop ends with an error instead of growing without bound.
+        let t = ChatTemplate::new(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            special(),
+        )
+        .unwrap();
+        let e = t.render(&[], true).unwrap_err().to_string();
+        assert!(e.contains("runaway loop"), "{e}");
     }
 
     #[test]

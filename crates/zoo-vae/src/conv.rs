@@ -60,9 +60,17 @@ impl ConvConfig {
         if self.channels.is_empty() || levels > 16 {
             return Err(Error::Config("conv VAE: `channels` needs 1 to 16 entries".into()));
         }
-        let sizes = [self.in_channels, self.image_size, self.hidden_dim, self.latent_dim];
-        if sizes.iter().chain(&self.channels).any(|&d| d < 1) {
-            return Err(Error::Config(format!("conv VAE: every size must be at least 1, got {self:?}")));
+        let sizes = [
+            ("in_channels", self.in_channels),
+            ("image_size", self.image_size),
+            ("hidden_dim", self.hidden_dim),
+            ("latent_dim", self.latent_dim),
+        ];
+        crate::sizes_at_least_one("conv VAE", &sizes)?;
+        if let Some(c) = self.channels.iter().find(|&&c| c < 1) {
+            return Err(Error::Config(format!(
+                "conv VAE: every entry of `channels` must be at least 1, got {c}"
+            )));
         }
         if self.image_size % (1 << levels) != 0 {
             return Err(Error::Config(format!(

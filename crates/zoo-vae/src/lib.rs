@@ -51,3 +51,11 @@ impl From<Error> for zoo_core::Error {
         }
     }
 }
+
+/// Refuses the first size below 1, naming it: `sizes` are (config key, value) of `what`.
+pub(crate) fn sizes_at_least_one(what: &str, sizes: &[(&str, i64)]) -> Result<()> {
+    match sizes.iter().find(|(_, v)| *v < 1) {
+        Some((name, v)) => Err(Error::Config(format!("{what}: {name} must be at least 1, got {v}"))),
+        None => Ok(()),
+    }
+}

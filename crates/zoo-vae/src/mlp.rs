@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use crate::distributions::{DiagonalGaussianDistribution, Likelihood, LikelihoodConfig};
-use crate::{Error, Result};
+use crate::Result;
 use zoo_core::layers::Linear;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,9 +51,13 @@ impl MlpConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if [self.in_channels, self.image_size, self.hidden_dim, self.latent_dim].iter().any(|&d| d < 1) {
-            return Err(Error::Config(format!("mlp VAE: every size must be at least 1, got {self:?}")));
-        }
+        let sizes = [
+            ("in_channels", self.in_channels),
+            ("image_size", self.image_size),
+            ("hidden_dim", self.hidden_dim),
+            ("latent_dim", self.latent_dim),
+        ];
+        crate::sizes_at_least_one("mlp VAE", &sizes)?;
         Ok(())
     }
 }
@@ -144,6 +148,9 @@ mod tests {
         };
         MlpVae::new(vs.root(), &cfg).unwrap();
         assert!(!vs.variables().contains_key("log_sigma"));
-        assert!(MlpVae::new(vs.root(), &MlpConfig { latent_dim: 0, ..MlpConfig::tiny() }).is_err());
+        let e = MlpVae::new(vs.root(), &MlpConfig { latent_dim: 0, ..MlpConfig::tiny() })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "mlp VAE: latent_dim must be at least 1, got 0");
     }
 }

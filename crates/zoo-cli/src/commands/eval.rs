@@ -22,8 +22,8 @@ pub struct Args {
 enum Cmd {
     /// Trains the MNIST classifier whose features the image families are scored in.
     TrainClassifier(TrainArgs),
-    /// Scores generated images against the MNIST test set: Frechet distance, precision,
-    /// recall, and class accuracy when the intended labels are given.
+    /// Scores generated images against the MNIST test set: Frechet distance, precision and
+    /// recall, density and coverage, and class accuracy when the intended labels are given.
     Score(ScoreArgs),
     /// Trains the captioned-scenes scorer that judges text-to-image prompt adherence (per
     /// grid cell: shape, colour, size), then reports its reading of held-out real scenes.
@@ -546,12 +546,14 @@ fn report(
         println!("{v}");
     } else {
         println!(
-            "{what}: {} images vs {} MNIST test images: Frechet distance {:.3}, precision {:.3}, recall {:.3}{}",
+            "{what}: {} images vs {} MNIST test images: Frechet distance {:.3}, precision {:.3}, recall {:.3}, density {:.3}, coverage {:.3}{}",
             scores.n_fake,
             scores.n_real,
             scores.frechet,
             scores.precision,
             scores.recall,
+            scores.density,
+            scores.coverage,
             accuracy.map(|x| format!(", class accuracy {:.1}%", x * 100.0)).unwrap_or_default()
         );
     }

@@ -57,8 +57,9 @@ struct TrainArgs {
     /// mnist:DIR for Glow (the IDX files; t10k is the test split).
     #[arg(long)]
     data: String,
-    /// A preset of models/flow/ (waveglow-8k, waveglow-8k-small, waveglow-22k, glow-mnist,
-    /// glow-mnist-binary); with --resume it may be left out.
+    /// A preset of models/flow/ (waveglow-8k, waveglow-8k-small, waveglow-22k,
+    /// waveglow-22k-small: the text-to-speech vocoder, glow-mnist, glow-mnist-binary); with
+    /// --resume it may be left out.
     #[arg(long)]
     preset: Option<String>,
     /// The run folder: config.json, metrics.jsonl, loss.png, checkpoints/, model/.
@@ -361,6 +362,9 @@ fn is_wav(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
+/// Mel frames `zoo flow vocode` inverts at a time (about 12 s at 22.05 kHz).
+const VOCODE_CHUNK: i64 = 1024;
+
 fn vocode(g: &Global, a: VocodeArgs) -> Result<()> {
     if !(a.sigma.is_finite() && a.sigma >= 0.0 && a.denoiser.is_finite() && a.denoiser >= 0.0) {
         bail!("--sigma and --denoiser must be numbers >= 0");
@@ -387,7 +391,29 @@ fn vocode(g: &Global, a: VocodeArgs) -> Result<()> {
     };
     zoo_core::seed::seed_all(g.seed);
     let t0 = Instant::now();
-    let mut y = tch::no_grad(|| v.model.infer(&mel, a.sigma))?.f_to_kind(Kind::Float)?;
+    // A chunk of frames at a time (exactly the whole inverse): a long mel needs the memory of
+    // one chunk, and the bar shows how far it is.
+    let frames = mel.size()[2];
+    let z = v.model.draw_z(mel.size()[0], frames, a.sigma)?;
+    let bar = (!g.quiet && frames > VOCODE_CHUNK).then(|| {
+        let b = indicatif::ProgressBar::new(frames as u64);
+        let style =
+            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} mel frames ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style);
+        b
+    });
+    let y = tch::no_grad(|| {
+        v.model.inverse_chunked(&mel, &z, VOCODE_CHUNK, |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        })
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut y = y?.f_to_kind(Kind::Float)?;
     if a.denoiser > 0.0 {
         y = Denoiser::new(&v.model)?.forward(&y, a.denoiser)?;
     }

@@ -230,9 +230,13 @@ fn describe_weights(m: &LoadedModel) -> String {
     }
 }
 
-/// A UTF-8 text file, with errors that name it.
+/// The largest text file read whole (prompts, chat messages, data files).
+const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+/// A UTF-8 text file, with errors that name it (a pipe or device is refused, not read forever).
 fn read_text(path: &Path, what: &str) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let bytes =
+        zoo_core::fsutil::read_regular(path, MAX_TEXT_BYTES).with_context(|| format!("reading {what}"))?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{what} {} is not UTF-8 text (invalid byte at offset {})",

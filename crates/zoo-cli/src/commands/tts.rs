@@ -13,12 +13,17 @@ use zoo_flow::tts::espeak::Voice;
 use zoo_flow::tts::evaluate::{self, EvalOptions};
 use zoo_flow::tts::listener::{Intelligibility, Listener};
 use zoo_flow::tts::text::describe_chars;
-use zoo_flow::tts::{text_to_ids, Corpus, SpeakOptions, Symbols, TrainSpec, Training, TtsFile, TtsModel};
+use zoo_flow::tts::{
+    text_to_ids, Corpus, SpeakOptions, Symbols, TrainSpec, Training, TtsFile, TtsModel, Vocoding,
+    WaveGlowVoice,
+};
 
 use crate::global::Global;
 
 /// The model `zoo tts --text` uses without --model: models/tts/<this>/.
 const DEFAULT_MODEL: &str = "glow-tts-small";
+/// The WaveGlow `--vocoder waveglow` uses without --vocoder-model: models/tts/<this>/.
+const DEFAULT_WAVEGLOW: &str = "waveglow-small";
 
 /// `zoo tts --text ... --out x.wav` speaks; `zoo tts <command>` does the rest.
 #[derive(clap::Args, Debug)]
@@ -64,9 +69,6 @@ struct SpeakArgs {
     /// (default: the shipped models/tts/glow-tts-small/).
     #[arg(long)]
     model: Option<String>,
-    /// The vocoder that turns the log-mel into sound.
-    #[arg(long, default_value = "griffin-lim", value_parser = ["griffin-lim"])]
-    vocoder: String,
     #[command(flatten)]
     voice: VoiceArgs,
     /// Also draw the log-mel spectrogram as a picture (PNG or JPEG by the extension).
@@ -84,9 +86,25 @@ struct VoiceArgs {
     /// Times the predicted durations: above 1 speaks slower.
     #[arg(long, default_value_t = 1.0)]
     length_scale: f64,
+    /// The vocoder that turns the log-mel into sound: griffin-lim (no training) or waveglow
+    /// (a WaveGlow trained on the same front end; see --vocoder-model). `zoo tts eval` takes
+    /// several, comma-separated, and reports them side by side.
+    #[arg(long, default_value = "griffin-lim", value_delimiter = ',', value_parser = ["griffin-lim", "waveglow"])]
+    vocoder: Vec<String>,
+    /// The WaveGlow model folder of --vocoder waveglow (from `zoo flow train --preset
+    /// waveglow-22k-small`: <run>/model), or the name of one under models/tts/ (default: the
+    /// shipped models/tts/waveglow-small/).
+    #[arg(long)]
+    vocoder_model: Option<String>,
     /// Griffin-Lim iterations.
     #[arg(long, default_value_t = 32)]
     iterations: usize,
+    /// WaveGlow's sigma (the standard deviation of its noise; 0 is deterministic).
+    #[arg(long, default_value_t = 0.6)]
+    vocoder_sigma: f64,
+    /// WaveGlow's denoiser strength: subtracts this much of the model's bias spectrum (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    denoiser: f64,
 }
 
 impl VoiceArgs {
@@ -96,8 +114,29 @@ impl VoiceArgs {
             length_scale: self.length_scale,
             seed,
             griffin_lim: GriffinLimConfig { n_iter: self.iterations, ..Default::default() },
+            waveglow_sigma: self.vocoder_sigma,
+            denoiser: self.denoiser,
             ..Default::default()
         }
+    }
+
+    /// The vocoder of --vocoder's name `vocoder`, for `model`.
+    fn vocoding(&self, model: &TtsModel, vocoder: &str) -> Result<Vocoding> {
+        if !(self.vocoder_sigma.is_finite() && self.vocoder_sigma >= 0.0) {
+            bail!("--vocoder-sigma {}: give a number >= 0", self.vocoder_sigma);
+        }
+        if !(self.denoiser.is_finite() && self.denoiser >= 0.0) {
+            bail!("--denoiser {}: give a number >= 0", self.denoiser);
+        }
+        Ok(match vocoder {
+            "waveglow" => {
+                let dir = waveglow_dir(self.vocoder_model.as_deref())?;
+                let voice = WaveGlowVoice::load(&dir, &model.file.data.mel, model.vs.device())
+                    .with_context(|| format!("--vocoder-model {}", dir.display()))?;
+                Vocoding::WaveGlow(voice)
+            }
+            _ => Vocoding::GriffinLim,
+        })
     }
 }
 
@@ -227,32 +266,47 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     }
 }
 
-/// The model folder of --model: a folder, or a name under models/tts/; without --model the
-/// shipped one.
-fn model_dir(model: Option<&str>) -> Result<PathBuf> {
+/// A model folder given to `flag`: a folder, or the name of one under models/tts/.
+fn named_folder(flag: &str, m: &str) -> Result<PathBuf> {
     let shipped = zoo_core::presets::models_dir().join("tts");
-    match model {
-        Some(m) => {
-            let p = PathBuf::from(m);
-            if p.is_dir() {
-                Ok(p)
-            } else if !m.contains(['/', '\\']) && shipped.join(m).is_dir() {
-                Ok(shipped.join(m))
-            } else {
-                bail!("--model {m}: no such model folder (nor {})", shipped.join(m).display())
-            }
-        }
-        None => {
-            let p = shipped.join(DEFAULT_MODEL);
-            if !p.is_dir() {
-                bail!(
-                    "no text-to-speech model is shipped yet ({} does not exist): train one with `zoo tts corpus --out data/tts-corpus` and `zoo tts train --corpus data/tts-corpus --preset {DEFAULT_MODEL} --out runs/tts`, then pass --model runs/tts/model",
-                    p.display()
-                );
-            }
-            Ok(p)
-        }
+    let p = PathBuf::from(m);
+    if p.is_dir() {
+        Ok(p)
+    } else if !m.contains(['/', '\\']) && shipped.join(m).is_dir() {
+        Ok(shipped.join(m))
+    } else {
+        bail!("{flag} {m}: no such model folder (nor {})", shipped.join(m).display())
     }
+}
+
+/// The model folder of --model; without --model the shipped one.
+fn model_dir(model: Option<&str>) -> Result<PathBuf> {
+    if let Some(m) = model {
+        return named_folder("--model", m);
+    }
+    let p = zoo_core::presets::models_dir().join("tts").join(DEFAULT_MODEL);
+    if !p.is_dir() {
+        bail!(
+            "no text-to-speech model is shipped yet ({} does not exist): train one with `zoo tts corpus --out data/tts-corpus` and `zoo tts train --corpus data/tts-corpus --preset {DEFAULT_MODEL} --out runs/tts`, then pass --model runs/tts/model",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The WaveGlow folder of --vocoder-model; without it the shipped one.
+fn waveglow_dir(model: Option<&str>) -> Result<PathBuf> {
+    if let Some(m) = model {
+        return named_folder("--vocoder-model", m);
+    }
+    let p = zoo_core::presets::models_dir().join("tts").join(DEFAULT_WAVEGLOW);
+    if !p.is_dir() {
+        bail!(
+            "--vocoder waveglow: no WaveGlow is shipped ({} does not exist): train one with `zoo flow train --data wav:data/tts-corpus/wavs --preset waveglow-22k-small --out runs/waveglow`, then pass --vocoder-model runs/waveglow/model",
+            p.display()
+        );
+    }
+    Ok(p)
 }
 
 fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
@@ -269,9 +323,14 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
     if text.trim().is_empty() {
         bail!("--text is empty: give the words to say");
     }
+    let vocoder = match &a.voice.vocoder[..] {
+        [v] => v.clone(),
+        _ => bail!("--vocoder: give one vocoder to speak with (several are for `zoo tts eval`)"),
+    };
     let dir = model_dir(a.model.as_deref())?;
     let t0 = Instant::now();
-    let model = TtsModel::load(&dir, g.device()?)?;
+    let mut model = TtsModel::load(&dir, g.device()?)?;
+    model.vocoding = a.voice.vocoding(&model, &vocoder)?;
     let speech = model.speak(text, &a.voice.options(g.seed))?;
     if !speech.dropped.is_empty() {
         eprintln!(
@@ -291,7 +350,7 @@ fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
         speech.mel.size()[1],
         if speech.pieces.len() > 1 { format!(", {} pieces", speech.pieces.len()) } else { String::new() },
         dir.display(),
-        a.vocoder,
+        vocoder,
         t0.elapsed().as_secs_f64(),
         out.display(),
         a.spectrogram.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
@@ -410,7 +469,7 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
     }
     let device = g.device()?;
     let dir = model_dir(a.model.as_deref())?;
-    let model = TtsModel::load(&dir, device)?;
+    let mut model = TtsModel::load(&dir, device)?;
     let listener = Listener::load(&a.listener, device)
         .with_context(|| format!("--listener {}", a.listener.display()))?;
     let corpus = a.corpus.as_deref().map(Corpus::open).transpose()?;
@@ -420,31 +479,55 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
         sentences: a.sentences,
         ..Default::default()
     };
+    let mut vocoders = a.voice.vocoder.clone();
+    vocoders.dedup();
+    // Every vocoder loads before any measuring: a bad folder fails at once.
+    let voices = vocoders.iter().map(|v| a.voice.vocoding(&model, v)).collect::<Result<Vec<_>>>()?;
     let t0 = Instant::now();
-    let report = evaluate::evaluate(&model, &listener, corpus.as_ref(), &o)?;
-    let mut rtf = Vec::new();
-    if !report.sentences.is_empty() {
-        for &t in &a.rtf_threads {
-            let (speech, compute) = evaluate::real_time_factor(&model, &report.sentences, &o.speak, t)?;
-            rtf.push((t, compute / speech.max(1e-9)));
+    let mut results = Vec::new();
+    for (v, voice) in vocoders.iter().zip(voices) {
+        model.vocoding = voice;
+        let report = evaluate::evaluate(&model, &listener, corpus.as_ref(), &o)?;
+        let mut rtf = Vec::new();
+        if !report.sentences.is_empty() {
+            for &t in &a.rtf_threads {
+                let (speech, compute) = evaluate::real_time_factor(&model, &report.sentences, &o.speak, t)?;
+                rtf.push((t, compute / speech.max(1e-9)));
+            }
         }
+        if let Some(out) = &a.samples {
+            let out = if vocoders.len() > 1 { out.join(v) } else { out.clone() };
+            evaluate::write_samples(&model, corpus.as_ref(), &o.speak, &out)
+                .with_context(|| format!("--samples {}", out.display()))?;
+        }
+        let source = match &model.vocoding {
+            Vocoding::WaveGlow(w) => format!("waveglow ({})", w.dir.display()),
+            Vocoding::GriffinLim => "griffin-lim".to_string(),
+        };
+        results.push((source, report, rtf));
     }
-    if let Some(out) = &a.samples {
-        evaluate::write_samples(&model, corpus.as_ref(), &o.speak, out)
-            .with_context(|| format!("--samples {}", out.display()))?;
-    }
+    let Some((_, first, _)) = results.first() else { bail!("--vocoder: name at least one vocoder") };
     if a.json {
+        let per_vocoder: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(source, report, rtf)| {
+                serde_json::json!({
+                    "vocoder": source,
+                    "intelligibility": report.intelligibility.accuracy(),
+                    "mistakes": report.intelligibility.mistakes(),
+                    "trials": report.intelligibility.trials,
+                    "real_time_factor": rtf.iter().map(|(t, r)| serde_json::json!({"threads": t, "rtf": r})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "model": dir.display().to_string(),
             "listener": a.listener.display().to_string(),
-            "intelligibility": report.intelligibility.accuracy(),
-            "mistakes": report.intelligibility.mistakes(),
-            "trials": report.intelligibility.trials,
-            "reference_intelligibility": report.reference_intelligibility.as_ref().map(|r| r.accuracy()),
-            "reference_mistakes": report.reference_intelligibility.as_ref().map(|r| r.mistakes()),
-            "distance": report.distance,
-            "sentences": report.sentences.len(),
-            "real_time_factor": rtf.iter().map(|(t, r)| serde_json::json!({"threads": t, "rtf": r})).collect::<Vec<_>>(),
+            "vocoders": per_vocoder,
+            "reference_intelligibility": first.reference_intelligibility.as_ref().map(|r| r.accuracy()),
+            "reference_mistakes": first.reference_intelligibility.as_ref().map(|r| r.mistakes()),
+            "distance": first.distance,
+            "sentences": first.sentences.len(),
         });
         println!("{v}");
         return Ok(());
@@ -458,27 +541,30 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
             if m.is_empty() { String::new() } else { format!(" (heard wrong: {})", m.join(", ")) }
         )
     };
-    println!("model {} with griffin-lim, judged by the listener {}", dir.display(), a.listener.display());
-    println!("  digits understood: {}", said(&report.intelligibility));
-    match &report.reference_intelligibility {
-        Some(r) => println!("  espeak-ng's own renderings (the reference): {}", said(r)),
+    println!("model {}, judged by the listener {}", dir.display(), a.listener.display());
+    match &first.reference_intelligibility {
+        Some(r) => println!("  espeak-ng's own renderings (the reference): digits understood: {}", said(r)),
         None => println!("  espeak-ng's own renderings: not scored (espeak-ng is not installed)"),
     }
-    if let (Some(d), Some(c)) = (&report.distance, &a.corpus) {
+    if let (Some(d), Some(c)) = (&first.distance, &a.corpus) {
         println!(
-            "  {} held-out sentences of {}: mel L1 {:.3}, mel-cepstral distortion {:.2} dB ({} aligned frames)",
-            report.sentences.len(),
+            "  {} held-out sentences of {}: mel L1 {:.3}, mel-cepstral distortion {:.2} dB ({} aligned frames; the model's log-mel, before any vocoder)",
+            first.sentences.len(),
             c.display(),
             d.mel_l1,
             d.mcd_db,
             d.frames
         );
     }
-    for (t, r) in &rtf {
-        println!(
-            "  real-time factor, text to waveform, {t} thread{}: {r:.3}",
-            if *t == 1 { "" } else { "s" }
-        );
+    for (source, report, rtf) in &results {
+        println!("  with {source}:");
+        println!("    digits understood: {}", said(&report.intelligibility));
+        for (t, r) in rtf {
+            println!(
+                "    real-time factor, text to waveform, {t} thread{}: {r:.3}",
+                if *t == 1 { "" } else { "s" }
+            );
+        }
     }
     g.note(format!("evaluated in {:.0} s", t0.elapsed().as_secs_f64()));
     Ok(())

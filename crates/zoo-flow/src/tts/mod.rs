@@ -26,6 +26,6 @@ pub mod train;
 pub use corpus::{Corpus, Utterance};
 pub use glow_tts::{GlowTts, GlowTtsConfig};
 pub use mas::monotonic_alignment_search;
-pub use model::{SpeakOptions, Speech, TtsFile, TtsModel};
+pub use model::{SpeakOptions, Speech, TtsFile, TtsModel, Vocoding, WaveGlowVoice};
 pub use text::{normalize, text_to_ids, Encoded, Symbols};
 pub use train::{TrainSpec, Training};

@@ -9,9 +9,11 @@
 //!
 //! [`TtsModel::speak`]: text -> normalised words -> pieces of at most `max_chars` characters
 //! cut at sentence ends ([`split_sentences`]) -> symbol ids -> log-mel (Glow-TTS inference,
-//! piece by piece, joined) -> waveform (Griffin-Lim through the model's own mel settings).
+//! piece by piece, joined) -> waveform through the model's [`Vocoding`]: Griffin-Lim through
+//! the model's own mel settings, or a WaveGlow trained on the same front end.
 use std::path::{Path, PathBuf};
 
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 use zoo_core::audio::{Audio, GriffinLim, GriffinLimConfig, MelConfig};
@@ -19,6 +21,8 @@ use zoo_core::train::LrSchedule;
 
 use super::glow_tts::{GlowTts, GlowTtsConfig};
 use super::text::{intersperse, normalize, split_sentences, text_to_ids, Symbols};
+use crate::denoiser::Denoiser;
+use crate::waveglow::Vocoder;
 use crate::{Error, Result};
 
 /// The config file of a model folder.
@@ -197,6 +201,11 @@ pub struct SpeakOptions {
     /// Normalised text longer than this is spoken in pieces cut at sentence ends, then joined.
     pub max_chars: usize,
     pub griffin_lim: GriffinLimConfig,
+    /// WaveGlow's sigma: the standard deviation of its noise z (0 is deterministic).
+    pub waveglow_sigma: f64,
+    /// WaveGlow's denoiser strength: this much of the model's bias spectrum is subtracted (0:
+    /// off).
+    pub denoiser: f64,
 }
 
 impl Default for SpeakOptions {
@@ -207,7 +216,91 @@ impl Default for SpeakOptions {
             seed: 0,
             max_chars: 200,
             griffin_lim: GriffinLimConfig { n_iter: 32, ..Default::default() },
+            waveglow_sigma: 0.6,
+            denoiser: 0.0,
         }
+    }
+}
+
+/// What turns a [`TtsModel`]'s log-mel into a waveform.
+pub enum Vocoding {
+    /// Griffin-Lim through the model's own mel settings ([`SpeakOptions::griffin_lim`]): no
+    /// training, always available.
+    GriffinLim,
+    /// A WaveGlow trained on audio of the same front end (`zoo flow train`).
+    WaveGlow(WaveGlowVoice),
+}
+
+impl Vocoding {
+    /// `griffin-lim` or `waveglow`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Vocoding::GriffinLim => "griffin-lim",
+            Vocoding::WaveGlow(_) => "waveglow",
+        }
+    }
+}
+
+/// A WaveGlow model folder loaded as a text-to-speech vocoder, with its denoiser.
+pub struct WaveGlowVoice {
+    pub vocoder: Vocoder,
+    pub denoiser: Denoiser,
+    /// The folder it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl WaveGlowVoice {
+    /// Loads a WaveGlow model folder (f32 whatever the file's dtype) for a model that makes
+    /// log-mels in `mel`'s settings; a WaveGlow that hears another front end is refused.
+    pub fn load(dir: &Path, mel: &MelConfig, device: Device) -> Result<Self> {
+        let vocoder = Vocoder::load(dir, device, Kind::Float)?;
+        let hears = vocoder.file.mel_config();
+        if hears != *mel {
+            return Err(Error::Config(format!(
+                "{}: this WaveGlow hears {} mels at {} Hz (FFT {}, hop {}, {}-{:?} Hz) but the text-to-speech model makes {} mels at {} Hz (FFT {}, hop {}, {}-{:?} Hz); train a WaveGlow on its front end (models/flow/waveglow-22k-small.json)",
+                dir.display(),
+                hears.n_mels,
+                hears.sample_rate,
+                hears.n_fft,
+                hears.hop_length,
+                hears.fmin,
+                hears.fmax,
+                mel.n_mels,
+                mel.sample_rate,
+                mel.n_fft,
+                mel.hop_length,
+                mel.fmin,
+                mel.fmax
+            )));
+        }
+        let denoiser = Denoiser::new(&vocoder.model)?;
+        Ok(WaveGlowVoice { vocoder, denoiser, dir: dir.to_path_buf() })
+    }
+
+    /// Log-mel (n_mels, frames) -> waveform (frames * hop), with z drawn from a generator
+    /// seeded with `seed` (not libtorch's global one), and denoised when `denoiser` > 0.
+    pub fn vocode(&self, mel: &Tensor, sigma: f64, denoiser: f64, seed: u64) -> Result<Tensor> {
+        if !(sigma.is_finite() && sigma >= 0.0 && denoiser.is_finite() && denoiser >= 0.0) {
+            return Err(Error::Input(format!(
+                "WaveGlow sigma {sigma} and denoiser strength {denoiser} must be numbers >= 0"
+            )));
+        }
+        let m = &self.vocoder.model;
+        let device = m.device();
+        let frames = mel.size()[1];
+        let g = m.cfg.n_group;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(zoo_core::seed::step_seed(seed, 1, 0));
+        let z = zoo_core::seed::randn(&[1, g, frames * m.hop() / g], &mut rng)?
+            .f_to_device(device)?
+            .f_mul_scalar(sigma)?;
+        let mel = mel.f_unsqueeze(0)?.f_to_device(device)?;
+        let mut y = tch::no_grad(|| m.inverse(&mel, &z))?;
+        if denoiser > 0.0 {
+            y = self.denoiser.forward(&y, denoiser)?;
+        }
+        let y = y.f_select(0, 0)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+        // A barely trained flow can blow up: keep the waveform finite and in range.
+        Ok(y.f_nan_to_num(0.0, 1.0, -1.0)?.f_clamp(-1.0, 1.0)?)
     }
 }
 
@@ -225,11 +318,13 @@ pub struct Speech {
     pub dropped: Vec<char>,
 }
 
-/// A Glow-TTS model with its variables and settings.
+/// A Glow-TTS model with its variables and settings, and the vocoder it speaks through
+/// (Griffin-Lim unless [`TtsModel::use_waveglow`] is called).
 pub struct TtsModel {
     pub vs: VarStore,
     pub model: GlowTts,
     pub file: TtsFile,
+    pub vocoding: Vocoding,
 }
 
 impl TtsModel {
@@ -238,7 +333,14 @@ impl TtsModel {
         file.validate()?;
         let vs = VarStore::new(device);
         let model = GlowTts::new(vs.root(), &file.model)?;
-        Ok(TtsModel { vs, model, file: file.clone() })
+        Ok(TtsModel { vs, model, file: file.clone(), vocoding: Vocoding::GriffinLim })
+    }
+
+    /// Speaks through the WaveGlow model folder `dir` from now on (see [`WaveGlowVoice::load`]).
+    pub fn use_waveglow(&mut self, dir: &Path) -> Result<()> {
+        let v = WaveGlowVoice::load(dir, &self.file.data.mel, self.vs.device())?;
+        self.vocoding = Vocoding::WaveGlow(v);
+        Ok(())
     }
 
     /// Loads a model folder strictly (every tensor by name and shape), in f32 whatever the
@@ -323,20 +425,26 @@ impl TtsModel {
         Ok((mel, pieces, dropped))
     }
 
-    /// Text -> speech through Griffin-Lim (see the module docs).
+    /// Text -> speech through the model's vocoder (see the module docs).
     pub fn speak(&self, text: &str, o: &SpeakOptions) -> Result<Speech> {
         let (mel, pieces, dropped) = self.text_to_mel(text, o)?;
         let cfg = &self.file.data.mel;
         let floor = LOG_MEL_FLOOR;
-        // Griffin-Lim needs more than n_fft / 2 samples: pad a very short mel with silence.
+        // Both vocoders need more than n_fft / 2 samples (Griffin-Lim's and the denoiser's
+        // STFT): pad a very short mel with silence.
         let min_frames = cfg.n_fft / 2 / cfg.hop_length + 2;
         let frames = mel.size()[1];
-        let mel =
+        let padded =
             if frames < min_frames { mel.f_pad([0, min_frames - frames], "constant", floor)? } else { mel };
-        let gl = GriffinLimConfig { seed: Some(o.seed), ..o.griffin_lim.clone() };
-        let wave = GriffinLim::new(cfg, Device::Cpu)?.vocode(&mel, &gl, None)?;
-        let audio = Audio::new(wave.f_clamp(-1.0, 1.0)?, cfg.sample_rate)?;
-        Ok(Speech { audio, mel, pieces, dropped })
+        let wave = match &self.vocoding {
+            Vocoding::GriffinLim => {
+                let gl = GriffinLimConfig { seed: Some(o.seed), ..o.griffin_lim.clone() };
+                GriffinLim::new(cfg, Device::Cpu)?.vocode(&padded, &gl, None)?.f_clamp(-1.0, 1.0)?
+            }
+            Vocoding::WaveGlow(w) => w.vocode(&padded, o.waveglow_sigma, o.denoiser, o.seed)?,
+        };
+        let audio = Audio::new(wave, cfg.sample_rate)?;
+        Ok(Speech { audio, mel: padded, pieces, dropped })
     }
 }
 
@@ -415,5 +523,80 @@ mod tests {
         assert!(back.speak("  ", &o).unwrap_err().to_string().contains("empty"));
         assert!(back.speak("日本", &o).unwrap_err().to_string().contains("nothing to say"));
         assert!(back.speak("hi", &SpeakOptions { length_scale: 0.0, ..o }).is_err());
+    }
+
+    /// A tiny WaveGlow on `mel`'s front end, saved into `dir`.
+    fn tiny_waveglow(dir: &Path, mel: &MelConfig) {
+        use crate::waveglow::{Config, DataConfig, ModelFile, TrainConfig};
+        let file = ModelFile {
+            description: String::new(),
+            waveglow_config: Config { n_mel_channels: mel.n_mels, ..Config::tiny() },
+            data_config: DataConfig {
+                segment_length: 1024,
+                sampling_rate: mel.sample_rate,
+                filter_length: mel.n_fft,
+                hop_length: mel.hop_length,
+                win_length: mel.win_length,
+                mel_fmin: mel.fmin,
+                mel_fmax: mel.fmax,
+            },
+            train_config: TrainConfig {
+                sigma: 1.0,
+                learning_rate: 1e-3,
+                batch_size: 1,
+                steps: 1,
+                clip_grad: None,
+            },
+        };
+        let v = Vocoder::new(&file, Device::Cpu).unwrap();
+        // WN's zero-initialised ends would make every coupling the identity (and the bias the
+        // denoiser removes zero): give them weights.
+        tch::no_grad(|| {
+            for (name, t) in v.vs.variables() {
+                if name.contains(".end.") {
+                    t.shallow_clone().copy_(&(Tensor::randn_like(&t) * 0.1));
+                }
+            }
+        });
+        v.save(dir).unwrap();
+    }
+
+    #[test]
+    fn tts_model_speaks_through_a_waveglow_of_its_front_end() {
+        tch::manual_seed(1);
+        let mut m = TtsModel::new(&TtsFile::tiny(), Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A WaveGlow of another front end is refused, naming both.
+        let other = dir.path().join("8k");
+        tiny_waveglow(&other, &MelConfig::speech_8k());
+        let err = m.use_waveglow(&other).err().unwrap().to_string();
+        assert!(err.contains("8000 Hz") && err.contains("22050 Hz"), "{err}");
+        assert_eq!(m.vocoding.name(), "griffin-lim");
+        let wg = dir.path().join("22k");
+        tiny_waveglow(&wg, &m.file.data.mel);
+        m.use_waveglow(&wg).unwrap();
+        assert_eq!(m.vocoding.name(), "waveglow");
+        let o = SpeakOptions::default();
+        let a = m.speak("one two", &o).unwrap();
+        // One hop of samples per mel frame, finite and in range.
+        assert_eq!(a.audio.len(), a.mel.size()[1] * m.file.data.mel.hop_length);
+        let x = &a.audio.samples;
+        assert_eq!(x.isfinite().all().int64_value(&[]), 1);
+        assert!(x.abs().max().double_value(&[]) <= 1.0);
+        // The same seed gives the same samples whatever libtorch's generator does; another
+        // seed other ones; sigma 0 none of the vocoder's noise; a denoiser changes them.
+        tch::manual_seed(99);
+        let b = m.speak("one two", &o).unwrap();
+        assert_eq!((x - &b.audio.samples).abs().max().double_value(&[]), 0.0);
+        let c = m.speak("one two", &SpeakOptions { seed: 5, ..o.clone() }).unwrap();
+        assert!((x - &c.audio.samples).abs().max().double_value(&[]) > 0.0);
+        // (the acoustic model's noise off too: the seed draws it as well)
+        let quiet = SpeakOptions { waveglow_sigma: 0.0, noise_scale: 0.0, ..o.clone() };
+        let z0 = m.speak("one two", &quiet).unwrap();
+        let z1 = m.speak("one two", &SpeakOptions { seed: 5, ..quiet }).unwrap();
+        assert_eq!((&z0.audio.samples - &z1.audio.samples).abs().max().double_value(&[]), 0.0);
+        let d = m.speak("one two", &SpeakOptions { denoiser: 0.5, ..o.clone() }).unwrap();
+        assert!((x - &d.audio.samples).abs().max().double_value(&[]) > 1e-4);
+        assert!(m.speak("one two", &SpeakOptions { waveglow_sigma: -1.0, ..o }).is_err());
     }
 }
