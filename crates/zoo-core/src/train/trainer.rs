@@ -256,6 +256,10 @@ pub struct Trainer<'a> {
     pub cfg: LoopConfig,
     /// Called to check for a stop request between steps; [`interrupt_requested`] by default.
     pub should_stop: fn() -> bool,
+    /// The losses summed (and counted) since the last metrics record, as a checkpoint left
+    /// them: a resumed run's first record then averages the same steps as an uninterrupted
+    /// run's, even when a checkpoint falls inside its window.
+    window: (u64, f64, u64),
 }
 
 impl<'a> Trainer<'a> {
@@ -270,7 +274,7 @@ impl<'a> Trainer<'a> {
         if cfg.grad_accum == 0 || cfg.log_every == 0 {
             return Err(Error::Config("grad_accum and log_every must be at least 1".into()));
         }
-        Ok(Trainer { run, vs, opt, schedule, cfg, should_stop: interrupt_requested })
+        Ok(Trainer { run, vs, opt, schedule, cfg, should_stop: interrupt_requested, window: (0, 0.0, 0) })
     }
 
     /// Loads the run's latest checkpoint, if any, into the model, optimiser and task; drops
@@ -293,15 +297,25 @@ impl<'a> Trainer<'a> {
         self.opt.load_state(&weights::load(&dir.join("optimizer.safetensors"))?)?;
         task.load_extra_state(&dir)?;
         self.run.truncate_metrics_after(state.step)?;
+        // (Checkpoints of earlier versions hold no window: the first record averages less.)
+        let w = &state.extra["loss_window"];
+        if let (Some(sum), Some(n)) = (w[0].as_f64(), w[1].as_u64()) {
+            self.window = (state.step, sum, n);
+        }
         Ok(state.step)
     }
 
-    fn checkpoint(&self, task: &dyn TrainTask, step: u64) -> Result<std::path::PathBuf> {
+    fn checkpoint(
+        &self,
+        task: &dyn TrainTask,
+        step: u64,
+        (sum, n): (f64, u64),
+    ) -> Result<std::path::PathBuf> {
         let mut model: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         model.sort_by(|a, b| a.0.cmp(&b.0));
         let mut parts = vec![("model", model), ("optimizer", self.opt.state())];
         parts.extend(task.extra_state());
-        let state = CheckpointState { step, seed: self.cfg.seed, extra: Value::Null };
+        let state = CheckpointState { step, seed: self.cfg.seed, extra: json!({"loss_window": [sum, n]}) };
         let dir = self.run.save_checkpoint(&state, &parts)?;
         self.run.prune_checkpoints(self.cfg.keep_checkpoints)?;
         self.run.plot_losses()?;
@@ -322,10 +336,11 @@ impl<'a> Trainer<'a> {
         reporter.start(start, cfg.steps);
         let t0 = Instant::now();
         let mut last = Value::Null;
-        let (mut loss_sum, mut loss_n) = (0.0, 0u64);
+        let (mut loss_sum, mut loss_n) =
+            if self.window.0 == start && start > 0 { (self.window.1, self.window.2) } else { (0.0, 0u64) };
         for step in start..cfg.steps {
             if (self.should_stop)() {
-                let dir = self.checkpoint(task, step)?;
+                let dir = self.checkpoint(task, step, (loss_sum, loss_n))?;
                 reporter.event(&json!({"note": format!("interrupted at step {step}; checkpoint saved in {}", dir.display())}));
                 reporter.finish();
                 return Ok(Outcome { steps: step, interrupted: true, last });
@@ -394,7 +409,7 @@ impl<'a> Trainer<'a> {
                 reporter.event(&json!({"step": done, "note": note}));
             }
             if every(cfg.checkpoint_every, done) || done == cfg.steps {
-                self.checkpoint(task, done)?;
+                self.checkpoint(task, done, (loss_sum, loss_n))?;
             }
         }
         reporter.finish();
