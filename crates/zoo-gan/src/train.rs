@@ -177,6 +177,10 @@ pub struct GanTrainer<'a> {
     pub should_stop: fn() -> bool,
     /// Checkpoints to keep, newest first (0 keeps all).
     pub keep_checkpoints: usize,
+    /// The metrics summed (and counted) since the last record, as the checkpoint resumed from
+    /// left them (its step first), so the first record after a resume averages the same steps
+    /// as an uninterrupted run's.
+    window: (u64, Vec<(String, f64, u32)>),
 }
 
 /// How a run ended.
@@ -231,6 +235,7 @@ impl<'a> GanTrainer<'a> {
             fixed: (z, y),
             should_stop: zoo_core::train::interrupt_requested,
             keep_checkpoints: 3,
+            window: (0, Vec::new()),
         })
     }
 
@@ -254,10 +259,17 @@ impl<'a> GanTrainer<'a> {
             ema.load_state(&weights::load(&dir.join("ema.safetensors"))?)?;
         }
         self.run.truncate_metrics_after(state.step)?;
+        // (Checkpoints of earlier versions hold no window: the first record averages less.)
+        let window = state.extra["metric_window"].as_array().map(|rows| {
+            rows.iter()
+                .filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_f64()?, r[2].as_u64()? as u32)))
+                .collect()
+        });
+        self.window = (state.step, window.unwrap_or_default());
         Ok(state.step)
     }
 
-    fn checkpoint(&self, step: u64) -> Result<PathBuf> {
+    fn checkpoint(&self, step: u64, window: &[(String, f64, u32)]) -> Result<PathBuf> {
         let vars = |vs: &tch::nn::VarStore| {
             let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -272,7 +284,8 @@ impl<'a> GanTrainer<'a> {
         if let Some((ema, _)) = &self.ema {
             parts.push(("ema", ema.state()));
         }
-        let state = CheckpointState { step, seed: self.seed, extra: Value::Null };
+        let window: Vec<Value> = window.iter().map(|(k, s, n)| json!([k, s, n])).collect();
+        let state = CheckpointState { step, seed: self.seed, extra: json!({ "metric_window": window }) };
         let dir = self.run.save_checkpoint(&state, &parts)?;
         self.run.prune_checkpoints(self.keep_checkpoints)?;
         self.run.plot_losses()?;
@@ -411,10 +424,11 @@ impl<'a> GanTrainer<'a> {
         reporter.start(start, total);
         let t0 = Instant::now();
         let mut last = Value::Null;
-        let mut sums: Vec<(&'static str, f64, u32)> = Vec::new();
+        let mut sums: Vec<(String, f64, u32)> =
+            if self.window.0 == start && start > 0 { self.window.1.clone() } else { Vec::new() };
         for step in start..total {
             if (self.should_stop)() {
-                let dir = self.checkpoint(step)?;
+                let dir = self.checkpoint(step, &sums)?;
                 reporter.event(&json!({"note": format!("interrupted at step {step}; checkpoint saved in {}", dir.display())}));
                 reporter.finish();
                 return Ok(Outcome { steps: step, interrupted: true, last });
@@ -426,7 +440,7 @@ impl<'a> GanTrainer<'a> {
                         e.1 += v;
                         e.2 += 1;
                     }
-                    None => sums.push((k, *v, 1)),
+                    None => sums.push((k.to_string(), *v, 1)),
                 }
             }
             let done = step + 1;
@@ -435,7 +449,7 @@ impl<'a> GanTrainer<'a> {
             if done % self.cfg.log_every == 0 || done == total {
                 // Means over the steps since the last record.
                 for (k, s, n) in sums.drain(..) {
-                    rec.insert(k.into(), json!(s / n as f64));
+                    rec.insert(k, json!(s / n as f64));
                 }
                 rec.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
                 last = Value::Object(rec.clone());
@@ -451,7 +465,7 @@ impl<'a> GanTrainer<'a> {
                 self.write_samples(done)?;
             }
             if done % self.cfg.checkpoint_every == 0 || done == total {
-                self.checkpoint(done)?;
+                self.checkpoint(done, &sums)?;
             }
         }
         reporter.finish();

@@ -133,7 +133,7 @@ impl VoiceArgs {
                 let dir = waveglow_dir(self.vocoder_model.as_deref())?;
                 let voice = WaveGlowVoice::load(&dir, &model.file.data.mel, model.vs.device())
                     .with_context(|| format!("--vocoder-model {}", dir.display()))?;
-                Vocoding::WaveGlow(voice)
+                Vocoding::WaveGlow(Box::new(voice))
             }
             _ => Vocoding::GriffinLim,
         })

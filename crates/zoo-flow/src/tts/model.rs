@@ -228,7 +228,7 @@ pub enum Vocoding {
     /// training, always available.
     GriffinLim,
     /// A WaveGlow trained on audio of the same front end (`zoo flow train`).
-    WaveGlow(WaveGlowVoice),
+    WaveGlow(Box<WaveGlowVoice>),
 }
 
 impl Vocoding {
@@ -339,7 +339,7 @@ impl TtsModel {
     /// Speaks through the WaveGlow model folder `dir` from now on (see [`WaveGlowVoice::load`]).
     pub fn use_waveglow(&mut self, dir: &Path) -> Result<()> {
         let v = WaveGlowVoice::load(dir, &self.file.data.mel, self.vs.device())?;
-        self.vocoding = Vocoding::WaveGlow(v);
+        self.vocoding = Vocoding::WaveGlow(Box::new(v));
         Ok(())
     }
 
