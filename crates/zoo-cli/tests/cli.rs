@@ -47,6 +47,33 @@ fn info_reports_libtorch_2_13() {
 }
 
 #[test]
+fn zoo_kernels_libtorch_turns_the_custom_kernels_off_and_changes_no_result() {
+    let info = |kernels: Option<&str>| -> serde_json::Value {
+        let mut c = zoo();
+        if let Some(k) = kernels {
+            c.env("ZOO_KERNELS", k);
+        }
+        serde_json::from_slice(&c.args(["info", "--json"]).output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(info(None)["kernels"], "zoo");
+    let off = info(Some("libtorch"));
+    assert_eq!(off["kernels"], "libtorch");
+    assert_eq!(off["gemv_kernel"], false);
+    // A random GPT-2 decodes greedily to the same text on zoo's kernels as on libtorch's.
+    let generate = |kernels: &str| {
+        let out = zoo()
+            .env("ZOO_KERNELS", kernels)
+            .args(["--device", "cpu", "-q", "llm", "generate", "--model", "tiny-gpt2", "--prompt", "To be"])
+            .args(["--max-new-tokens", "12", "--temperature", "0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(generate("zoo"), generate("libtorch"));
+}
+
+#[test]
 fn a_closed_pipe_ends_quietly() {
     // `zoo info | head -0`: the reader is gone before zoo prints.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))

@@ -1,6 +1,12 @@
 //! libtorch operators that tch does not wrap, or wraps without an argument we need, through
 //! the C++ of csrc/ops.cpp (compiled by build.rs against the same libtorch).
+//!
+//! `ZOO_KERNELS=libtorch` in the environment (read once, at the first call) routes every
+//! operator here to libtorch's own (`conv2d`, `conv_transpose2d`, `conv1d`, `linear`, ...),
+//! bypassing zoo's kernels: to rule them out when a result looks wrong, or to compare speed.
+//! `zoo info` says which is in use.
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::OnceLock;
 
 use tch::Tensor;
 
@@ -127,9 +133,18 @@ fn ptr(t: Option<&Tensor>) -> *const c_void {
     t.map_or(std::ptr::null(), |t| t.as_ptr() as *const c_void)
 }
 
+/// Whether `ZOO_KERNELS=libtorch` turned zoo's own kernels off (see the module docs).
+pub fn libtorch_only() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("ZOO_KERNELS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("libtorch")))
+}
+
 /// Leaky ReLU with slope `slope` for x < 0 (`torch.nn.functional.leaky_relu`), differentiable.
 /// Shapes: any -> the same.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    if libtorch_only() {
+        return Ok(x.f_where_self(&x.f_gt(0.0)?, &x.f_mul_scalar(slope)?)?);
+    }
     // SAFETY: x is a live tensor for the call.
     unsafe { shim_tensor("leaky_relu", |err, len| zoo_leaky_relu(ptr(Some(x)), slope, err, len)) }
 }
@@ -159,11 +174,25 @@ pub fn linear_t(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// Whether [`linear`] (or [`linear_t`] when `transposed`) runs as oneDNN's matmul; the tests
 /// ask it.
 pub fn is_dnnl_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> bool {
+    if libtorch_only() {
+        return false;
+    }
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe { zoo_linear_is_dnnl(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed)) != 0 }
 }
 
 fn call_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> Result<Tensor> {
+    if libtorch_only() {
+        return Ok(if transposed {
+            let y = x.f_matmul(w)?;
+            match b {
+                Some(b) => y.f_add(b)?,
+                None => y,
+            }
+        } else {
+            x.f_linear(w, b)?
+        });
+    }
     // SAFETY: x, w and b are live tensors for the call.
     unsafe {
         shim_tensor("linear", |err, len| {
@@ -264,6 +293,9 @@ pub fn conv_transpose2d_relu(
 /// Whether [`conv_transpose2d`] (`transposed`) or [`conv2d`]'s input gradient (in the current
 /// grad mode) takes the few-channel GEMM path; the tests ask it.
 pub fn is_few_channel_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> bool {
+    if libtorch_only() {
+        return false;
+    }
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe { zoo_few_channel_path(ptr(Some(x)), ptr(Some(w)), ptr(b), i32::from(transposed)) != 0 }
 }
@@ -278,6 +310,9 @@ pub fn is_k4s2_path(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> bool {
+    if libtorch_only() {
+        return false;
+    }
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe {
         zoo_k4s2_path(
@@ -318,6 +353,9 @@ fn ask_conv_path(
     stride: [i64; 2],
     padding: [i64; 2],
 ) -> bool {
+    if libtorch_only() {
+        return false;
+    }
     // SAFETY: x, w and b are live tensors for the call; nothing is kept.
     unsafe { query(ptr(Some(x)), ptr(Some(w)), ptr(b), stride[0], stride[1], padding[0], padding[1]) != 0 }
 }
@@ -347,6 +385,14 @@ fn call_conv(
     padding: [i64; 2],
     relu: bool,
 ) -> Result<Tensor> {
+    if libtorch_only() {
+        let y = if transposed {
+            x.f_conv_transpose2d(w, b, stride, padding, [0, 0], 1, [1, 1])?
+        } else {
+            x.f_conv2d(w, b, stride, padding, [1, 1], 1)?
+        };
+        return Ok(if relu { y.f_relu()? } else { y });
+    }
     let (what, f): (&str, ShimConv) =
         if transposed { ("conv_transpose2d", zoo_conv_transpose2d) } else { ("conv2d", zoo_conv2d) };
     let relu = i32::from(relu);
@@ -404,6 +450,13 @@ pub fn conv1d_add(
     dilation: i64,
     add: Option<&Tensor>,
 ) -> Result<Tensor> {
+    if libtorch_only() {
+        let y = x.f_conv1d(w, b, [1], [padding], [dilation], 1)?;
+        return Ok(match add {
+            Some(a) => y.f_add(a)?,
+            None => y,
+        });
+    }
     // SAFETY: x, w, b and add are live tensors for the call.
     unsafe {
         shim_tensor("conv1d", |err, len| {
@@ -412,8 +465,12 @@ pub fn conv1d_add(
     }
 }
 
-/// Whether [`linear`] has its own matrix-vector kernel on this CPU (x86-64 with AVX-512F).
+/// Whether [`linear`] has its own matrix-vector kernel on this CPU (x86-64 with AVX-512F) and
+/// `ZOO_KERNELS=libtorch` did not turn it off.
 pub fn gemv_available() -> bool {
+    if libtorch_only() {
+        return false;
+    }
     // SAFETY: no arguments; reads CPU features.
     unsafe { zoo_gemv_available() != 0 }
 }

@@ -55,6 +55,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             "mps": tch::utils::has_mps(),
             "threads": device::threads(),
             "gemv_kernel": zoo_core::ops::gemv_available(),
+            "kernels": if zoo_core::ops::libtorch_only() { "libtorch" } else { "zoo" },
             "device": g.device.to_string(),
             "families": FAMILIES.iter().map(|(f, _)| f).collect::<Vec<_>>(),
             "presets": presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect::<Vec<_>>(),
@@ -80,9 +81,19 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         yes_no(tch::utils::has_openmp())
     );
     println!(
+        "kernels: {}",
+        if zoo_core::ops::libtorch_only() {
+            "libtorch's only (ZOO_KERNELS=libtorch)"
+        } else {
+            "zoo's where they are faster (Winograd, 4x4 stride-2, few-channel GEMM, oneDNN matmul; ZOO_KERNELS=libtorch turns them off)"
+        }
+    );
+    println!(
         "decoding kernels: {}",
         if zoo_core::ops::gemv_available() {
             "zoo's AVX-512 matrix-vector kernels for float32 linear layers at batch 1-4"
+        } else if zoo_core::ops::libtorch_only() {
+            "libtorch's (ZOO_KERNELS=libtorch)"
         } else {
             "libtorch's (this CPU has no AVX-512)"
         }
