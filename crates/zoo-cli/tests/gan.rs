@@ -74,6 +74,8 @@ fn train_resume_sample_interpolate_arch() {
     let out = ok(&[&common[..], &["--resume", "--steps", "3", "--json"]].concat());
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.last().unwrap()["steps"], 3);
+    // Nothing left to train: refused, not a report of NaN losses.
+    fails(&[&common[..], &["--resume", "--steps", "3"]].concat(), 1, "already done 3 steps");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 2 && metrics.contains("\"d_x\""), "{metrics}");
     assert!(run.join("samples/step-000002.png").is_file() && run.join("loss.png").is_file());

@@ -266,6 +266,7 @@ impl<'a> GanTrainer<'a> {
                 .collect()
         });
         self.window = (state.step, window.unwrap_or_default());
+        zoo_core::train::steps_left(state.step, self.cfg.steps)?;
         Ok(state.step)
     }
 

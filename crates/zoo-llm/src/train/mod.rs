@@ -338,17 +338,6 @@ pub struct Stage {
     pub exclude: Vec<String>,
 }
 
-/// Refuses to continue a run that has already done its `steps` (it would only overwrite its
-/// results with a run of no steps).
-pub(crate) fn steps_left(done: u64, steps: u64) -> Result<()> {
-    if done >= steps {
-        return Err(Error::Input(format!(
-            "--resume --steps {steps}: the run has already done {done} steps; give more to continue it"
-        )));
-    }
-    Ok(())
-}
-
 impl Stage {
     /// Opens the run folder `out` for a stage whose full settings are `config` (compared on
     /// `resume`: only `steps` may change) and the start model. `corpus` is the text a char
@@ -447,7 +436,7 @@ impl Stage {
         let schedule = sft::default_schedule(o.lr, o.warmup_steps, o.steps);
         let mut trainer = Trainer::new(&self.run, &self.m.vs, opt, schedule, sft::loop_config(o, eval))?;
         let start = trainer.resume(task)?;
-        steps_left(start, o.steps)?;
+        zoo_core::train::steps_left(start, o.steps)?;
         let t0 = std::time::Instant::now();
         let r = trainer.run(task, start, reporter)?;
         Ok(StageRun { steps: r.steps, interrupted: r.interrupted, seconds: t0.elapsed().as_secs_f64() })

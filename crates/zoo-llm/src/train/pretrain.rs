@@ -372,7 +372,7 @@ pub fn pretrain(
         notes: Vec::new(),
     };
     let start = trainer.resume(&mut task)?;
-    super::steps_left(start, opts.steps)?;
+    zoo_core::train::steps_left(start, opts.steps)?;
     // The best model so far is the lowest val loss the (truncated) metrics hold.
     for r in run.metrics()? {
         if let Some(v) = r.get("val_loss").and_then(serde_json::Value::as_f64) {
