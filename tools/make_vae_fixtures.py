@@ -135,21 +135,6 @@ def main():
         ),
         seed=1,
     )
-    # 64 channels at 16x16: wide enough that zoo's 3x3 convolutions run as Winograd inside a
-    # golden comparison.
-    kl_case(
-        "wide-kl",
-        dict(
-            block_out_channels=(64,),
-            down_block_types=("DownEncoderBlock2D",),
-            up_block_types=("UpDecoderBlock2D",),
-            layers_per_block=1,
-            norm_num_groups=32,
-            latent_channels=4,
-            sample_size=16,
-        ),
-        seed=2,
-    )
     mlp_case()
     for p in sorted(OUT.rglob("*")):
         if p.is_file():

@@ -61,20 +61,6 @@ fn autoencoder_kl_with_attention_matches_diffusers() -> Result<()> {
     check_kl_model("tiny-kl")
 }
 
-/// 64 channels at 16x16: zoo's 3x3 convolutions run as Winograd here (checked), inside the
-/// comparison with diffusers.
-#[test]
-fn autoencoder_kl_wide_enough_for_winograd_matches_diffusers() -> Result<()> {
-    let x = Tensor::randn([2, 64, 16, 16], (Kind::Float, Device::Cpu));
-    let w = Tensor::randn([64, 64, 3, 3], (Kind::Float, Device::Cpu));
-    let winograd = tch::no_grad(|| zoo_core::ops::conv2d_is_winograd(&x, &w, None, [1, 1], [1, 1]));
-    ensure!(
-        winograd || zoo_core::ops::libtorch_only(),
-        "the wide model's convolutions should run as Winograd"
-    );
-    check_kl_model("wide-kl")
-}
-
 #[test]
 fn autoencoder_kl_without_attention_or_quant_convs_matches_diffusers() -> Result<()> {
     check_kl_model("tiny-kl-plain")

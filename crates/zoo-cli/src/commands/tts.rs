@@ -279,34 +279,42 @@ fn named_folder(flag: &str, m: &str) -> Result<PathBuf> {
     }
 }
 
-/// The model folder of --model; without --model the shipped one.
-fn model_dir(model: Option<&str>) -> Result<PathBuf> {
-    if let Some(m) = model {
-        return named_folder("--model", m);
+/// The folder `flag` names, or else the shipped models/tts/<default>/; `missing` is the error
+/// (given that path) when nothing is shipped.
+fn named_or_shipped(
+    flag: &str,
+    named: Option<&str>,
+    default: &str,
+    missing: impl FnOnce(&Path) -> String,
+) -> Result<PathBuf> {
+    if let Some(m) = named {
+        return named_folder(flag, m);
     }
-    let p = zoo_core::presets::models_dir().join("tts").join(DEFAULT_MODEL);
+    let p = zoo_core::presets::models_dir().join("tts").join(default);
     if !p.is_dir() {
-        bail!(
-            "no text-to-speech model is shipped yet ({} does not exist): train one with `zoo tts corpus --out data/tts-corpus` and `zoo tts train --corpus data/tts-corpus --preset {DEFAULT_MODEL} --out runs/tts`, then pass --model runs/tts/model",
-            p.display()
-        );
+        bail!("{}", missing(&p));
     }
     Ok(p)
 }
 
+/// The model folder of --model; without --model the shipped one.
+fn model_dir(model: Option<&str>) -> Result<PathBuf> {
+    named_or_shipped("--model", model, DEFAULT_MODEL, |p| {
+        format!(
+            "no text-to-speech model is shipped yet ({} does not exist): train one with `zoo tts corpus --out data/tts-corpus` and `zoo tts train --corpus data/tts-corpus --preset {DEFAULT_MODEL} --out runs/tts`, then pass --model runs/tts/model",
+            p.display()
+        )
+    })
+}
+
 /// The WaveGlow folder of --vocoder-model; without it the shipped one.
 fn waveglow_dir(model: Option<&str>) -> Result<PathBuf> {
-    if let Some(m) = model {
-        return named_folder("--vocoder-model", m);
-    }
-    let p = zoo_core::presets::models_dir().join("tts").join(DEFAULT_WAVEGLOW);
-    if !p.is_dir() {
-        bail!(
+    named_or_shipped("--vocoder-model", model, DEFAULT_WAVEGLOW, |p| {
+        format!(
             "--vocoder waveglow: no WaveGlow is shipped ({} does not exist): train one with `zoo flow train --data wav:data/tts-corpus/wavs --preset waveglow-22k-small --out runs/waveglow`, then pass --vocoder-model runs/waveglow/model",
             p.display()
-        );
-    }
-    Ok(p)
+        )
+    })
 }
 
 fn speak(g: &Global, a: SpeakArgs) -> Result<()> {
