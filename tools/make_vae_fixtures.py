@@ -11,6 +11,10 @@ Writes tests/fixtures/vae/:
 - tiny-kl-expected.safetensors, tiny-kl-plain-expected.safetensors: a fixed input `x`, the
   posterior `mean` and `logvar`, `kl`, the decode of the posterior mean `decode_mode`, and the
   decode `decode_sample` of mean + std * `noise` for a fixed `noise`.
+- wide-kl-formula/config.json and wide-kl-formula-expected.safetensors: an AutoencoderKL of 64
+  channels, wide enough that zoo's 3x3 convolutions run as Winograd, with every weight and the
+  input made by a formula that the Rust test repeats (`formula` below), so the fixture holds
+  only the config and the outputs (the names of the parameters are in its metadata).
 - mlp.safetensors: a small MLP VAE of the PyTorch examples repo (fc1, fc21, fc22, fc3, fc4) with
   784 -> 32 -> 4 (small, to keep the fixture small), an input `x` in [0, 1], a fixed `eps`, and
   the expected `mu`, `logvar`, `logits`, per-image `bce` (summed, nats) and `kl`.
@@ -18,6 +22,7 @@ Writes tests/fixtures/vae/:
 Every parameter is drawn at random (norm gains too), so a weight that loads into the wrong place
 changes the outputs.
 """
+import json
 from pathlib import Path
 
 import torch
@@ -61,6 +66,50 @@ def kl_case(name, config, seed):
             "decode_sample": model.decode(z).sample,
         }
     save_file({k: v.contiguous() for k, v in out.items()}, OUT / f"{name}-expected.safetensors")
+
+
+PHI = 0.6180339887498949
+PLASTIC = 0.7548776662466927
+
+
+def formula(n, k):
+    """n numbers in [-1, 1): element j of stream k is frac((j + 1) * PHI + k * PLASTIC) * 2 - 1,
+    in float64 (tests/tests/vae_golden.rs computes the same)."""
+    j = torch.arange(1, n + 1, dtype=torch.float64)
+    x = j * PHI + k * PLASTIC
+    return (x - torch.floor(x)) * 2 - 1
+
+
+def formula_case(name, config):
+    """Parameters in sorted-name order k: weights of 2+ dims sqrt(3 / fan_in) * u, norm gains
+    1 + 0.2 u, other vectors 0.1 u; the input is stream 10000."""
+    model = AutoencoderKL(**config).eval()
+    params = dict(model.named_parameters())
+    names = sorted(params)
+    with torch.no_grad():
+        for k, n in enumerate(names):
+            p = params[n]
+            u = formula(p.numel(), k).reshape(p.shape)
+            if p.dim() >= 2:
+                v = (3.0 / (p.numel() // p.shape[0])) ** 0.5 * u
+            elif "norm" in n and n.endswith("weight"):
+                v = 1.0 + 0.2 * u
+            else:
+                v = 0.1 * u
+            p.copy_(v.to(torch.float32))
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_config(folder)
+    s = config["sample_size"]
+    x = formula(2 * 3 * s * s, 10000).reshape(2, 3, s, s).to(torch.float32)
+    with torch.no_grad():
+        post = model.encode(x).latent_dist
+        out = {"mean": post.mean, "logvar": post.logvar, "decode_mode": model.decode(post.mode()).sample}
+    save_file(
+        {k: v.contiguous() for k, v in out.items()},
+        OUT / f"{name}-expected.safetensors",
+        metadata={"names": json.dumps(names)},
+    )
 
 
 class MlpVae(torch.nn.Module):
@@ -134,6 +183,19 @@ def main():
             shift_factor=0.1,
         ),
         seed=1,
+    )
+    # 64 channels at 16x16: zoo's 3x3 convolutions run as Winograd inside a golden comparison.
+    formula_case(
+        "wide-kl-formula",
+        dict(
+            block_out_channels=(64,),
+            down_block_types=("DownEncoderBlock2D",),
+            up_block_types=("UpDecoderBlock2D",),
+            layers_per_block=1,
+            norm_num_groups=32,
+            latent_channels=4,
+            sample_size=16,
+        ),
     )
     mlp_case()
     for p in sorted(OUT.rglob("*")):

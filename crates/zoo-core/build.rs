@@ -1,12 +1,14 @@
-//! zoo-core's build script: the workspace's rpath set-up (../build-rpath.rs), then the C++ of
-//! csrc/ (libtorch operators tch does not wrap) compiled against libtorch's headers.
-use std::path::PathBuf;
+//! zoo-core's build script: the workspace's rpath set-up (../build-rpath.rs), the presets of
+//! the checkout's `models/` built into the library, then the C++ of csrc/ (libtorch operators
+//! tch does not wrap) compiled against libtorch's headers.
+use std::path::{Path, PathBuf};
 
 #[path = "../build-rpath.rs"]
 mod rpath;
 
 fn main() {
     rpath::main();
+    embed_presets();
     for f in [
         "csrc/ops.cpp",
         "csrc/gemv.cpp",
@@ -60,4 +62,44 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+/// Writes `$OUT_DIR/presets.rs`: every `models/<family>/<name>.json` of the checkout as
+/// `(family, name, text)`, so a copied or installed binary still has its presets. A build from
+/// a source tree without `models/` gets an empty table.
+fn embed_presets() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut rows = Vec::new();
+    if let Ok(families) = std::fs::read_dir(&models) {
+        println!("cargo:rerun-if-changed={}", models.display());
+        let mut families: Vec<PathBuf> =
+            families.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        families.sort();
+        for fam in families {
+            let Some(family) = fam.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
+            let Ok(entries) = std::fs::read_dir(&fam) else { continue };
+            let mut files: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            for f in files {
+                let (Some(name), Ok(abs)) = (f.file_stem().and_then(|n| n.to_str()), f.canonicalize()) else {
+                    continue;
+                };
+                println!("cargo:rerun-if-changed={}", f.display());
+                rows.push(format!(
+                    "    ({family:?}, {name:?}, include_str!({:?})),\n",
+                    abs.display().to_string()
+                ));
+            }
+        }
+    }
+    let text = format!(
+        "/// The presets built into the library: (family, name, JSON text).\npub(crate) const BUILT_IN: &[(&str, &str, &str)] = &[\n{}];\n",
+        rows.concat()
+    );
+    std::fs::write(out.join("presets.rs"), text).expect("writing $OUT_DIR/presets.rs");
 }

@@ -3,6 +3,9 @@
 //! - diffusers' AutoencoderKL: tiny random models saved with `save_pretrained` load 1:1 as a
 //!   model folder; posterior mean/logvar, KL, and the decodes of the mode and of a sample with
 //!   fixed noise match diffusers within 1e-4.
+//! - An AutoencoderKL of 64 channels, wide enough that zoo's 3x3 convolutions run as Winograd:
+//!   weights and input come from a formula both sides compute, so the fixture is only the
+//!   config and diffusers' outputs.
 //! - The MLP VAE of the PyTorch examples repo: with its weights and a fixed eps, mu, logvar,
 //!   logits, the summed BCE and the KL per image match within 1e-4.
 use std::path::PathBuf;
@@ -59,6 +62,72 @@ fn check_kl_model(name: &str) -> Result<()> {
 #[test]
 fn autoencoder_kl_with_attention_matches_diffusers() -> Result<()> {
     check_kl_model("tiny-kl")
+}
+
+/// Stream `k` of the fixture script's formula: n numbers in [-1, 1), element j being
+/// frac((j + 1) phi + k rho) * 2 - 1 in f64 (tools/make_vae_fixtures.py, `formula`).
+fn formula(n: usize, k: usize) -> Vec<f64> {
+    const PHI: f64 = 0.6180339887498949;
+    const PLASTIC: f64 = 0.7548776662466927;
+    (1..=n)
+        .map(|j| {
+            let x = j as f64 * PHI + k as f64 * PLASTIC;
+            (x - x.floor()) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// 64 channels at 16x16: zoo's 3x3 convolutions run as Winograd here (checked), inside the
+/// comparison with diffusers. Every weight is set by the formula, parameter k of the sorted
+/// names as the script does.
+#[test]
+fn autoencoder_kl_wide_enough_for_winograd_matches_diffusers() -> Result<()> {
+    let x = Tensor::randn([2, 64, 16, 16], (Kind::Float, Device::Cpu));
+    let w = Tensor::randn([64, 64, 3, 3], (Kind::Float, Device::Cpu));
+    let winograd = tch::no_grad(|| zoo_core::ops::conv2d_is_winograd(&x, &w, None, [1, 1], [1, 1]));
+    ensure!(
+        winograd || zoo_core::ops::libtorch_only(),
+        "the wide model's convolutions should run as Winograd"
+    );
+
+    let dir = fixture("wide-kl-formula");
+    let cfg: zoo_vae::AutoencoderKLConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model = zoo_vae::AutoencoderKL::new(vs.root(), &cfg)?;
+    let file = fixture("wide-kl-formula-expected.safetensors");
+    let meta = weights::SafetensorsFile::open(&file)?.metadata()?;
+    let names: Vec<String> = serde_json::from_str(meta.get("names").context("no 'names' in the metadata")?)?;
+    let vars = vs.variables();
+    let mut ours: Vec<&String> = vars.keys().collect();
+    ours.sort();
+    ensure!(ours == names.iter().collect::<Vec<_>>(), "zoo's parameter names differ from diffusers'");
+    tch::no_grad(|| -> Result<()> {
+        for (k, name) in names.iter().enumerate() {
+            let mut p = vars[name].shallow_clone();
+            let shape = p.size();
+            let u = formula(p.numel(), k);
+            let v: Vec<f64> = if shape.len() >= 2 {
+                let fan_in = (p.numel() as i64 / shape[0]) as f64;
+                u.iter().map(|u| (3.0 / fan_in).sqrt() * u).collect()
+            } else if name.contains("norm") && name.ends_with("weight") {
+                u.iter().map(|u| 1.0 + 0.2 * u).collect()
+            } else {
+                u.iter().map(|u| 0.1 * u).collect()
+            };
+            let v: Vec<f32> = v.into_iter().map(|v| v as f32).collect();
+            p.copy_(&Tensor::from_slice(&v).view(shape.as_slice()));
+        }
+        let s = cfg.sample_size;
+        let x: Vec<f32> = formula((2 * 3 * s * s) as usize, 10000).into_iter().map(|v| v as f32).collect();
+        let x = Tensor::from_slice(&x).view([2, 3, s, s]);
+        let e = weights::load(&file)?;
+        let q = model.encode(&x)?;
+        max_diff("posterior mean", &q.mean, get(&e, "mean")?)?;
+        max_diff("posterior logvar", &q.logvar, get(&e, "logvar")?)?;
+        max_diff("decode(mode)", &model.decode(&q.mode())?, get(&e, "decode_mode")?)?;
+        Ok(())
+    })
 }
 
 #[test]

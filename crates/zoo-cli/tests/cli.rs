@@ -47,6 +47,53 @@ fn info_reports_libtorch_2_13() {
 }
 
 #[test]
+fn presets_are_built_in_and_the_models_folder_is_found_and_reported() {
+    let info = |cmd: &mut Command| -> serde_json::Value {
+        let out = cmd.args(["info", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // From the build: the source tree, every preset on disk.
+    let v = info(zoo().env_remove("ZOO_MODELS"));
+    assert_eq!(v["models"]["source"], "SourceTree", "{v}");
+    assert!(v["built_in_presets"].as_array().unwrap().is_empty(), "{v}");
+    let presets = v["presets"].clone();
+    // ZOO_MODELS naming an empty folder: the same presets, all built in, and they work.
+    let empty = tempfile::tempdir().unwrap();
+    let v = info(zoo().env("ZOO_MODELS", empty.path()));
+    assert_eq!(v["models"]["source"], "Env");
+    assert_eq!(v["presets"], presets);
+    assert_eq!(v["built_in_presets"], presets);
+    let out = zoo()
+        .env("ZOO_MODELS", empty.path())
+        .args(["--device", "cpu", "-q", "llm", "generate", "--model", "tiny-gpt2", "--prompt", "To be"])
+        .args(["--max-new-tokens", "4", "--temperature", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text =
+        String::from_utf8_lossy(&zoo().env("ZOO_MODELS", empty.path()).arg("info").output().unwrap().stdout)
+            .to_string();
+    assert!(text.contains("llm/tiny-gpt2 (built in)"), "{text}");
+    // A binary with models/ beside it uses that folder; a preset there replaces the built-in one.
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("zoo");
+    std::fs::copy(env!("CARGO_BIN_EXE_zoo"), &exe).unwrap();
+    std::fs::create_dir_all(bin.path().join("models/llm")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/llm/tiny-gpt2.json"),
+        bin.path().join("models/llm/tiny-gpt2.json"),
+    )
+    .unwrap();
+    let v = info(Command::new(&exe).env_remove("ZOO_MODELS"));
+    assert_eq!(v["models"]["source"], "NextToBinary", "{v}");
+    assert_eq!(v["presets"], presets);
+    let built: Vec<String> =
+        v["built_in_presets"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    assert!(!built.contains(&"llm/tiny-gpt2".to_string()) && built.contains(&"llm/gpt2".to_string()), "{v}");
+}
+
+#[test]
 fn zoo_kernels_libtorch_turns_the_custom_kernels_off_and_changes_no_result() {
     let info = |kernels: Option<&str>| -> serde_json::Value {
         let mut c = zoo();

@@ -280,6 +280,8 @@ fn train_writes_a_model_that_samples_and_resumes() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
         .collect();
     assert_eq!(steps.last(), Some(&4));
+    // Nothing left to train: refused, the run as it was.
+    fails(&[&base[..], &["--resume", "--steps", "4"]].concat(), 1, "already done 4 steps");
     fails(
         &["diffusion", "train", "--data", "shapes", "--out", &r, "--resume", "--batch-size", "8"],
         1,

@@ -301,6 +301,11 @@ fn glow_trains_resumes_evaluates_and_samples_on_mnist_files() {
         .filter_map(|r| r["step"].as_u64())
         .collect();
     assert_eq!(evals, vec![2, 4, 6]);
+    // Nothing left to train: refused in one line.
+    let o = zoo_with(&models).args(train).args(["--resume", "--steps", "6"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.trim().lines().count() == 1 && err.contains("already done 6 steps"), "{err}");
     // eval: the first 8 test images, and a sample grid
     let model = out.join("model");
     let ev = dir.path().join("ev");

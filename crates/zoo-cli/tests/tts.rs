@@ -159,6 +159,7 @@ fn train_resume_and_speak() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().last().unwrap().contains("\"step\":6"), "{metrics}");
+    fails(&["tts", "train", "--out", s(&run), "--resume", "--steps", "6"], 1, "already done 6 steps");
     // Speech from the model, with the spectrogram; a character outside the set is dropped
     // with a warning naming it.
     let (wav, png) = (dir.path().join("x.wav"), dir.path().join("x.png"));

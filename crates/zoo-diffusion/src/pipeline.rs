@@ -55,7 +55,7 @@ pub struct ModelSpec {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| zoo_core::Error::io(path, e))?;
+    let text = zoo_core::presets::read(path)?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Core(zoo_core::Error::bad_file(path, format!("not valid JSON: {e}"))))
 }
@@ -78,7 +78,7 @@ impl ModelSpec {
         if spec.contains('/') || spec.contains('\\') {
             return Err(Error::Config(format!("--model {spec}: no such folder")));
         }
-        let preset = zoo_core::presets::find(&zoo_core::presets::models_dir(), "diffusion", spec)?;
+        let preset = zoo_core::presets::find_preset("diffusion", spec)?;
         Self::from_preset_file(&preset.path, spec)
     }
 

@@ -200,7 +200,7 @@ pub struct Preset {
 
 impl Preset {
     pub fn load(path: &Path) -> Result<Preset> {
-        let text = std::fs::read_to_string(path).map_err(|e| zoo_core::Error::io(path, e))?;
+        let text = zoo_core::presets::read(path)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Core(zoo_core::Error::bad_file(path, format!("not valid JSON: {e}"))))?;
         Self::from_value(&v).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
@@ -226,7 +226,7 @@ impl Preset {
 
     /// Preset `name` of models/diffusion/ (an unknown name lists the known ones).
     pub fn find(name: &str) -> Result<Preset> {
-        let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "diffusion", name)?;
+        let p = zoo_core::presets::find_preset("diffusion", name)?;
         Self::load(&p.path)
     }
 
@@ -510,10 +510,7 @@ impl TrainTask for DiffusionTask {
         let t = Tensor::f_randint(t_train, [b], (Kind::Int64, Device::Cpu))?.f_to_device(device)?;
         let noise = Tensor::f_randn(x0.size(), (Kind::Float, Device::Cpu))?.f_to_device(device)?;
         let xt = self.table.add_noise(&x0, &noise, &t)?;
-        let target = match self.preset.train.objective {
-            Objective::Epsilon => noise,
-            Objective::VPrediction => self.table.velocity(&x0, &noise, &t)?,
-        };
+        let target = self.table.target(self.preset.train.objective.prediction_type(), &x0, &noise, &t)?;
         // 3. the UNet's prediction and the loss
         let pred = self.unet.forward_t(&xt, &t, labels.as_ref(), true)?;
         let loss = pred.f_mse_loss(&target, tch::Reduction::Mean)?;
@@ -557,7 +554,7 @@ pub fn train(
     if let Some(f) = should_stop {
         tr.should_stop = f;
     }
-    let start = tr.resume(task)?;
+    let start = tr.resume_to_continue(task)?;
     let out = tr.run(task, start, reporter)?;
     Ok((start, out))
 }

@@ -171,7 +171,7 @@ pub fn caption_words() -> Vec<String> {
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe> {
-        let text = std::fs::read_to_string(path).map_err(|e| zoo_core::Error::io(path, e))?;
+        let text = zoo_core::presets::read(path)?;
         let r: Recipe = serde_json::from_str(&text).map_err(|e| {
             Error::Core(zoo_core::Error::bad_file(path, format!("not a text-to-image recipe: {e}")))
         })?;
@@ -697,7 +697,9 @@ impl TrainTask for LdmTask {
         // 3. the text features and the UNet's noise prediction
         let text = self.text_encoder.forward_t(&ids, true)?.last_hidden_state;
         let pred = self.unet.forward_t(&zt, &t, &text, true)?;
-        let loss = pred.f_mse_loss(&noise, tch::Reduction::Mean)?;
+        // The target the recipe scheduler's prediction_type names.
+        let target = self.table.target(self.pipe.scheduler.prediction_type, &z0, &noise, &t)?;
+        let loss = pred.f_mse_loss(&target, tch::Reduction::Mean)?;
         Ok(StepOutput { loss, metrics: Vec::new() })
     }
 

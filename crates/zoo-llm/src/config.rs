@@ -61,7 +61,7 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// Reads a `config.json` (or a preset, which is one).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = zoo_core::presets::read(path)?;
         Self::from_json(&text, path)
     }
 

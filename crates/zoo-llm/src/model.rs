@@ -153,8 +153,7 @@ impl LoadedModel {
         if zoo_core::presets::names_folder(spec, "llm") {
             return Self::from_dir(p, device, kind);
         }
-        let dir = zoo_core::presets::models_dir();
-        match zoo_core::presets::find(&dir, "llm", spec) {
+        match zoo_core::presets::find_preset("llm", spec) {
             Ok(preset) => Self::from_preset(&preset.name, &preset.path, device, kind),
             Err(zoo_core::Error::Config(msg)) => Err(Error::Input(format!(
                 "'{spec}' is not a model folder, and {}",

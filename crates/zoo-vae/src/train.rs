@@ -245,7 +245,7 @@ pub struct Preset {
 
 impl Preset {
     pub fn load(path: &Path) -> Result<Preset> {
-        let text = std::fs::read_to_string(path).map_err(|e| zoo_core::Error::io(path, e))?;
+        let text = zoo_core::presets::read(path)?;
         let p: Preset = serde_json::from_str(&text).map_err(|e| zoo_core::Error::bad_file(path, e))?;
         crate::ModelConfig::from_json(&p.model)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;

@@ -404,6 +404,10 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         }
     }
     let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    if let Some((_, state)) = run.latest_checkpoint()? {
+        // (the library refuses it too; here before the note reports a run it will not train)
+        zoo_core::train::steps_left(state.step, task.preset.train.steps)?;
+    }
     let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let t = &task.preset.train;
     g.note(format!(

@@ -75,7 +75,7 @@ struct AdherenceArgs {
     #[arg(long)]
     model: PathBuf,
     /// The scenes scorer folder.
-    #[arg(long, default_value = "models/eval/scenes-scorer")]
+    #[arg(long, default_value_os_t = zoo_core::presets::shipped("eval/scenes-scorer"))]
     scorer: PathBuf,
     /// Guidance scales, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,3,7.5")]
@@ -117,7 +117,7 @@ struct ScenesTrainArgs {
 #[derive(clap::Args, Debug)]
 struct ScenesArgs {
     /// The scorer folder.
-    #[arg(long, default_value = "models/eval/scenes-scorer")]
+    #[arg(long, default_value_os_t = zoo_core::presets::shipped("eval/scenes-scorer"))]
     model: PathBuf,
     /// Real scenes per split to read (scenes the scorer never trained on).
     #[arg(long, default_value_t = 2000)]
@@ -156,7 +156,7 @@ struct ScoreArgs {
     #[arg(long)]
     samples: PathBuf,
     /// The classifier folder.
-    #[arg(long, default_value = "models/eval/mnist-classifier")]
+    #[arg(long, default_value_os_t = zoo_core::presets::shipped("eval/mnist-classifier"))]
     classifier: PathBuf,
     /// Also score 10,000 real MNIST training images the same way: the floor the numbers of a
     /// perfect generator would reach with this many samples.
@@ -425,7 +425,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let opt = AdamW::new(&vs, AdamWConfig { lr: 2e-3, weight_decay: 0.0, ..Default::default() });
     let schedule = LrSchedule::WarmupCosine { lr: 2e-3, min_lr: 1e-4, warmup_steps: 100, decay_steps: steps };
     let mut trainer = Trainer::new(&run, &vs, opt, schedule, cfg)?;
-    let start = if a.resume { trainer.resume(&mut task)? } else { 0 };
+    let start = if a.resume { trainer.resume_to_continue(&mut task)? } else { 0 };
     let mut reporter = g.reporter(a.json);
     let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
     if outcome.interrupted {

@@ -212,8 +212,8 @@ enum FlowPreset {
 }
 
 fn resolve_preset(name: &str) -> Result<FlowPreset> {
-    let p = presets::find(&presets::models_dir(), "flow", name)?;
-    let text = std::fs::read_to_string(&p.path).with_context(|| format!("reading {}", p.path.display()))?;
+    let p = presets::find_preset("flow", name)?;
+    let text = presets::read(&p.path)?;
     let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.path.display()))?;
     Ok(if GlowFile::is_glow_json(&v) {
         FlowPreset::Glow(GlowFile::from_json_file(&p.path)?)
@@ -305,7 +305,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let lr = file.train_config.learning_rate;
     let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
     let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
-    let start = trainer.resume(&mut task)?;
+    let start = trainer.resume_to_continue(&mut task)?;
     let n_params: i64 = vocoder.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     g.note(format!(
         "flow train: {} ({:.2}M parameters) on {} ({} train / {} test clips), {} steps{} of batch {} x {} samples",
@@ -588,7 +588,7 @@ fn train_glow(
     let opt =
         AdamW::new(&glow.vs, AdamWConfig { lr: t.learning_rate, weight_decay: 0.0, ..Default::default() });
     let mut trainer = Trainer::new(&run, &glow.vs, opt, file.schedule(), loop_cfg)?;
-    let start = trainer.resume(&mut task)?;
+    let start = trainer.resume_to_continue(&mut task)?;
     let c = &file.glow_config;
     g.note(format!(
         "flow train: {} (Glow, {} levels x {} steps, width {}, {:.2}M parameters) on {} ({} train / {} test images), {} steps{} of batch {}",

@@ -153,7 +153,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 }
 
 fn resolve_preset(name: &str) -> Result<Preset> {
-    let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "gan", name)?;
+    let p = zoo_core::presets::find_preset("gan", name)?;
     Ok(Preset::load(&p.path)?)
 }
 

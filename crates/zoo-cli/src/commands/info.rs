@@ -41,7 +41,9 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     let libtorch = device::libtorch_version();
     let cuda = device::load_cuda();
     let cuda_devices = device::cuda_device_count();
-    let presets = presets::list(&presets::models_dir())?;
+    let presets = presets::all()?;
+    let (models, source) = presets::locate_models();
+    let built_in = |p: &presets::Preset| p.path.starts_with(presets::BUILT_IN_DIR);
     if a.json {
         let v = json!({
             "zoo": env!("CARGO_PKG_VERSION"),
@@ -58,7 +60,13 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             "kernels": if zoo_core::ops::libtorch_only() { "libtorch" } else { "zoo" },
             "device": g.device.to_string(),
             "families": FAMILIES.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "models": {
+                "dir": models.display().to_string(),
+                "found": source != presets::ModelsSource::Missing,
+                "source": format!("{source:?}"),
+            },
             "presets": presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect::<Vec<_>>(),
+            "built_in_presets": presets.iter().filter(|p| built_in(p)).map(|p| format!("{}/{}", p.family, p.name)).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -107,12 +115,18 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             println!("family {family}: {about}");
         }
     }
-    let dir = presets::models_dir();
+    match source {
+        presets::ModelsSource::Missing => println!("models: {}", source.describe()),
+        _ => println!("models: {} ({})", models.display(), source.describe()),
+    }
     if presets.is_empty() {
-        println!("presets: none in {}", dir.display());
+        println!("presets: none");
     } else {
-        let names: Vec<String> = presets.iter().map(|p| format!("{}/{}", p.family, p.name)).collect();
-        println!("presets ({}): {}", dir.display(), names.join(", "));
+        let names: Vec<String> = presets
+            .iter()
+            .map(|p| format!("{}/{}{}", p.family, p.name, if built_in(p) { " (built in)" } else { "" }))
+            .collect();
+        println!("presets: {}", names.join(", "));
     }
     Ok(())
 }

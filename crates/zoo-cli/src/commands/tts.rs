@@ -174,7 +174,7 @@ struct EvalArgs {
     #[arg(long)]
     model: Option<String>,
     /// The listener folder (from `zoo eval train-listener`).
-    #[arg(long, default_value = "models/eval/digit-listener")]
+    #[arg(long, default_value_os_t = zoo_core::presets::shipped("eval/digit-listener"))]
     listener: PathBuf,
     /// The corpus the model was trained on: its held-out sentences are compared and timed.
     #[arg(long)]
@@ -399,7 +399,7 @@ fn load_preset(name: &str) -> Result<TtsFile> {
     let path = if name.ends_with(".json") || Path::new(name).is_file() {
         PathBuf::from(name)
     } else {
-        zoo_core::presets::find(&zoo_core::presets::models_dir(), "tts", name)?.path
+        zoo_core::presets::find_preset("tts", name)?.path
     };
     Ok(TtsFile::from_json_file(&path)?)
 }

@@ -124,7 +124,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let path = if a.recipe.ends_with(".json") {
         PathBuf::from(&a.recipe)
     } else {
-        zoo_core::presets::find(&zoo_core::presets::models_dir(), "txt2img", &a.recipe)?.path
+        zoo_core::presets::find_preset("txt2img", &a.recipe)?.path
     };
     let recipe = Recipe::load(&path)?;
     let paths = txt2img_train::open_run(&recipe, &a.out, a.resume)?;

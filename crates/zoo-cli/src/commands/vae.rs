@@ -262,7 +262,7 @@ fn write(t: &Tensor, out: &Path) -> Result<()> {
 }
 
 fn resolve_preset(name: &str) -> Result<Preset> {
-    let p = zoo_core::presets::find(&zoo_core::presets::models_dir(), "vae", name)?;
+    let p = zoo_core::presets::find_preset("vae", name)?;
     Ok(Preset::load(&p.path)?)
 }
 

@@ -305,6 +305,17 @@ impl<'a> Trainer<'a> {
         Ok(state.step)
     }
 
+    /// [`Trainer::resume`] for a run that is resumed to go on: a run that has already done its
+    /// `steps` is refused ([`super::steps_left`]) rather than "finished" again with no step.
+    /// (Text-to-image's stages resume a finished stage on purpose and call `resume`.)
+    pub fn resume_to_continue(&mut self, task: &mut dyn TrainTask) -> Result<u64> {
+        let start = self.resume(task)?;
+        if start > 0 {
+            super::steps_left(start, self.cfg.steps)?;
+        }
+        Ok(start)
+    }
+
     fn checkpoint(
         &self,
         task: &dyn TrainTask,

@@ -479,6 +479,23 @@ impl NoiseTable {
         let sqrt_1ma = a.f_neg()?.f_add_scalar(1.0)?.f_sqrt()?.f_view(shape.as_slice())?;
         Ok(noise.f_mul(&sqrt_a)?.f_sub(&sample.f_mul(&sqrt_1ma)?)?)
     }
+
+    /// What a model of `prediction` type learns to output for the noised `sample` at
+    /// `timesteps`: the noise, v, or the clean sample. (At high noise a v or sample target
+    /// weights the clean sample's error by about 1 where epsilon weights it by the SNR.)
+    pub fn target(
+        &self,
+        prediction: PredictionType,
+        sample: &Tensor,
+        noise: &Tensor,
+        timesteps: &Tensor,
+    ) -> Result<Tensor> {
+        match prediction {
+            PredictionType::Epsilon => Ok(noise.shallow_clone()),
+            PredictionType::VPrediction => self.velocity(sample, noise, timesteps),
+            PredictionType::Sample => Ok(sample.shallow_clone()),
+        }
+    }
 }
 
 fn check_timestep_range(t: &Tensor, n: usize) -> Result<()> {
@@ -796,6 +813,28 @@ mod tests {
         assert!(e.to_string().contains("0..1000"), "{e}");
         let e = t.add_noise(&x, &n, &Tensor::from_slice(&[0i64, 1])).unwrap_err();
         assert!(e.to_string().contains("2 timesteps"), "{e}");
+    }
+
+    #[test]
+    fn training_targets_follow_the_prediction_type() {
+        // DDPM's linear betas: alpha_bar is about 1 at t = 0 and 4e-5 at t = 999.
+        let t = NoiseTable::new(&SchedulerConfig::default()).unwrap();
+        let x = Tensor::ones([2, 3], (Kind::Float, tch::Device::Cpu)) * 0.5;
+        let n = Tensor::ones([2, 3], (Kind::Float, tch::Device::Cpu)) * -2.0;
+        let ts = Tensor::from_slice(&[0i64, 999]);
+        let at = |y: &Tensor, i: i64| y.double_value(&[i, 1]);
+        let eps = t.target(PredictionType::Epsilon, &x, &n, &ts).unwrap();
+        assert_eq!((at(&eps, 0), at(&eps, 1)), (-2.0, -2.0));
+        let x0 = t.target(PredictionType::Sample, &x, &n, &ts).unwrap();
+        assert_eq!((at(&x0, 0), at(&x0, 1)), (0.5, 0.5));
+        // v is the noise when almost no noise was added, minus the clean sample at the end.
+        let v = t.target(PredictionType::VPrediction, &x, &n, &ts).unwrap();
+        assert!((at(&v, 0) + 2.0).abs() < 0.01 && (at(&v, 1) + 0.5).abs() < 0.02, "{v}");
+        for i in [0usize, 999] {
+            let a = t.alphas_cumprod[i] as f64;
+            let want = a.sqrt() * -2.0 - (1.0 - a).sqrt() * 0.5;
+            assert!((at(&v, (i / 999) as i64) - want).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -554,7 +554,7 @@ pub fn train_listener(
         augment: spec.augment,
         device,
     };
-    let start = tr.resume(&mut task)?;
+    let start = tr.resume_to_continue(&mut task)?;
     let outcome = tr.run(&mut task, start, reporter)?;
     let held_out_accuracy = task.test_accuracy()?;
     drop(tr);

@@ -113,7 +113,7 @@ impl TtsFile {
     }
 
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = zoo_core::presets::read(path)?;
         let f: TtsFile = serde_json::from_str(&text)
             .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), msg: e.to_string() })?;
         f.validate().map_err(|e| Error::ConfigFile { path: path.to_path_buf(), msg: e.to_string() })?;

@@ -426,6 +426,10 @@ impl Training {
         zoo_core::seed::seed_all(spec.seed);
         let model = TtsModel::new(&spec.file, device)?;
         let start = run.latest_checkpoint()?.map_or(0, |(_, s)| s.step);
+        if start > 0 {
+            // Refused here, before the caller reports a run it will not train.
+            zoo_core::train::steps_left(start, spec.file.train.steps)?;
+        }
         Ok(Training { spec, run, model, features, split, cached_features, start })
     }
 
@@ -466,7 +470,7 @@ impl Training {
             self.spec.seed,
             device,
         );
-        let start = tr.resume(&mut task)?;
+        let start = tr.resume_to_continue(&mut task)?;
         self.start = start;
         Ok(tr.run(&mut task, start, reporter)?)
     }

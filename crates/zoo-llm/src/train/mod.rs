@@ -197,7 +197,7 @@ pub fn open_for_training(
         }
         (ModelConfig::from_file(&cfg_path)?, Some(p.to_path_buf()))
     } else {
-        let preset = zoo_core::presets::find(&zoo_core::presets::models_dir(), "llm", spec)
+        let preset = zoo_core::presets::find_preset("llm", spec)
             .map_err(|e| Error::Input(format!("'{spec}' is not a model folder, and {e}")))?;
         (ModelConfig::from_file(&preset.path)?, None)
     };
