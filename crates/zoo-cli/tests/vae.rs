@@ -238,7 +238,8 @@ fn usage_and_setup_errors() {
         &models,
         &["vae", "train", "--data", "shapes", "--preset", "nope", "--out", &out],
         1,
-        "unknown vae preset 'nope': known ones are tiny",
+        // the folder's own preset and the built-in ones
+        "unknown vae preset 'nope': known ones are beta-vae-shapes, conv-mnist, kl-tiny, mlp-mnist, mlp-mnist-2d, tiny",
     );
     fails(
         &models,
