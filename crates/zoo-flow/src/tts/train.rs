@@ -470,7 +470,8 @@ impl Training {
             self.spec.seed,
             device,
         );
-        let start = tr.resume_to_continue(&mut task)?;
+        // (`prepare` has refused a run with no steps left)
+        let start = tr.resume(&mut task)?;
         self.start = start;
         Ok(tr.run(&mut task, start, reporter)?)
     }
