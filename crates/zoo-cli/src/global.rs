@@ -90,3 +90,14 @@ impl Global {
         }
     }
 }
+
+/// A `--model` folder of `family`: the path as given when it exists (or looks like a path),
+/// else the shipped model of that name (`models/<family>/NAME/`), else the path as given, for
+/// the loader to report. Used as a clap value parser through each family's `model_arg`.
+pub fn model_folder(family: &str, s: &str) -> std::result::Result<std::path::PathBuf, String> {
+    let p = std::path::PathBuf::from(s);
+    if p.exists() {
+        return Ok(p);
+    }
+    Ok(zoo_core::presets::shipped_model(family, s).unwrap_or(p))
+}

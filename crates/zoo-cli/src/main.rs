@@ -52,6 +52,8 @@ enum Command {
     Inpaint(commands::txt2img::InpaintArgs),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
+    /// Writes a checkpoint or model folder with its weights in another dtype (f16: half the size).
+    Convert(commands::convert::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
     Completions {
         /// The shell.
@@ -62,6 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     default_sigpipe();
     signals::install();
+    quiet_contained_panics();
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => return usage_error(e),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(&cli.global, a),
         Command::Demo(a) => commands::demo::run(&cli.global, a),
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
+        Command::Convert(a) => commands::convert::run(&cli.global, a),
         Command::Eval(a) => commands::eval::run(&cli.global, a),
         Command::Llm(a) => commands::llm::run(&cli.global, a),
         Command::Gan(a) => commands::gan::run(&cli.global, a),
@@ -149,6 +153,17 @@ fn check_out(matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The default panic hook, except for panics that zoo_core catches and turns into an error
+/// (a third-party decoder's bug on a corrupt file): the user sees that error's one line only.
+fn quiet_contained_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !zoo_core::error::panic_is_contained() {
+            default(info);
+        }
+    }));
 }
 
 /// Help and version go to stdout with success; real usage errors get one line and exit 2.

@@ -209,6 +209,12 @@ fn bad_files_are_one_line_errors() {
     corrupt[8] = b'!';
     let corrupt = write(d, "corrupt.safetensors", &corrupt);
     fails(&["inspect", &corrupt], 1, "corrupt safetensors header");
+    // A JPEG on which the decoder (zune-jpeg 0.5.15) panics: one line, no panic message.
+    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/core/zune-jpeg-avx2-panic.jpg");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        fails(&["inspect", &jpeg.to_string_lossy()], 1, "cannot decode image");
+    }
     let pickle = write(d, "model.pt", b"\x80\x02}q\x00.");
     fails(&["inspect", &pickle], 1, "tools/convert_to_safetensors.py");
     let zipped = write(d, "weights.safetensors", b"PK\x03\x04 torch zip");

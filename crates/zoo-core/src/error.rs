@@ -65,3 +65,24 @@ pub fn short_torch_message(e: &tch::TchError) -> String {
     let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("libtorch error");
     first.trim().to_string()
 }
+
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` and turns a panic inside it into `None`: for third-party parsers that panic on
+/// some corrupt files instead of returning an error (zune-jpeg 0.5.15, under `image`, does on
+/// a few JPEGs), so that bad input stays an error. While `f` runs, [`panic_is_contained`] is
+/// true on this thread, so a program's panic hook can stay quiet about a panic that is caught;
+/// the library installs no hook itself.
+pub fn contain_panic<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let was = CONTAINING.with(|c| c.replace(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    CONTAINING.with(|c| c.set(was));
+    out
+}
+
+/// Whether the current thread is inside [`contain_panic`].
+pub fn panic_is_contained() -> bool {
+    CONTAINING.with(|c| c.get())
+}

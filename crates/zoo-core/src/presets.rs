@@ -182,6 +182,37 @@ pub fn names_folder(spec: &str, family: &str) -> bool {
     path_like || find_preset(family, spec).is_err()
 }
 
+/// A trained model shipped in the models folder, `models/<family>/<name>/`, when `name` is a
+/// bare name (no path separator, not starting with `.`) and that folder exists. A path-like
+/// `--model` is the user's folder, never a shipped one.
+pub fn shipped_model(family: &str, name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains(['/', '\\', std::path::MAIN_SEPARATOR]) || name.starts_with('.') {
+        return None;
+    }
+    let p = models_dir().join(family).join(name);
+    p.is_dir().then_some(p)
+}
+
+/// Every shipped model folder (a folder under `models/<family>/` holding a README.md model
+/// card), as (family, name, path), sorted. The evaluators of `models/eval/` are included.
+pub fn shipped_models() -> Vec<(String, String, PathBuf)> {
+    let mut out = Vec::new();
+    let dir = models_dir();
+    let Ok(families) = std::fs::read_dir(&dir) else { return out };
+    for fam in families.flatten() {
+        let Ok(models) = std::fs::read_dir(fam.path()) else { continue };
+        let family = fam.file_name().to_string_lossy().into_owned();
+        for m in models.flatten() {
+            let path = m.path();
+            if path.is_dir() && path.join("README.md").is_file() {
+                out.push((family.clone(), m.file_name().to_string_lossy().into_owned(), path));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -441,6 +441,90 @@ pub fn save(
     })
 }
 
+/// What [`convert_floats`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Converted {
+    /// Tensors cast to the new dtype (integer and boolean tensors are copied as they are).
+    pub converted: usize,
+    pub tensors: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Rewrites the safetensors file `src` as `dst` with every floating-point tensor in `kind`
+/// (f16 to ship half the bytes, f32 to undo it); integer tensors and the metadata are kept.
+/// A value that does not fit `kind` (beyond f16's 65504) is refused, naming the tensor.
+pub fn convert_floats(src: &Path, dst: &Path, kind: Kind) -> Result<Converted> {
+    if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
+        return Err(Error::Config(format!("cannot convert weights to {kind:?}: give a floating-point dtype")));
+    }
+    let file = SafetensorsFile::open(src)?;
+    let metadata = file.metadata()?;
+    let mut out = Vec::new();
+    let mut converted = 0;
+    for (name, t) in file.tensors()? {
+        if t.is_floating_point() && t.kind() != kind {
+            let c = t.f_to_kind(kind)?;
+            let finite_before = t.f_isfinite()?.f_all()?.int64_value(&[]) != 0;
+            let finite_after = c.f_isfinite()?.f_all()?.int64_value(&[]) != 0;
+            if finite_before && !finite_after {
+                return Err(Error::bad_file(
+                    src,
+                    format!("tensor '{name}' has values beyond the range of {kind:?}; keep it in f32"),
+                ));
+            }
+            converted += 1;
+            out.push((name, c));
+        } else {
+            out.push((name, t));
+        }
+    }
+    let tensors = out.len();
+    save(dst, &out, if metadata.is_empty() { None } else { Some(metadata) })?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e));
+    Ok(Converted { converted, tensors, bytes_before: size(src)?, bytes_after: size(dst)? })
+}
+
+/// Copies the model folder `src` to `dst` (which must not exist yet) with every
+/// `.safetensors` file's floating-point tensors in `kind` and every other file as it is,
+/// sub-folders included (a diffusers pipeline folder). Symbolic links are refused, so
+/// nothing outside `src` is copied. Returns each converted file (its path in `dst`).
+pub fn convert_folder(src: &Path, dst: &Path, kind: Kind) -> Result<Vec<(PathBuf, Converted)>> {
+    if dst.exists() {
+        return Err(Error::Config(format!("{} already exists; give a new folder", dst.display())));
+    }
+    let mut done = Vec::new();
+    convert_tree(src, dst, kind, &mut done)?;
+    if done.is_empty() {
+        return Err(Error::bad_file(src, "no .safetensors file in this folder"));
+    }
+    Ok(done)
+}
+
+fn convert_tree(src: &Path, dst: &Path, kind: Kind, done: &mut Vec<(PathBuf, Converted)>) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let mut entries: Vec<_> = std::fs::read_dir(src)
+        .map_err(|e| Error::io(src, e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(src, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ty = e.file_type().map_err(|err| Error::io(&from, err))?;
+        if ty.is_symlink() {
+            return Err(Error::bad_file(&from, "is a symbolic link; model folders are copied without links"));
+        } else if ty.is_dir() {
+            convert_tree(&from, &to, kind, done)?;
+        } else if from.extension().is_some_and(|x| x == "safetensors") {
+            let c = convert_floats(&from, &to, kind)?;
+            done.push((to, c));
+        } else {
+            std::fs::copy(&from, &to).map_err(|err| Error::io(&to, err))?;
+        }
+    }
+    Ok(())
+}
+
 /// Saves every variable of a VarStore under its name.
 pub fn save_varstore(vs: &VarStore, path: &Path) -> Result<()> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -490,6 +574,39 @@ mod tests {
             vec![0., 1., 2., 3., 4., 5.]
         );
         vs.float();
+    }
+
+    #[test]
+    fn floats_convert_to_f16_and_back_keeping_integers_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, half, back) =
+            (dir.path().join("a.safetensors"), dir.path().join("h.safetensors"), dir.path().join("b.safetensors"));
+        let mut t = tensors();
+        t.push(("steps".into(), Tensor::from_slice(&[7i64, 70000])));
+        let meta = HashMap::from([("note".to_string(), "kept".to_string())]);
+        save(&src, &t, Some(meta.clone())).unwrap();
+        let c = convert_floats(&src, &half, Kind::Half).unwrap();
+        assert_eq!((c.converted, c.tensors), (2, 3));
+        assert!(c.bytes_after < c.bytes_before, "{c:?}");
+        let f = SafetensorsFile::open(&half).unwrap();
+        assert_eq!(f.metadata().unwrap(), meta);
+        let got: HashMap<String, Tensor> = f.tensors().unwrap().into_iter().collect();
+        assert_eq!(got["layer.weight"].kind(), Kind::Half);
+        assert_eq!(got["steps"].kind(), Kind::Int64, "integers are not converted");
+        assert_eq!(Vec::<i64>::try_from(&got["steps"]).unwrap(), vec![7, 70000]);
+        // Small integers are exact in f16, so the round trip gives the same values.
+        assert_eq!(convert_floats(&half, &back, Kind::Float).unwrap().converted, 2);
+        let vs = VarStore::new(Device::Cpu);
+        model(&vs);
+        let skip_steps = |n: &str| if n == "steps" { Remap::Skip } else { Remap::To(n.to_string()) };
+        load_into(&vs, &back, &skip_steps).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&vs.variables()["layer.bias"]).unwrap(), vec![1.0, 2.0, 3.0]);
+
+        // Beyond f16's range: refused, naming the tensor; integer dtypes are refused as targets.
+        save(&src, &[("big".to_string(), Tensor::from_slice(&[1e6f32]))], None).unwrap();
+        let e = convert_floats(&src, &half, Kind::Half).unwrap_err().to_string();
+        assert!(e.contains("'big'") && e.contains("range"), "{e}");
+        assert!(convert_floats(&src, &half, Kind::Int).is_err());
     }
 
     #[test]

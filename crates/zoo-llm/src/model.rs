@@ -147,14 +147,17 @@ impl LoadedModel {
         })
     }
 
-    /// `spec` is a model folder, or else the name of a preset in `models/llm/`.
+    /// `spec` is a model folder, else the name of a preset in `models/llm/` (random weights),
+    /// else the name of a trained model shipped there (`models/llm/NAME/`).
     pub fn open(spec: &str, device: Device, kind: Kind) -> Result<Self> {
         let p = Path::new(spec);
         if zoo_core::presets::names_folder(spec, "llm") {
             return Self::from_dir(p, device, kind);
         }
+        let shipped = zoo_core::presets::shipped_model("llm", spec);
         match zoo_core::presets::find_preset("llm", spec) {
             Ok(preset) => Self::from_preset(&preset.name, &preset.path, device, kind),
+            Err(_) if shipped.is_some() => Self::from_dir(&shipped.unwrap_or_default(), device, kind),
             Err(zoo_core::Error::Config(msg)) => Err(Error::Input(format!(
                 "'{spec}' is not a model folder, and {}",
                 msg.trim_start_matches("unknown llm preset ").replacen(':', " is no preset:", 1)

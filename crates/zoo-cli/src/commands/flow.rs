@@ -90,7 +90,7 @@ struct TrainArgs {
 #[derive(clap::Args, Debug)]
 struct VocodeArgs {
     /// The WaveGlow model folder (config.json + model.safetensors).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// A WAV file (its log-mel is vocoded: copy synthesis) or a safetensors file with a "mel"
     /// tensor, (n_mels, frames) or (1, n_mels, frames), natural-log mel magnitudes.
@@ -111,7 +111,7 @@ struct VocodeArgs {
 #[derive(clap::Args, Debug)]
 struct EvalArgs {
     /// The model folder (WaveGlow or Glow).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// The data whose test split is used (as in `zoo flow train`): wav:DIR for WaveGlow,
     /// mnist:DIR for Glow.
@@ -147,7 +147,7 @@ struct EvalArgs {
 #[derive(clap::Args, Debug)]
 struct SampleArgs {
     /// The Glow model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// Images to draw.
     #[arg(long, default_value_t = 64)]
@@ -171,7 +171,7 @@ struct MelArgs {
     out: PathBuf,
     /// Take the mel settings of this WaveGlow model folder (default: WaveGlow's 22.05 kHz front
     /// end for 22.05 kHz files, else 80 mels up to the Nyquist frequency, FFT 1024, hop 256).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: Option<PathBuf>,
 }
 
@@ -772,4 +772,9 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
         t0.elapsed().as_secs_f64()
     ));
     Ok(vec![p])
+}
+
+/// `--model`: a flow model folder, or the name of a shipped one (`models/flow/NAME/`).
+fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    crate::global::model_folder("flow", s)
 }

@@ -73,7 +73,7 @@ struct TrainArgs {
 #[derive(clap::Args, Debug)]
 struct ModelArgs {
     /// A model folder (config.json + generator.safetensors) or a run folder holding model/.
-    #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+    #[arg(long, value_parser = model_arg, required_unless_present = "preset", conflicts_with = "preset")]
     model: Option<PathBuf>,
     /// A preset of models/gan/ for the architecture, with --weights for the generator.
     #[arg(long, requires = "weights")]
@@ -136,7 +136,7 @@ struct ArchArgs {
     #[arg(long, required_unless_present = "model", conflicts_with = "model")]
     preset: Option<String>,
     /// A model folder (or a run folder holding model/).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: Option<PathBuf>,
     /// Prints one JSON object.
     #[arg(long)]
@@ -461,3 +461,8 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
 }
 
 const DEMO_STEPS: u64 = 300;
+
+/// `--model`: a gan model folder, or the name of a shipped one (`models/gan/NAME/`).
+fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    crate::global::model_folder("gan", s)
+}

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod convert;
 pub mod demo;
 pub mod diffusion;
 pub mod eval;

@@ -268,14 +268,12 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 
 /// A model folder given to `flag`: a folder, or the name of one under models/tts/.
 fn named_folder(flag: &str, m: &str) -> Result<PathBuf> {
-    let shipped = zoo_core::presets::models_dir().join("tts");
-    let p = PathBuf::from(m);
-    if p.is_dir() {
-        Ok(p)
-    } else if !m.contains(['/', '\\']) && shipped.join(m).is_dir() {
-        Ok(shipped.join(m))
-    } else {
-        bail!("{flag} {m}: no such model folder (nor {})", shipped.join(m).display())
+    match crate::global::model_folder("tts", m) {
+        Ok(p) if p.is_dir() => Ok(p),
+        _ => bail!(
+            "{flag} {m}: no such model folder (nor {})",
+            zoo_core::presets::models_dir().join("tts").join(m).display()
+        ),
     }
 }
 

@@ -85,7 +85,7 @@ struct TrainArgs {
 #[derive(clap::Args, Debug)]
 struct EvalArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// The test images: mnist:DIR, images:DIR or shapes.
     #[arg(long)]
@@ -107,7 +107,7 @@ struct EvalArgs {
 #[derive(clap::Args, Debug)]
 struct SampleArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// Images to draw.
     #[arg(long, default_value_t = 64)]
@@ -124,7 +124,7 @@ struct SampleArgs {
 #[derive(clap::Args, Debug)]
 struct ReconstructArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// An image of the model's size and channels; repeat for more.
     #[arg(long, required = true)]
@@ -140,7 +140,7 @@ struct ReconstructArgs {
 #[derive(clap::Args, Debug)]
 struct InterpolateArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// The first image.
     #[arg(long)]
@@ -159,7 +159,7 @@ struct InterpolateArgs {
 #[derive(clap::Args, Debug)]
 struct EncodeArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// An image of the model's size and channels.
     #[arg(long)]
@@ -172,7 +172,7 @@ struct EncodeArgs {
 #[derive(clap::Args, Debug)]
 struct DecodeArgs {
     /// The model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// A safetensors file with a "latents" tensor, (latent_dim) or (B, latent..).
     #[arg(long)]
@@ -185,7 +185,7 @@ struct DecodeArgs {
 #[derive(clap::Args, Debug)]
 struct ManifoldArgs {
     /// The model folder (a model with 2 latents, e.g. from the mlp-mnist-2d preset).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// Images per side of the grid.
     #[arg(long, default_value_t = 20)]
@@ -198,7 +198,7 @@ struct ManifoldArgs {
 #[derive(clap::Args, Debug)]
 struct TraverseArgs {
     /// The model folder (an MLP or conv VAE, e.g. from the beta-vae-shapes preset).
-    #[arg(long)]
+    #[arg(long, value_parser = model_arg)]
     model: PathBuf,
     /// The image whose posterior mean is the centre (default: the prior mean, 0).
     #[arg(long)]
@@ -687,4 +687,9 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
         last_eval.unwrap_or(f64::NAN)
     ));
     Ok(written)
+}
+
+/// `--model`: a vae model folder, or the name of a shipped one (`models/vae/NAME/`).
+fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    crate::global::model_folder("vae", s)
 }
