@@ -28,7 +28,7 @@ pub struct Cli {
 enum Command {
     /// Versions of zoo, tch and libtorch; CUDA, threads, model families and presets.
     Info(commands::info::Args),
-    /// Runs every family's demo: a few seconds of real output from small models, under out/demo/.
+    /// Shows every family at work on the trained models shipped in models/, under out/demo/ (about a minute).
     Demo(commands::demo::Args),
     /// The shared MNIST evaluation: train its classifier, score generated images.
     Eval(commands::eval::Args),
@@ -52,7 +52,7 @@ enum Command {
     Inpaint(commands::txt2img::InpaintArgs),
     /// Describes a file: the tensors of a safetensors checkpoint, a WAV's format, an image's size.
     Inspect(commands::inspect::Args),
-    /// Writes a checkpoint or model folder with its weights in another dtype (f16: half the size).
+    /// Writes a checkpoint or model folder with its weights in another dtype (`--to f16`: half the size).
     Convert(commands::convert::Args),
     /// Prints a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
     Completions {

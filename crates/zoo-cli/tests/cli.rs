@@ -210,7 +210,8 @@ fn bad_files_are_one_line_errors() {
     let corrupt = write(d, "corrupt.safetensors", &corrupt);
     fails(&["inspect", &corrupt], 1, "corrupt safetensors header");
     // A JPEG on which the decoder (zune-jpeg 0.5.15) panics: one line, no panic message.
-    let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/core/zune-jpeg-avx2-panic.jpg");
+    let jpeg =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/core/zune-jpeg-avx2-panic.jpg");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         fails(&["inspect", &jpeg.to_string_lossy()], 1, "cannot decode image");
@@ -272,6 +273,44 @@ fn training_refuses_a_dtype_it_would_ignore() {
         fails(&all, 1, "trains in f32");
     }
     assert!(!out.exists());
+}
+
+#[test]
+fn convert_writes_f16_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("model");
+    std::fs::create_dir_all(model.join("unet")).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let w = tch::Tensor::from_slice(&[0.5f32, -2.0, 3.25]);
+    zoo_core::weights::save(&model.join("unet/w.safetensors"), &[("w".to_string(), w)], None).unwrap();
+    let file = model.join("unet/w.safetensors").to_string_lossy().into_owned();
+
+    let half = d.join("half.safetensors");
+    let o = zoo().args(["convert", &file, "--to", "f16", "--out"]).arg(&half).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = zoo_core::weights::load(&half).unwrap();
+    assert_eq!(t[0].1.kind(), tch::Kind::Half);
+    assert_eq!(Vec::<f32>::try_from(t[0].1.to_kind(tch::Kind::Float)).unwrap(), vec![0.5, -2.0, 3.25]);
+
+    // A folder: weights converted, other files and sub-folders copied.
+    let out = d.join("model-f16");
+    let o =
+        zoo().args(["convert", &model.to_string_lossy(), "--to", "f16", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), "{}");
+    assert_eq!(
+        zoo_core::weights::load(&out.join("unet/w.safetensors")).unwrap()[0].1.kind(),
+        tch::Kind::Half
+    );
+
+    fails(
+        &["convert", &model.to_string_lossy(), "--to", "f16", "--out", &out.to_string_lossy()],
+        1,
+        "already exists",
+    );
+    fails(&["convert", &file, "--to", "f16", "--out", &file], 1, "is the input file");
+    fails(&["convert", &file, "--to", "int8", "--out", "x.safetensors"], 2, "int8");
 }
 
 #[test]

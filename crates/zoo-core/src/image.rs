@@ -447,7 +447,8 @@ mod tests {
     #[test]
     fn a_jpeg_that_panics_the_decoder_is_an_error() {
         // Found by the 10^6-input fuzz run: zune-jpeg 0.5.15 unwraps None in its AVX2 IDCT.
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/core/zune-jpeg-avx2-panic.jpg");
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/core/zune-jpeg-avx2-panic.jpg");
         match load_image(&p) {
             Err(e) => {
                 let e = e.to_string();

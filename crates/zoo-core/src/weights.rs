@@ -456,7 +456,9 @@ pub struct Converted {
 /// A value that does not fit `kind` (beyond f16's 65504) is refused, naming the tensor.
 pub fn convert_floats(src: &Path, dst: &Path, kind: Kind) -> Result<Converted> {
     if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-        return Err(Error::Config(format!("cannot convert weights to {kind:?}: give a floating-point dtype")));
+        return Err(Error::Config(format!(
+            "cannot convert weights to {kind:?}: give a floating-point dtype"
+        )));
     }
     let file = SafetensorsFile::open(src)?;
     let metadata = file.metadata()?;
@@ -579,8 +581,11 @@ mod tests {
     #[test]
     fn floats_convert_to_f16_and_back_keeping_integers_and_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let (src, half, back) =
-            (dir.path().join("a.safetensors"), dir.path().join("h.safetensors"), dir.path().join("b.safetensors"));
+        let (src, half, back) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("h.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
         let mut t = tensors();
         t.push(("steps".into(), Tensor::from_slice(&[7i64, 70000])));
         let meta = HashMap::from([("note".to_string(), "kept".to_string())]);

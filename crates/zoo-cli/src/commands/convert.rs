@@ -13,14 +13,14 @@ pub struct Args {
     input: PathBuf,
     /// The dtype of the floating-point weights: f16 (half the bytes), bf16 or f32.
     #[arg(long, value_parser = ["f16", "bf16", "f32"])]
-    dtype: String,
+    to: String,
     /// Where to write: a new .safetensors file, or a new folder for a model folder.
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
-    let kind = match a.dtype.as_str() {
+    let kind = match a.to.as_str() {
         "f16" => tch::Kind::Half,
         "bf16" => tch::Kind::BFloat16,
         _ => tch::Kind::Float,
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
             p.display(),
             c.converted,
             c.tensors,
-            a.dtype,
+            a.to,
             mb(c.bytes_before),
             mb(c.bytes_after)
         );

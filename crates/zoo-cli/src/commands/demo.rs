@@ -1,8 +1,10 @@
 //! `zoo demo`: every family's demo, writing what it makes under `out/demo/`.
 //!
-//! With no family in this build yet, the demo shows the shared core at work: a chirp written as
-//! a WAV and drawn as a log-mel spectrogram by the mel front end the vocoders use, and a grid
-//! of the procedural shapes dataset that demos and tests train on without any download.
+//! Each part runs on the trained models shipped in `models/` (the conditional GAN's digits, the
+//! VAE's samples and reconstructions, Glow's digits, the Shakespeare model's play, text to
+//! image, speech), with no training and no dataset; a part whose model is not shipped says so
+//! and is skipped. The core's part draws a chirp's log-mel spectrogram and the procedural
+//! shapes dataset; the diffusion part still trains its tiny UNet for a few seconds.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -13,7 +13,6 @@ use tch::{Device, Kind, Tensor};
 use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{ProgressBar, Reporter, Silent};
 use zoo_gan::dcgan::num_params;
 use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
@@ -402,65 +401,65 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `zoo demo`'s part: a small DCGAN trained for a few hundred steps on the procedural shapes.
+/// The demo's part: the shipped conditional DCGAN draws every digit class, and walks between
+/// two latents of each class. No training at demo time.
 pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
-    let run_dir = dir.join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    }
+    let Some(model) = zoo_core::presets::shipped_model("gan", DEMO_MODEL) else {
+        g.note(format!(
+            "gan: skipped: no shipped model {DEMO_MODEL} in {}",
+            zoo_core::presets::models_dir().join("gan").display()
+        ));
+        return Ok(Vec::new());
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let preset: Preset = serde_json::from_value(json!({
-        "model": {"arch": "dcgan", "nz": 32, "ngf": 16, "ndf": 16, "nc": 3, "image_size": 32},
-        "train": {"batch_size": 32, "steps": DEMO_STEPS, "loss": "bce", "lr_g": 0.0005, "lr_d": 0.0002,
-                  "beta1": 0.5, "beta2": 0.999, "log_every": 25, "sample_every": DEMO_STEPS, "checkpoint_every": DEMO_STEPS}
-    }))?;
+    let gen = Generator::load(&model, device, Kind::Float)?;
+    let nc = gen.cfg.num_classes().max(1);
     let t0 = Instant::now();
-    zoo_core::seed::seed_all(g.seed);
-    let gen = Generator::new(&preset.model, device)?;
-    let disc = Discriminator::new(&preset.model, device)?;
-    let data = Dataset::open(&DataSpec::Shapes, 3, 32, g.seed)?;
-    let run = RunDir::create(&run_dir, &json!({"demo": "gan", "preset": preset}), false)?;
-    let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, preset.train.clone(), g.seed)?;
-    let mut reporter: Box<dyn Reporter> =
-        if g.quiet { Box::new(Silent) } else { Box::new(ProgressBar::new()) };
-    let outcome = trainer.run(0, reporter.as_mut())?;
-    let mut written = Vec::new();
-    let samples = dir.join("samples.png");
-    std::fs::copy(run.samples_dir().join(format!("step-{DEMO_STEPS:06}.png")), &samples)
-        .with_context(|| format!("writing {}", samples.display()))?;
-    written.push(samples);
-    let real = dir.join("real.png");
-    std::fs::copy(run.samples_dir().join("real.png"), &real)
-        .with_context(|| format!("writing {}", real.display()))?;
-    written.push(real);
-    let loss = dir.join("loss.png");
-    std::fs::copy(run.root().join("loss.png"), &loss)
-        .with_context(|| format!("writing {}", loss.display()))?;
-    written.push(loss);
-    // A slerp strip between two latents of the trained generator.
-    let za = seeded_latents(&gen, 1, g.seed, None)?;
-    let zb = seeded_latents(&gen, 1, g.seed + 1, None)?;
-    let ts: Vec<f64> = (0..8).map(|i| i as f64 / 7.0).collect();
-    let x = gen.generate(&slerp(&za, &zb, &ts)?, None)?;
-    let strip = dir.join("interpolation.png");
-    save_image(&image_strip(&(0..8).map(|i| x.get(i)).collect::<Vec<_>>())?, &strip)?;
-    written.push(strip);
-    let f = |k: &str| outcome.last.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    // 10 rows of the classes in turn: each column one digit.
+    let n = nc * 10;
+    let y = labels(&gen, n, None)?;
+    let z = seeded_latents(&gen, n, g.seed, None)?;
+    let x = tch::no_grad(|| gen.generate_with(&z, y.as_ref(), None))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let grid = dir.join("digits.png");
+    save_image(&x.f_clamp(-1.0, 1.0)?, &grid)?;
+    // One row per class: a slerp between two latents, the class held fixed.
+    let steps = 8;
+    let ts: Vec<f64> = (0..steps).map(|i| i as f64 / (steps - 1) as f64).collect();
+    let (za, zb) = (seeded_latents(&gen, 1, g.seed + 1, None)?, seeded_latents(&gen, 1, g.seed + 2, None)?);
+    let path = slerp(&za, &zb, &ts)?;
+    let mut rows = Vec::new();
+    for c in 0..nc {
+        let y = if gen.cfg.num_classes() > 0 { labels(&gen, steps as i64, Some(c))? } else { None };
+        rows.push(tch::no_grad(|| gen.generate_with(&path, y.as_ref(), None))?);
+    }
+    let walks = dir.join("interpolation.png");
+    // Frame t: the t-th step of every class, so image_strip lays the classes out as rows.
+    let all = Tensor::f_stack(&rows, 1)?.f_clamp(-1.0, 1.0)?; // (steps, classes, C, H, W)
+    save_image(&image_strip(&(0..steps as i64).map(|t| all.get(t)).collect::<Vec<_>>())?, &walks)?;
     g.note(format!(
-        "gan: a small DCGAN (32x32, G {} / D {} parameters) trained for {} steps ({:.1} s) on the procedural \
-         shapes; last D(x) {:.2}, D(G(z)) {:.2}. Coloured blobs on shaded backgrounds after so few steps, not a \
-         finished model",
+        "gan: {} ({} generator parameters) drew {n} digits in {secs:.2} s ({:.0}/s), classes 0-9 by column; \
+         interpolation.png walks between two latents, one row per class. Scores: {}",
+        model.display(),
         num_params(&gen.vs),
-        num_params(&disc.vs),
-        outcome.steps,
-        t0.elapsed().as_secs_f64(),
-        f("d_x"),
-        f("d_g_z1"),
+        n as f64 / secs.max(1e-9),
+        model.join("README.md").display()
     ));
-    Ok(written)
+    Ok(vec![grid, walks])
 }
 
-const DEMO_STEPS: u64 = 300;
+/// `n` digits from the shipped conditional GAN (classes in turn, latents from `seed`), for
+/// other demo parts that need digits without a dataset; None when it is not shipped.
+pub fn demo_digits(n: i64, seed: u64, device: Device) -> Result<Option<Tensor>> {
+    let Some(model) = zoo_core::presets::shipped_model("gan", DEMO_MODEL) else { return Ok(None) };
+    let gen = Generator::load(&model, device, Kind::Float)?;
+    let y = labels(&gen, n, None)?;
+    let z = seeded_latents(&gen, n, seed, None)?;
+    Ok(Some(tch::no_grad(|| gen.generate_with(&z, y.as_ref(), None))?))
+}
+
+/// The shipped model the demo draws with (`models/gan/NAME/`).
+const DEMO_MODEL: &str = "cdcgan-mnist";
 
 /// `--model`: a gan model folder, or the name of a shipped one (`models/gan/NAME/`).
 fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {

@@ -233,6 +233,9 @@ fn describe_weights(m: &LoadedModel) -> String {
 /// The largest text file read whole (prompts, chat messages, data files).
 const MAX_TEXT_BYTES: u64 = 1 << 30;
 
+/// The shipped model the demo writes with (`models/llm/NAME/`).
+const DEMO_MODEL: &str = "shakespeare";
+
 /// A UTF-8 text file, with errors that name it (a pipe or device is refused, not read forever).
 fn read_text(path: &Path, what: &str) -> Result<String> {
     let bytes =
@@ -609,46 +612,52 @@ fn run_train_tokenizer(g: &Global, a: TrainTokenizerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `zoo demo` part: a tiny char-level GPT trained for a few seconds, then sampled.
+/// The demo's part: the shipped Shakespeare model continues a line of a play. No training at
+/// demo time.
 pub fn demo(g: &Global, dir: &Path, device: tch::Device) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let run_dir = dir.join("run");
-    if run_dir.exists() {
-        // Demo output from an earlier run: replaced, not resumed.
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    }
-    let cfg = zoo_llm::demo::DemoConfig { seed: g.seed, ..Default::default() };
-    let mut reporter: Box<dyn zoo_core::train::trainer::Reporter> = if g.quiet {
-        Box::new(zoo_core::train::trainer::Silent)
-    } else {
-        Box::new(zoo_core::train::trainer::ProgressBar::new())
+    let Some(model_dir) = zoo_core::presets::shipped_model("llm", DEMO_MODEL) else {
+        g.note(format!(
+            "llm: skipped: no shipped model {DEMO_MODEL} in {}",
+            zoo_core::presets::models_dir().join("llm").display()
+        ));
+        return Ok(Vec::new());
     };
-    let out = zoo_llm::demo::run(&run_dir, &cfg, device, reporter.as_mut())?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let m = LoadedModel::from_dir(&model_dir, device, tch::Kind::Float)?;
+    let tok = m.tokenizer()?;
+    let prompt = "ROMEO:\n";
+    let gen = GenerateConfig {
+        max_new_tokens: 600,
+        sampling: SamplingConfig { temperature: 0.8, top_k: Some(200), ..Default::default() },
+        ..Default::default()
+    };
+    zoo_core::seed::seed_all(g.seed);
+    let t0 = Instant::now();
+    let ids = tok.encode(prompt)?;
+    let text = tch::no_grad(|| {
+        zoo_llm::generate::generate_sliding(&m.model, tok, &ids, m.config.context_len(), &gen)
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let params: i64 = m.vs.variables().values().map(|t| t.numel() as i64).sum();
     let sample_path = dir.join("sample.txt");
-    let text = format!(
-        "A tiny character-level GPT-2 ({} parameters, 2 layers, 64 wide, 32-character context) \
-         trained for {} steps ({:.1} s) on {} characters of nursery rhymes; loss {:.2} -> {:.2} \
-         nats/char. Sample at temperature 0.8 from \"{}\":\n\n{}{}\n",
-        arch::commas(out.params),
-        cfg.steps,
-        out.seconds,
-        zoo_llm::demo::RHYMES.chars().count(),
-        out.first_loss,
-        out.last_loss,
-        out.prompt,
-        out.prompt,
-        out.sample
+    let body = format!(
+        "{} ({} parameters, characters, {}-character context), temperature 0.8, top-k 200, \
+         seed {}:\n\n{prompt}{text}\n",
+        model_dir.display(),
+        arch::commas(params),
+        m.config.context_len(),
+        g.seed
     );
     zoo_core::fsutil::atomic_write(&sample_path, |w| {
-        w.write_all(text.as_bytes()).map_err(|e| zoo_core::Error::io(&sample_path, e))
+        w.write_all(body.as_bytes()).map_err(|e| zoo_core::Error::io(&sample_path, e))
     })?;
     g.note(format!(
-        "llm: tiny char-level GPT-2 trained {} steps in {:.1} s, loss {:.2} -> {:.2}; sample in {}",
-        cfg.steps,
-        out.seconds,
-        out.first_loss,
-        out.last_loss,
-        sample_path.display()
+        "llm: {} wrote {} characters of play in {secs:.1} s ({:.0}/s) -> {}. Scores: {}",
+        model_dir.display(),
+        text.chars().count(),
+        text.chars().count() as f64 / secs.max(1e-9),
+        sample_path.display(),
+        model_dir.join("README.md").display()
     ));
-    Ok(vec![sample_path, run_dir.join("loss.png")])
+    Ok(vec![sample_path])
 }

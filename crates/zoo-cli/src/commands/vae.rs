@@ -10,12 +10,14 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDING, GRID_PAD_VALUE};
 use zoo_core::run::RunDir;
-use zoo_core::train::trainer::{ProgressBar, Reporter, Silent};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_vae::model::{ModelConfig, Vae};
 use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset, TrainConfig, VaeTask};
 
 use crate::global::Global;
+
+/// The shipped model the demo draws with (`models/vae/NAME/`).
+const DEMO_MODEL: &str = "conv-mnist";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -616,75 +618,68 @@ fn traverse(g: &Global, a: TraverseArgs) -> Result<()> {
     write(&image_strip(&frames)?, &a.out)
 }
 
-/// The VAE part of `zoo demo`: a small conv VAE trained for a few seconds on the procedural
-/// shapes (no dataset needed), then reconstructions (inputs over outputs), prior samples and
-/// a latent interpolation, under `dir`.
+/// The demo's part: the shipped convolutional VAE draws digits from its prior, walks between
+/// latents, and reconstructs digits drawn by the shipped conditional GAN (so no dataset is
+/// needed). No training at demo time.
 pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
-    let run_dir = dir.join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let t0 = Instant::now();
-    let cfg = ModelConfig::from_json(&json!({
-        "model": "conv", "in_channels": 3, "image_size": 32, "channels": [32, 64], "hidden_dim": 128,
-        // A learned Gaussian scale (sigma-VAE) rather than Bernoulli: with Bernoulli pixels the
-        // posterior collapses for the first few hundred steps on these mostly dark images.
-        "latent_dim": 16, "likelihood": {"kind": "gaussian", "log_sigma": -2.0, "learned": true}
-    }))?;
-    let train_cfg: TrainConfig = serde_json::from_value(
-        json!({"batch_size": 32, "lr": 0.002, "beta": 1.0, "steps": 400, "iw_samples": 0}),
-    )?;
-    zoo_core::seed::seed_all(g.seed);
-    let vae = Vae::new(&cfg, device)?;
-    let data = Dataset::open(&DataSpec::Shapes, cfg.image_shape(), g.seed)?;
-    let mut task = VaeTask::new(&vae, &data, train_cfg.clone(), g.seed)?;
-    task.eval_images = Some(256);
-    let steps = train_cfg.steps.unwrap_or(400);
-    let run = RunDir::create(&run_dir, &json!({"demo": "vae", "model": cfg.to_json()}), false)?;
-    let loop_cfg = LoopConfig {
-        steps,
-        clip_grad: None,
-        log_every: 50,
-        eval_every: Some(steps),
-        sample_every: None,
-        checkpoint_every: None,
-        seed: g.seed,
-        ..Default::default()
+    let Some(model) = zoo_core::presets::shipped_model("vae", DEMO_MODEL) else {
+        g.note(format!(
+            "vae: skipped: no shipped model {DEMO_MODEL} in {}",
+            zoo_core::presets::models_dir().join("vae").display()
+        ));
+        return Ok(Vec::new());
     };
-    let opt = AdamW::new(&vae.vs, AdamWConfig { lr: train_cfg.lr, weight_decay: 0.0, ..Default::default() });
-    let mut trainer = Trainer::new(&run, &vae.vs, opt, LrSchedule::Constant { lr: train_cfg.lr }, loop_cfg)?;
-    let mut reporter: Box<dyn Reporter> =
-        if g.quiet { Box::new(Silent) } else { Box::new(ProgressBar::new()) };
-    let outcome = trainer.run(&mut task, 0, reporter.as_mut())?;
-    let first = run.metrics()?.iter().find_map(|r| r.get("loss").and_then(Value::as_f64));
-    let last_eval = run.metrics()?.iter().rev().find_map(|r| r.get("test_loss").and_then(Value::as_f64));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let vae = Vae::load(&model, device, Kind::Float)?;
+    let [_, h, w] = vae.config.image_shape();
+    let latent = |n: i64, seed: u64| -> Result<Tensor> {
+        zoo_core::seed::seed_all(seed);
+        let mut shape = vec![n];
+        shape.extend(vae.latent_shape(h, w));
+        Ok(Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?.f_to_device(device)?)
+    };
+    let mut written = Vec::new();
+    let t0 = Instant::now();
+    let z = latent(64, g.seed)?;
+    let samples = tch::no_grad(|| vae.decode(&z))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let p = dir.join("samples.png");
+    save_image(&samples.f_clamp(-1.0, 1.0)?, &p)?;
+    written.push(p);
 
-    let mut written = vtrain::write_pictures(&vae, &data.test, dir, "shapes", 64)?;
-    let pair = data.test.head(2)?;
+    // Four walks of 10 steps, each between two latents of the prior (one row each).
+    let (za, zb) = (latent(4, g.seed + 1)?, latent(4, g.seed + 2)?);
     let frames = tch::no_grad(|| -> Result<Vec<Tensor>> {
-        let z = vae.encode(&pair)?.mode();
-        let (z1, z2) = (z.f_get(0)?, z.f_get(1)?);
         (0..10)
             .map(|i| {
                 let t = i as f64 / 9.0;
-                let zi = z1.f_mul_scalar(1.0 - t)?.f_add(&z2.f_mul_scalar(t)?)?.f_unsqueeze(0)?;
-                Ok(vae.decode(&zi)?.f_squeeze_dim(0)?.f_to_device(Device::Cpu)?)
+                let z = za.f_mul_scalar(1.0 - t)?.f_add(&zb.f_mul_scalar(t)?)?;
+                Ok(vae.decode(&z)?.f_clamp(-1.0, 1.0)?.f_to_device(Device::Cpu)?)
             })
             .collect()
     })?;
-    let strip = image_strip(&frames)?;
-    let p = dir.join("shapes-interpolation.png");
-    save_image(&strip.f_clamp(-1.0, 1.0)?, &p)?;
+    let p = dir.join("interpolation.png");
+    save_image(&image_strip(&frames)?, &p)?;
     written.push(p);
-    written.push(vae.save(&dir.join("model"))?);
+
+    // Reconstructions of 32 digits the shipped GAN drew (its 32x32 pictures are MNIST's 28x28
+    // with a 2-pixel border), inputs over outputs.
+    let gan = super::gan::demo_digits(32, g.seed, device)?;
+    let rec_note = match gan {
+        Some(x) if [h, w] == [28, 28] => {
+            let x = x.f_narrow(2, 2, 28)?.f_narrow(3, 2, 28)?.f_clamp(-1.0, 1.0)?;
+            let r = tch::no_grad(|| vae.reconstruct(&x))?;
+            let p = dir.join("reconstructions.png");
+            save_image(&vtrain::reconstruction_grid(&x, &r)?, &p)?;
+            written.push(p);
+            "; reconstructions.png: digits the shipped GAN drew (top) and the VAE's reconstructions (below)"
+        }
+        _ => "",
+    };
     g.note(format!(
-        "vae: conv VAE (16 latents, learned Gaussian scale) on procedural shapes 32x32, {} steps in {:.1} s: \
-         loss {:.0} -> test {:.0} nats/image (a Gaussian density, so it goes below 0)",
-        outcome.steps,
-        t0.elapsed().as_secs_f64(),
-        first.unwrap_or(f64::NAN),
-        last_eval.unwrap_or(f64::NAN)
+        "vae: {} drew 64 digits from its prior in {secs:.2} s; interpolation.png walks between latents{rec_note}. Scores: {}",
+        model.display(),
+        model.join("README.md").display()
     ));
     Ok(written)
 }
