@@ -49,8 +49,9 @@ fn every_shipped_weights_file_is_in_its_model_card_with_its_sha256() {
             if weights.is_empty() {
                 continue;
             }
-            let card = std::fs::read_to_string(model.join("README.md"))
-                .unwrap_or_else(|_| panic!("{}: a shipped model needs a model card (README.md)", model.display()));
+            let card = std::fs::read_to_string(model.join("README.md")).unwrap_or_else(|_| {
+                panic!("{}: a shipped model needs a model card (README.md)", model.display())
+            });
             for w in &weights {
                 let hash = hex(&Sha256::digest(std::fs::read(w).unwrap()));
                 assert!(

@@ -188,8 +188,35 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let more: Vec<&str> = lines.take_while(|l| l.starts_with(' ')).map(str::trim).collect();
         msg = format!("{} {}", msg, more.join(", "));
     }
-    eprintln!("error: {msg} (see `zoo --help`)");
+    eprintln!("error: {msg}{} (see `{} --help`)", usage_tips(&text), usage_command());
     ExitCode::from(2)
+}
+
+/// The (sub)command a usage error is about, e.g. `zoo gan sample`: the words of the command
+/// line that name subcommands, in order.
+fn usage_command() -> String {
+    let mut cmd = Cli::command();
+    let mut words = vec!["zoo".to_string()];
+    for arg in std::env::args().skip(1) {
+        let Some(sub) = cmd.find_subcommand(&arg).cloned() else { continue };
+        words.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    words.join(" ")
+}
+
+/// clap's suggestions ("tip: a similar argument exists: '--num-samples'"), as "; did you mean ...".
+fn usage_tips(rendered: &str) -> String {
+    let similar: Vec<String> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        .filter_map(|t| t.split_once("exists: ").map(|(_, what)| what.trim().to_string()))
+        .collect();
+    if similar.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", similar.join(" or "))
+    }
 }
 
 /// One line: the error and its causes joined by ": ", libtorch's C++ backtraces cut off.

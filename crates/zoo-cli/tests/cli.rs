@@ -252,6 +252,20 @@ fn demo_writes_the_core_outputs() {
     assert_eq!(digits.sample_rate, 22050);
     assert!(digits.duration_secs() > 2.0, "{}", digits.duration_secs());
     assert!(image::open(out.join("tts/digits.png")).unwrap().height() == 80);
+    // The shipped models draw without training: the GAN's 100 digits (10 x 10 cells of 32
+    // pixels and the grid's padding), the VAE's 64 samples and its reconstructions of 32 of
+    // the GAN's digits (inputs over outputs, 12 a row).
+    let s = String::from_utf8_lossy(&o.stdout);
+    for (part, file, side) in [
+        ("gan", "digits.png", 10 * 34 + 2),
+        ("vae", "samples.png", 8 * 30 + 2),
+        ("vae", "reconstructions.png", 12 * 30 + 2),
+    ] {
+        let p = out.join(part).join(file);
+        assert!(s.contains(&p.display().to_string()), "{} not listed in {s}", p.display());
+        let img = image::open(&p).unwrap();
+        assert_eq!(img.width(), side, "{}", p.display());
+    }
 }
 
 #[test]
@@ -311,6 +325,22 @@ fn convert_writes_f16_files_and_folders() {
     );
     fails(&["convert", &file, "--to", "f16", "--out", &file], 1, "is the input file");
     fails(&["convert", &file, "--to", "int8", "--out", "x.safetensors"], 2, "int8");
+}
+
+#[test]
+fn usage_errors_point_at_the_subcommands_help_with_suggestions() {
+    let e = fails(&["gan", "sample", "--num-sample", "3"], 2, "did you mean '--num-samples'?");
+    assert!(e.contains("(see `zoo gan sample --help`)"), "{e}");
+    let e = fails(&["gan", "smple"], 2, "did you mean 'sample'?");
+    assert!(e.contains("(see `zoo gan --help`)"), "{e}");
+    let e = fails(
+        &["--device", "cpu", "gan", "sample", "--model", "x", "--out", "y.png", "--class", "q"],
+        2,
+        "'q'",
+    );
+    assert!(e.contains("(see `zoo gan sample --help`)"), "{e}");
+    let e = fails(&["gna"], 2, "unrecognized subcommand");
+    assert!(e.contains("(see `zoo --help`)"), "{e}");
 }
 
 #[test]

@@ -117,6 +117,37 @@ fn tokens_counts_like_transformers() {
 }
 
 #[test]
+fn tokens_takes_a_preset_as_generate_does_and_a_full_context_is_clamped_with_truncate() {
+    // A preset with random weights reads raw bytes.
+    let (out, _) = ok(&["llm", "tokens", "--model", "tiny-gpt2", "hi"]);
+    assert!(out.starts_with("     104  \"h\"\n     105  \"i\"\n"), "{out}");
+    fails(
+        &["llm", "tokens", "--model", "no-such-model", "hi"],
+        1,
+        "no such tokenizer.json, model folder or preset",
+    );
+    // tiny-gpt2's context is 128 tokens: with --truncate, 200 new tokens become 127, with a note.
+    let (_, err) = ok(&[
+        "llm",
+        "generate",
+        "--model",
+        "tiny-gpt2",
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "200",
+        "--truncate",
+    ]);
+    assert!(err.contains("generating 127 after the last prompt token"), "{err}");
+    assert!(err.contains("127 tokens in"), "{err}");
+    fails(
+        &["llm", "generate", "--model", "tiny-gpt2", "--prompt", "hi", "--max-new-tokens", "200"],
+        1,
+        "leaves no room",
+    );
+}
+
+#[test]
 fn arch_counts_parameters() {
     let (out, _) = ok(&["llm", "arch", "--model", "gpt2"]);
     assert!(out.contains("RANDOM weights from preset 'gpt2'"), "{out}");

@@ -139,7 +139,8 @@ struct ChatArgs {
 
 #[derive(ClapArgs, Debug)]
 struct TokensArgs {
-    /// A model folder with a tokenizer.json, or a tokenizer.json file.
+    /// A model folder with a tokenizer.json, a tokenizer.json file, a preset or a shipped
+    /// model's name.
     #[arg(long)]
     model: PathBuf,
     /// The text to tokenize.
@@ -268,8 +269,18 @@ fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
     if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
         bail!("the prompt has token id {bad}, outside the model's vocabulary of {vocab}");
     }
-    let cfg =
+    let mut cfg =
         a.sampling.config(m.config.eos_token_ids().into_iter().filter(|&i| i < vocab).collect(), a.truncate);
+    let context = usize::try_from(m.config.context_len()).unwrap_or(0);
+    if cfg.truncate && context > 1 && cfg.max_new_tokens >= context {
+        // As transformers does: the new tokens are clamped to what the context holds.
+        g.note(format!(
+            "--max-new-tokens {} fills the model's whole context of {context} tokens: generating {} after the last prompt token",
+            cfg.max_new_tokens,
+            context - 1
+        ));
+        cfg.max_new_tokens = context - 1;
+    }
     let prompts = vec![ids.clone(); a.num_samples];
     // Settings and lengths are checked before anything is printed.
     Sampler::new(&cfg.sampling, None)?;
@@ -537,9 +548,18 @@ fn run_chat(g: &Global, a: ChatArgs) -> Result<()> {
 fn run_tokens(a: TokensArgs) -> Result<()> {
     let tok = if a.model.is_file() {
         Tokenizer::from_file(&a.model)?
-    } else {
+    } else if a.model.is_dir() {
         Tokenizer::from_dir(&a.model)?
             .with_context(|| format!("{}: no tokenizer.json in this folder", a.model.display()))?
+    } else {
+        // A preset (random weights read bytes, as `generate` does) or a shipped model's name.
+        let name = a.model.to_string_lossy();
+        match zoo_core::presets::shipped_model("llm", &name) {
+            _ if zoo_core::presets::find_preset("llm", &name).is_ok() => Tokenizer::Bytes,
+            Some(dir) => Tokenizer::from_dir(&dir)?
+                .with_context(|| format!("{}: no tokenizer.json in this folder", dir.display()))?,
+            None => bail!("--model {name}: no such tokenizer.json, model folder or preset"),
+        }
     };
     let ids = tok.encode(&a.text)?;
     let pieces = tok.pieces(&ids);
