@@ -6,9 +6,10 @@
 #   hands to the tch build as LIBTORCH, and which every binary finds at run time through an rpath.
 #
 # - espeak-ng (Debian's package), which `zoo tts` uses for phonemes and to render its training
-#   corpus: installed with apt-get when we are root and apt-get exists; otherwise a note says how.
-#   Without it zoo still works (text-to-speech then reads characters instead of phonemes), so a
-#   failed or impossible install never fails the set-up.
+#   corpus, and chromium, in which a test renders `zoo demo`'s report.html: installed with
+#   apt-get when we are root and apt-get exists; otherwise a note says how. Without them zoo
+#   still works (text-to-speech then reads characters instead of phonemes; the report test is
+#   skipped), so a failed or impossible install never fails the set-up.
 #
 # Re-run it after editing tools/requirements.txt: the stamp file records what was installed.
 set -euo pipefail
@@ -18,34 +19,39 @@ req="$root/tools/requirements.txt"
 stamp="$venv/.zoo-requirements.sha256"
 python="${PYTHON:-python3}"
 
-# Installs espeak-ng where we can; never fails. Cheap when it is already there.
-ensure_espeak() {
-  if command -v espeak-ng >/dev/null 2>&1; then
+# Installs Debian package $1 (which provides command $2) where we can; never fails. Cheap
+# when the command is already there. $3 says what zoo loses without it.
+ensure_apt() {
+  local pkg="$1" cmd="$2" without="$3"
+  if command -v "$cmd" >/dev/null 2>&1; then
     return 0
   fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "zoo setup: installing espeak-ng (apt-get)" >&2
+    echo "zoo setup: installing $pkg (apt-get)" >&2
     if DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null \
-      && command -v espeak-ng >/dev/null 2>&1; then
-      echo "zoo setup: espeak-ng installed ($(command -v espeak-ng))" >&2
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null \
+      && command -v "$cmd" >/dev/null 2>&1; then
+      echo "zoo setup: $pkg installed ($(command -v "$cmd"))" >&2
       return 0
     fi
-    echo "zoo setup: warning: apt-get could not install espeak-ng; zoo tts will read characters" \
-      "instead of phonemes and cannot render a corpus (try: apt-get install espeak-ng)" >&2
+    echo "zoo setup: warning: apt-get could not install $pkg; $without (try: apt-get install $pkg)" >&2
     return 0
   fi
-  echo "zoo setup: note: espeak-ng is not installed, and this script installs it only as root" \
-    "with apt-get; install it yourself (Debian/Ubuntu: sudo apt-get install espeak-ng; Fedora:" \
-    "sudo dnf install espeak-ng; macOS: brew install espeak-ng) for phonemes and corpus rendering" \
-    "in zoo tts; without it zoo tts reads characters" >&2
+  echo "zoo setup: note: $pkg is not installed, and this script installs it only as root with" \
+    "apt-get; install it yourself (Debian/Ubuntu: sudo apt-get install $pkg; Fedora: sudo dnf" \
+    "install $pkg; macOS: brew install $pkg); without it $without" >&2
   return 0
+}
+
+ensure_packages() {
+  ensure_apt espeak-ng espeak-ng "zoo tts reads characters instead of phonemes and cannot render a corpus"
+  ensure_apt chromium chromium "the test that renders zoo demo's report.html in a browser is skipped"
 }
 
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
   && [ -e "$venv/libtorch/lib" ]; then
-  ensure_espeak
+  ensure_packages
   exit 0
 fi
 
@@ -67,5 +73,5 @@ torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torc
 # A relative link, so the checkout can move.
 ln -sfn "$(realpath --relative-to="$venv" "$torch_dir")" "$venv/libtorch"
 echo "$want" > "$stamp"
-ensure_espeak
+ensure_packages
 echo "zoo setup: done (libtorch at $torch_dir)" >&2

@@ -25,6 +25,9 @@ pub struct Global {
     /// Print more detail.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// While `Some`, every note is also kept here (`zoo demo` puts them in its report).
+    #[arg(skip)]
+    recorded: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
@@ -85,9 +88,26 @@ impl Global {
 
     /// Prints a note to stderr unless --quiet.
     pub fn note(&self, msg: impl std::fmt::Display) {
+        if let Ok(mut rec) = self.recorded.lock() {
+            if let Some(notes) = rec.as_mut() {
+                notes.push(msg.to_string());
+            }
+        }
         if !self.quiet {
             eprintln!("{msg}");
         }
+    }
+
+    /// Starts keeping the notes printed from now on (printing goes on as before).
+    pub fn record_notes(&self) {
+        if let Ok(mut rec) = self.recorded.lock() {
+            *rec = Some(Vec::new());
+        }
+    }
+
+    /// The notes kept since [`Global::record_notes`]; recording goes on, from empty.
+    pub fn take_notes(&self) -> Vec<String> {
+        self.recorded.lock().ok().and_then(|mut rec| rec.as_mut().map(std::mem::take)).unwrap_or_default()
     }
 }
 

@@ -266,6 +266,72 @@ fn demo_writes_the_core_outputs() {
         let img = image::open(&p).unwrap();
         assert_eq!(img.width(), side, "{}", p.display());
     }
+    report_renders_in_chromium(&out.join("report.html"));
+}
+
+/// report.html names every part, and renders in headless Chromium with every picture and
+/// audio element loaded, no console message, and a screenshot that is not blank. Chromium is
+/// installed by tools/setup.sh; where it is missing the check is skipped with a note, unless
+/// ZOO_REQUIRE_CHROMIUM is set (.ci/run sets it).
+fn report_renders_in_chromium(html: &Path) {
+    let text = std::fs::read_to_string(html).unwrap();
+    for part in
+        ["The shared core", "GAN", "VAE", "Flows", "LLM", "Diffusion", "Text to image", "Text to speech"]
+    {
+        assert!(text.contains(&format!("data-section=\"{part}")), "no {part} section in {}", html.display());
+    }
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+    else {
+        assert!(
+            std::env::var_os("ZOO_REQUIRE_CHROMIUM").is_none(),
+            "ZOO_REQUIRE_CHROMIUM is set but no chromium"
+        );
+        eprintln!("note: no chromium: report.html was not rendered (tools/setup.sh installs it)");
+        return;
+    };
+    let dir = html.parent().unwrap();
+    let headless = |extra: &[&str], page: &Path| {
+        let o = std::process::Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio"])
+            .args([
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=10000",
+                "--window-size=1200,2400",
+            ])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "chromium failed: {}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        for line in err.lines().filter(|l| l.contains("CONSOLE")) {
+            panic!("console message from {}: {line}", page.display());
+        }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // A copy with a check appended: every picture decoded, every audio element's metadata read.
+    let probe = dir.join("report-probe.html");
+    let check = "<script>window.addEventListener('load',()=>{const bad=[];\
+        document.querySelectorAll('img').forEach((i,k)=>{if(!i.complete||i.naturalWidth===0)bad.push('img'+k)});\
+        document.querySelectorAll('audio').forEach((a,k)=>{if(a.error||a.readyState<1)bad.push('audio'+k)});\
+        document.body.setAttribute('data-check',bad.length?bad.join(','):'ok:'+document.images.length+':'+\
+        document.querySelectorAll('audio').length)});</script>";
+    std::fs::write(&probe, text.replace("</body>", &format!("{check}</body>"))).unwrap();
+    let dom = headless(&["--dump-dom"], &probe);
+    let start = dom.find("data-check=\"").expect("the check did not run") + 12;
+    let verdict = &dom[start..start + dom[start..].find('"').unwrap()];
+    assert!(verdict.starts_with("ok:"), "broken elements in report.html: {verdict}");
+    let counts: Vec<usize> = verdict[3..].split(':').map(|n| n.parse().unwrap()).collect();
+    assert!(counts[0] >= 10 && counts[1] >= 3, "images and audio elements: {counts:?}");
+    // A screenshot of the page itself: not blank (many pixels far from the white background).
+    let shot = dir.join("report.png");
+    headless(&[&format!("--screenshot={}", shot.display())], html);
+    let img = image::open(&shot).unwrap().to_luma8();
+    let dark = img.pixels().filter(|p| p.0[0] < 128).count();
+    assert!(dark * 50 > img.pixels().len(), "the screenshot is nearly blank: {dark} dark pixels");
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod ops;
 pub mod plot;
 pub mod presets;
+pub mod report;
 pub mod run;
 pub mod seed;
 pub mod train;

@@ -799,7 +799,7 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
 }
 
 /// The shipped MNIST Glow the demo samples (`models/flow/NAME/`).
-const DEMO_GLOW: &str = "glow-mnist";
+pub const DEMO_GLOW: &str = "glow-mnist";
 
 /// `--model`: a flow model folder, or the name of a shipped one (`models/flow/NAME/`).
 fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {

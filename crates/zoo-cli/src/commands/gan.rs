@@ -438,10 +438,10 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
     let all = Tensor::f_stack(&rows, 1)?.f_clamp(-1.0, 1.0)?; // (steps, classes, C, H, W)
     save_image(&image_strip(&(0..steps as i64).map(|t| all.get(t)).collect::<Vec<_>>())?, &walks)?;
     g.note(format!(
-        "gan: {} ({} generator parameters) drew {n} digits in {secs:.2} s ({:.0}/s), classes 0-9 by column; \
-         interpolation.png walks between two latents, one row per class. Scores: {}",
+        "gan: {} ({} trainable generator parameters) drew {n} digits in {secs:.2} s ({:.0}/s), classes 0-9 by \
+         column; interpolation.png walks between two latents, one row per class. Scores: {}",
         model.display(),
-        num_params(&gen.vs),
+        zoo_llm::arch::commas(num_params(&gen.vs)),
         n as f64 / secs.max(1e-9),
         model.join("README.md").display()
     ));
@@ -459,7 +459,7 @@ pub fn demo_digits(n: i64, seed: u64, device: Device) -> Result<Option<Tensor>> 
 }
 
 /// The shipped model the demo draws with (`models/gan/NAME/`).
-const DEMO_MODEL: &str = "cdcgan-mnist";
+pub const DEMO_MODEL: &str = "cdcgan-mnist";
 
 /// `--model`: a gan model folder, or the name of a shipped one (`models/gan/NAME/`).
 fn model_arg(s: &str) -> std::result::Result<PathBuf, String> {

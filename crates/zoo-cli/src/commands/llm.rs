@@ -235,7 +235,7 @@ fn describe_weights(m: &LoadedModel) -> String {
 const MAX_TEXT_BYTES: u64 = 1 << 30;
 
 /// The shipped model the demo writes with (`models/llm/NAME/`).
-const DEMO_MODEL: &str = "shakespeare";
+pub const DEMO_MODEL: &str = "shakespeare";
 
 /// A UTF-8 text file, with errors that name it (a pipe or device is refused, not read forever).
 fn read_text(path: &Path, what: &str) -> Result<String> {

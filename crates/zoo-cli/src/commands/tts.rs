@@ -21,7 +21,7 @@ use zoo_flow::tts::{
 use crate::global::Global;
 
 /// The model `zoo tts --text` uses without --model: models/tts/<this>/.
-const DEFAULT_MODEL: &str = "glow-tts-small";
+pub const DEFAULT_MODEL: &str = "glow-tts-small";
 /// The WaveGlow `--vocoder waveglow` uses without --vocoder-model: models/tts/<this>/.
 const DEFAULT_WAVEGLOW: &str = "waveglow-small";
 

@@ -262,6 +262,8 @@ fn run(g: &Global, a: &CommonArgs, edit: Edit, height: Option<i64>, width: Optio
 
 /// The guidance scale of the demo (the best of the measured scales, docs/text-to-image.md).
 const DEMO_GUIDANCE: f64 = 3.0;
+/// The shipped pipeline the demo draws with (`models/txt2img/NAME/`).
+pub const DEMO_MODEL: &str = "scenes";
 
 /// The demo's prompts: four with shape-colour pairs the model trained on, four it never saw
 /// (red star, blue circle, white diamond, green hexagon are held out of its training scenes).
@@ -279,7 +281,7 @@ const DEMO_PROMPTS: [&str; 8] = [
 /// `zoo demo`'s text-to-image part: the shipped scenes model (models/txt2img/scenes) draws the
 /// prompts above, seen and held-out combinations, into one grid.
 pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
-    let model = zoo_core::presets::models_dir().join("txt2img").join("scenes");
+    let model = zoo_core::presets::models_dir().join("txt2img").join(DEMO_MODEL);
     let sd = StableDiffusion::load(&model, device, tch::Kind::Float)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut images = Vec::new();

@@ -17,7 +17,7 @@ use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset, TrainConfig, Vae
 use crate::global::Global;
 
 /// The shipped model the demo draws with (`models/vae/NAME/`).
-const DEMO_MODEL: &str = "conv-mnist";
+pub const DEMO_MODEL: &str = "conv-mnist";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
