@@ -285,7 +285,7 @@ fn train_writes_a_model_that_samples_and_resumes() {
     fails(
         &["diffusion", "train", "--data", "shapes", "--out", &r, "--resume", "--batch-size", "8"],
         1,
-        "another train",
+        "other settings (train.batch_size)",
     );
     fails(
         &["diffusion", "train", "--data", "shapes", "--out", &r, "--preset", "tiny"],

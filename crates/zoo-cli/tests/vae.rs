@@ -316,6 +316,13 @@ fn trains_on_an_image_folder_with_json_output() {
     assert_eq!(last["test_images"], 1, "{last}");
     assert!(last["test_loss"].as_f64().unwrap().is_finite() && last["iw_nll"].is_null(), "{last}");
     assert!(records.iter().any(|r| r["step"] == 2 && r.get("loss").is_some()));
+    // The same run resumed on other data is refused, naming the setting; the same folder
+    // spelled with a trailing '/' is the same data.
+    let (out, slash) = (s(&run), format!("{data}/"));
+    let resume =
+        ["vae", "train", "--resume", "--out", &out, "--steps", "3", "--iw-samples", "0", "-q", "--data"];
+    fails(&models, &[&resume[..], &["shapes"]].concat(), 1, "other settings (data)");
+    ok(&models, &[&resume[..], &[slash.as_str()]].concat());
 }
 
 #[test]

@@ -87,6 +87,17 @@ pub struct CheckpointState {
     pub extra: Value,
 }
 
+/// The settings of a run config that a resumed run may change: how long it goes and how
+/// often it reports (for [`RunDir::create_or_resume`]), in the layouts the families store.
+pub const LENGTH_AND_REPORTING: [&str; 6] = [
+    "steps",
+    "train.steps",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.eval_every",
+];
+
 impl RunDir {
     /// Starts a new run in `root`, writing `config`. An existing run there is an error unless
     /// `resume` is set, in which case its config must be the one given (or differ only in keys
@@ -117,6 +128,36 @@ impl RunDir {
             atomic_write(&cfg_path, |w| w.write_all(text.as_bytes()).map_err(|e| Error::io(&cfg_path, e)))?;
         }
         Ok(run)
+    }
+
+    /// [`RunDir::create`], and with `resume` first the check that the run in `root` is the
+    /// same run: its stored config may differ from `config` only in the settings `may_change`
+    /// names (dotted paths such as `"steps"` or `"train.sample_every"`: how long a run goes and
+    /// how often it reports, not what it computes). The refusal names every other setting
+    /// that differs. The one create-or-resume check of every family's training.
+    pub fn create_or_resume(
+        root: &Path,
+        config: &impl Serialize,
+        resume: bool,
+        may_change: &[&str],
+    ) -> Result<RunDir> {
+        let config = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
+        if resume && root.join("config.json").is_file() {
+            let old = RunDir::open(root)?.config()?;
+            let changed: Vec<String> = config_differences(&old, &config)
+                .into_iter()
+                .filter(|k| !may_change.iter().any(|m| k == m || k.starts_with(&format!("{m}."))))
+                .collect();
+            if !changed.is_empty() {
+                return Err(Error::Config(format!(
+                    "cannot resume {}: it was started with other settings ({}); resume with the run's own \
+                     settings or start a new run in another folder",
+                    root.display(),
+                    changed.join(", ")
+                )));
+            }
+        }
+        RunDir::create(root, &config, resume)
     }
 
     /// Whether the run got anywhere: a checkpoint, or a logged step.
@@ -296,10 +337,19 @@ pub fn config_differences(old: &Value, new: &Value) -> Vec<String> {
                 }
             }
             (Value::String(x), Value::String(y)) if x != y => {
-                let same = match (fs::canonicalize(x), fs::canonicalize(y)) {
-                    (Ok(p), Ok(q)) => p == q,
-                    _ => false,
+                // A path, or a data spec `kind:path` (mnist:DIR) of the same kind.
+                let path = |s: &str| match s.split_once(':') {
+                    Some((kind, rest)) if !kind.is_empty() && !kind.contains('/') => {
+                        (kind.to_string(), rest.to_string())
+                    }
+                    _ => (String::new(), s.to_string()),
                 };
+                let ((kx, px), (ky, py)) = (path(x), path(y));
+                let same = kx == ky
+                    && match (fs::canonicalize(&px), fs::canonicalize(&py)) {
+                        (Ok(p), Ok(q)) => p == q,
+                        _ => false,
+                    };
                 if !same {
                     out.push(prefix.to_string());
                 }
@@ -328,6 +378,28 @@ mod tests {
         assert!(config_differences(&old, &same).is_empty());
         let other = json!({"data": "elsewhere", "lr": 2e-3, "model": {"width": 32, "depth": 2}, "seed": 1, "steps": 10});
         assert_eq!(config_differences(&old, &other), ["data", "lr", "model.width", "seed"]);
+        // A data spec of a kind and a folder: the folder's spelling does not matter, the kind does.
+        let spec = |k: &str, p: &str| json!({"data": format!("{k}:{p}")});
+        assert!(config_differences(&spec("mnist", &plain), &spec("mnist", &slash)).is_empty());
+        assert_eq!(config_differences(&spec("mnist", &plain), &spec("images", &slash)), ["data"]);
+    }
+
+    #[test]
+    fn resuming_checks_it_is_the_same_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let cfg = json!({"data": "mnist:a", "steps": 10, "train": {"lr": 1e-3, "sample_every": 5}});
+        let run = RunDir::create_or_resume(&root, &cfg, false, &[]).unwrap();
+        run.log(&json!({"step": 1, "loss": 1.0})).unwrap();
+        drop(run);
+        let may = ["steps", "train.sample_every"];
+        let longer = json!({"data": "mnist:a", "steps": 20, "train": {"lr": 1e-3, "sample_every": 7}});
+        drop(RunDir::create_or_resume(&root, &longer, true, &may).unwrap());
+        let other = json!({"data": "mnist:b", "steps": 20, "train": {"lr": 2e-3, "sample_every": 7}});
+        let e = RunDir::create_or_resume(&root, &other, true, &may).unwrap_err().to_string();
+        assert!(e.contains("other settings (data, train.lr)"), "{e}");
+        // The stored config is the first one.
+        assert_eq!(RunDir::open(&root).unwrap().config().unwrap(), cfg);
     }
 
     use super::*;

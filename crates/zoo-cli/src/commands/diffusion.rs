@@ -345,20 +345,6 @@ fn group_digits(n: i64) -> String {
     }
 }
 
-/// Train settings a resumed run may change: they do not change the losses.
-const RESUMABLE_CHANGES: [&str; 4] = ["steps", "sample_every", "checkpoint_every", "log_every"];
-
-/// `v` without the train settings a resumed run may change.
-fn identity(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(t) = v.get_mut("train").and_then(Value::as_object_mut) {
-        for k in RESUMABLE_CHANGES {
-            t.remove(k);
-        }
-    }
-    v
-}
-
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     g.f32_training("zoo diffusion train")?;
     // 1. The recipe: the preset's, or the run's own on --resume.
@@ -392,18 +378,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let vs = VarStore::new(device);
     let mut task = DiffusionTask::new(&vs, preset, data, &a.data.to_string(), g.seed)?;
     let run_cfg = task.run_config(&name);
-    if let Some(old) = &old {
-        let (was, now) = (identity(old), identity(&run_cfg));
-        for key in ["model", "scheduler", "train", "seed", "data"] {
-            if was[key] != now[key] {
-                bail!(
-                    "--resume: {} was started with another {key}; resume with the run's own settings or choose another --out",
-                    a.out.display()
-                );
-            }
-        }
-    }
-    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let run = RunDir::create_or_resume(&a.out, &run_cfg, a.resume, &zoo_core::run::LENGTH_AND_REPORTING)?;
     if let Some((_, state)) = run.latest_checkpoint()? {
         // (the library refuses it too; here before the note reports a run it will not train)
         zoo_core::train::steps_left(state.step, task.preset.train.steps)?;

@@ -239,21 +239,10 @@ fn loop_config(g: &Global, a: &TrainArgs, steps: u64, clip_grad: Option<f64>, sa
     }
 }
 
-/// Creates the run folder, or reopens it for --resume when it was started with the same
-/// recipe (`recipe_key` of its config.json) and seed.
-fn open_run(a: &TrainArgs, run_cfg: &Value, recipe_key: &str) -> Result<RunDir> {
-    if a.resume {
-        let old = RunDir::open(&a.out)?.config()?;
-        for key in [recipe_key, "seed"] {
-            if old[key] != run_cfg[key] {
-                bail!(
-                    "--resume: {} was started with another {key}; resume with the run's own settings",
-                    a.out.display()
-                );
-            }
-        }
-    }
-    Ok(RunDir::create(&a.out, run_cfg, a.resume)?)
+/// Creates the run folder, or reopens it for --resume when it is the same run (same data,
+/// seed and recipe; its length may change).
+fn open_run(a: &TrainArgs, run_cfg: &Value) -> Result<RunDir> {
+    Ok(RunDir::create_or_resume(&a.out, run_cfg, a.resume, &zoo_core::run::LENGTH_AND_REPORTING)?)
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
@@ -301,7 +290,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     stored.train_config.steps = 0;
     let run_cfg =
         json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "model_file": stored});
-    let run = open_run(&a, &run_cfg, "model_file")?;
+    let run = open_run(&a, &run_cfg)?;
     let lr = file.train_config.learning_rate;
     let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
     let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
@@ -583,7 +572,7 @@ fn train_glow(
     stored.train_config.steps = 0;
     let run_cfg =
         json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "glow_file": stored});
-    let run = open_run(&a, &run_cfg, "glow_file")?;
+    let run = open_run(&a, &run_cfg)?;
     let t = &file.train_config;
     let opt =
         AdamW::new(&glow.vs, AdamWConfig { lr: t.learning_rate, weight_decay: 0.0, ..Default::default() });

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
-use zoo_core::run::RunDir;
+use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
 use zoo_gan::dcgan::num_params;
 use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
@@ -343,18 +343,8 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
 
     // 3. The run folder; a resumed run must be the same recipe.
     let mut run_cfg = run_config(&preset_name, &spec, g.seed, &model_cfg, &train_cfg);
-    if let Some(old) = &old {
-        for key in ["model", "train", "seed", "data"] {
-            if old[key] != run_cfg[key] {
-                bail!(
-                    "--resume: {} was started with another {key}; resume with the run's own settings or choose another --out",
-                    a.out.display()
-                );
-            }
-        }
-    }
     run_cfg["steps"] = json!(steps);
-    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let run = RunDir::create_or_resume(&a.out, &run_cfg, a.resume, &LENGTH_AND_REPORTING)?;
     let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, train_cfg.clone(), g.seed)?;
     let start = trainer.resume()?;
     g.note(format!(

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDING, GRID_PAD_VALUE};
-use zoo_core::run::RunDir;
+use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_vae::model::{ModelConfig, Vae};
 use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset, TrainConfig, VaeTask};
@@ -326,18 +326,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         "steps": steps,
         "preset_config": {"description": preset.description, "model": preset.model, "train": TrainConfig { steps: None, epochs: None, ..preset.train.clone() }},
     });
-    if a.resume {
-        let old = RunDir::open(&a.out)?.config()?;
-        for key in ["preset_config", "seed"] {
-            if old[key] != run_cfg[key] {
-                bail!(
-                    "--resume: {} was started with another {key}; resume with the run's own settings or choose another --out",
-                    a.out.display()
-                );
-            }
-        }
-    }
-    let run = RunDir::create(&a.out, &run_cfg, a.resume)?;
+    let run = RunDir::create_or_resume(&a.out, &run_cfg, a.resume, &LENGTH_AND_REPORTING)?;
     let opt = AdamW::new(
         &vae.vs,
         AdamWConfig { lr: preset.train.lr, weight_decay: preset.train.weight_decay, ..Default::default() },
