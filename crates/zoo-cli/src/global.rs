@@ -98,6 +98,21 @@ impl Global {
         }
     }
 
+    /// A progress bar of `total` `unit`s for a long command (on stderr, drawn only on a
+    /// terminal); `None` with -q. Feed it with [`tick`].
+    pub fn progress(&self, total: u64, unit: &str) -> Option<indicatif::ProgressBar> {
+        if self.quiet {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        let template = format!("{{bar:30.cyan/blue}} {{pos}}/{{len}} {unit} ETA {{eta}}");
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    }
+
     /// Starts keeping the notes printed from now on (printing goes on as before).
     pub fn record_notes(&self) {
         if let Ok(mut rec) = self.recorded.lock() {
@@ -120,4 +135,15 @@ pub fn model_folder(family: &str, s: &str) -> std::result::Result<std::path::Pat
         return Ok(p);
     }
     Ok(zoo_core::presets::shipped_model(family, s).unwrap_or(p))
+}
+
+/// Moves a [`Global::progress`] bar to `done` of `total`, and clears it at the end.
+pub fn tick(bar: &Option<indicatif::ProgressBar>, done: u64, total: u64) {
+    if let Some(b) = bar {
+        b.set_length(total);
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -272,6 +272,7 @@ pub fn fit_density(
     steps: u64,
     seed: u64,
     vs: &nn::VarStore,
+    on_step: &mut dyn FnMut(u64, u64),
 ) -> Result<(DensityFlow, Tensor, f64)> {
     if steps == 0 {
         return Err(Error::Input("--steps must be at least 1".into()));
@@ -287,7 +288,8 @@ pub fn fit_density(
         let lr = 2e-3;
         let mut opt = AdamW::new(vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
         let mut nll = f64::NAN;
-        for _ in 0..steps {
+        for step in 0..steps {
+            on_step(step, steps);
             opt.zero_grad();
             let loss = flow.log_prob(&data)?.f_mean(Kind::Float)?.f_neg()?;
             nll = loss.f_double_value(&[])?;
@@ -299,6 +301,7 @@ pub fn fit_density(
             loss.backward();
             opt.step(lr)?;
         }
+        on_step(steps, steps);
         Ok((flow, data, nll))
     })();
     tch::set_num_threads(threads);
@@ -314,11 +317,14 @@ mod tests {
     #[test]
     fn fitting_lowers_the_nll_and_needs_steps() {
         let vs = VarStore::new(Device::Cpu);
-        let err = fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 0, 0, &vs).err().unwrap().to_string();
+        let err =
+            fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 0, 0, &vs, &mut |_, _| {}).err().unwrap().to_string();
         assert!(err.contains("--steps"), "{err}");
         let (short, long) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
-        let (_, data, nll_short) = fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 2, 0, &short).unwrap();
-        let (_, _, nll_long) = fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 60, 0, &long).unwrap();
+        let (_, data, nll_short) =
+            fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 2, 0, &short, &mut |_, _| {}).unwrap();
+        let (_, _, nll_long) =
+            fit_density(Toy::TwoMoons, Kind2d::Glow, 2, 60, 0, &long, &mut |_, _| {}).unwrap();
         assert_eq!(data.size(), vec![2048, 2]);
         assert!(nll_long < nll_short - 0.1, "{nll_short} -> {nll_long}");
     }

@@ -356,12 +356,14 @@ pub fn iw_log_likelihood(vae: &Vae, x: &Tensor, k: usize) -> Result<Tensor> {
 }
 
 /// The importance-weighted NLL (nats per image) over the first `max_images` of a split.
+/// `on_progress(done, total)` is called after each batch (images scored so far, of all).
 pub fn evaluate_iw_nll(
     vae: &Vae,
     source: &Source,
     k: usize,
     batch: usize,
     max_images: Option<usize>,
+    on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<f64> {
     let n = first_n(source, max_images);
     let mut rng = StdRng::seed_from_u64(0);
@@ -371,6 +373,7 @@ pub fn evaluate_iw_nll(
             let idx: Vec<usize> = (start..(start + batch.max(1)).min(n)).collect();
             let x = vae.to_model_space(&source.batch(&idx, &mut rng)?)?;
             sum -= iw_log_likelihood(vae, &x, k)?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            on_progress(start + idx.len(), n);
         }
         Ok(())
     })?;

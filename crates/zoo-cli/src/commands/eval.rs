@@ -520,6 +520,11 @@ fn score(g: &Global, a: ScoreArgs) -> Result<()> {
     let test = Mnist::load(dir, Split::Test)?;
     let (real, _) = test.batch(&(0..test.len()).collect::<Vec<_>>())?;
     let (fake, labels) = load_samples(&a.samples)?;
+    g.note(format!(
+        "scoring {} images against the {} MNIST test images (features, then nearest neighbours)...",
+        fake.size()[0],
+        real.size()[0]
+    ));
     report(&a, "samples", &eval, &real, &fake, labels.as_ref())?;
     if a.baseline {
         let train = Mnist::load(dir, Split::Train)?;

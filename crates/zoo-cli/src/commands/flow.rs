@@ -731,7 +731,10 @@ fn density(g: &Global, a: DensityArgs) -> Result<()> {
     let device = g.device()?;
     let vs = tch::nn::VarStore::new(device);
     let t0 = Instant::now();
-    let (flow, data, nll) = fit_density(toy, kind, a.depth, a.steps, g.seed, &vs)?;
+    let bar = g.progress(a.steps, "steps");
+    let (flow, data, nll) = fit_density(toy, kind, a.depth, a.steps, g.seed, &vs, &mut |done, total| {
+        crate::global::tick(&bar, done, total)
+    })?;
     let pic = density_picture(&flow, &data, toy, 200, 20000, device)?;
     zoo_core::image::save_image(&pic, &a.out)?;
     g.note(format!(
@@ -752,7 +755,11 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
     let t0 = Instant::now();
     let vs = tch::nn::VarStore::new(device);
     let steps = 300;
-    let (flow, data, nll) = fit_density(Toy::TwoMoons, Kind2d::Glow, 6, steps, g.seed, &vs)?;
+    let bar = g.progress(steps, "steps");
+    let (flow, data, nll) =
+        fit_density(Toy::TwoMoons, Kind2d::Glow, 6, steps, g.seed, &vs, &mut |done, total| {
+            crate::global::tick(&bar, done, total)
+        })?;
     let p = dir.join("two-moons-density.png");
     zoo_core::image::save_image(&density_picture(&flow, &data, Toy::TwoMoons, 160, 20000, device)?, &p)?;
     g.note(format!(

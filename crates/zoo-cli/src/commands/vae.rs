@@ -376,7 +376,9 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         let n = a.iw_images.unwrap_or(data.test.len());
         let batch =
             (2_000_000 / (k * vae.config.image_shape().iter().product::<i64>() as usize)).clamp(1, 100);
-        Some((vtrain::evaluate_iw_nll(&vae, &data.test, k, batch, Some(n))?, n))
+        let bar = g.progress(n as u64, "images (importance-weighted NLL)");
+        let tick = &mut |done: usize, total: usize| crate::global::tick(&bar, done as u64, total as u64);
+        Some((vtrain::evaluate_iw_nll(&vae, &data.test, k, batch, Some(n), tick)?, n))
     } else {
         None
     };
@@ -440,7 +442,9 @@ fn eval(g: &Global, a: EvalArgs) -> Result<()> {
     let iw = if a.iw_samples > 0 && vae.likelihood().is_some() {
         let batch = (2_000_000 / (a.iw_samples * vae.config.image_shape().iter().product::<i64>() as usize))
             .clamp(1, a.batch_size.max(1));
-        Some(vtrain::evaluate_iw_nll(&vae, &data.test, a.iw_samples, batch, a.images)?)
+        let bar = g.progress(0, "images (importance-weighted NLL)");
+        let tick = &mut |done: usize, total: usize| crate::global::tick(&bar, done as u64, total as u64);
+        Some(vtrain::evaluate_iw_nll(&vae, &data.test, a.iw_samples, batch, a.images, tick)?)
     } else {
         None
     };
