@@ -410,6 +410,37 @@ fn usage_errors_point_at_the_subcommands_help_with_suggestions() {
 }
 
 #[test]
+fn every_family_prints_its_architecture_as_a_table_and_as_json() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["llm", "arch", "--model", "tiny-gpt2"], "params"),
+        (&["gan", "arch", "--preset", "dcgan-mnist"], "generator"),
+        (&["vae", "arch", "--preset", "conv-mnist"], "params"),
+        (&["flow", "arch", "--preset", "glow-mnist"], "params"),
+        (&["flow", "arch", "--preset", "waveglow-8k-small"], "params"),
+        (&["diffusion", "arch", "--model", "tiny"], "params"),
+    ];
+    for (args, key) in cases {
+        let o = zoo().args(["--device", "cpu"]).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains("total"), "{args:?}: {text}");
+        let o = zoo().args(["--device", "cpu"]).args(args).arg("--json").output().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let total = if key == "generator" { &v["generator"]["params"] } else { &v["params"] };
+        assert!(total.as_i64().unwrap_or(0) > 0, "{args:?}: {v}");
+        // Where the table lists parts, they add up to the total.
+        if let Some(parts) = v["parts"].as_array() {
+            let sum: i64 = parts
+                .iter()
+                .filter(|p| p["depth"].as_u64().unwrap_or(0) == 0)
+                .filter_map(|p| p["params"].as_i64())
+                .sum();
+            assert_eq!(sum, total.as_i64().unwrap(), "{args:?}");
+        }
+    }
+}
+
+#[test]
 fn completions_print_a_script() {
     let out = zoo().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());

@@ -119,6 +119,15 @@ fn train_resume_sample_interpolate_arch() {
     let v: serde_json::Value = serde_json::from_str(&arch).unwrap();
     assert_eq!(v["generator"]["params"], 1_068_928);
     assert_eq!(v["config"]["image_size"], 32);
+    // A block table: the modules add up to the total, between the input's and output's shapes.
+    for net in ["generator", "discriminator"] {
+        let parts = v[net]["parts"].as_array().unwrap();
+        let sum: i64 = parts.iter().filter_map(|p| p["params"].as_i64()).sum();
+        assert_eq!(sum, v[net]["params"].as_i64().unwrap(), "{net}");
+    }
+    assert_eq!(v["generator"]["parts"].as_array().unwrap().last().unwrap()["shape"], "[1, 3, 32, 32]");
+    let text = ok(&["gan", "arch", "--model", r]);
+    assert!(text.contains("total parameters") && text.contains("1,068,928"), "{text}");
 }
 
 #[test]

@@ -152,6 +152,12 @@ fn arch_counts_parameters() {
     let (out, _) = ok(&["llm", "arch", "--model", "gpt2"]);
     assert!(out.contains("RANDOM weights from preset 'gpt2'"), "{out}");
     assert!(out.contains("12 x block") && out.contains("124,439,808"), "{out}");
+    let (out, _) = ok(&["llm", "arch", "--model", "gpt2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["params"], 124_439_808);
+    let parts = v["parts"].as_array().unwrap();
+    let top: i64 = parts.iter().filter(|p| p["depth"] == 0).filter_map(|p| p["params"].as_i64()).sum();
+    assert_eq!(top, 124_439_808, "the top-level parts add up to the total");
     let (out, _) = ok(&["llm", "arch", "--model", &s(&fixture("llama-gqa"))]);
     assert!(out.contains("2 KV heads (GQA)") && out.contains("llama3 scaling x8"), "{out}");
     // A folder in the current directory named like a preset does not replace the preset;

@@ -3,6 +3,7 @@
 //! What two or more model families use the same way lives here: devices, dtypes and seeding,
 //! safetensors weights, the layers and diffusers blocks two families build on, the training pieces (optimiser, schedules, EMA, the loop), run
 //! directories, image and audio I/O, the mel front end and datasets.
+pub mod arch;
 pub mod audio;
 pub mod blocks;
 pub mod data;

@@ -7,18 +7,10 @@ use tch::nn::VarStore;
 use crate::config::ModelConfig;
 use crate::llama::RopeKind;
 
-/// One line of the diagram.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Part {
-    pub depth: usize,
-    pub name: String,
-    pub shape: String,
-    /// `None` for lines that are structure, not parameters (residual adds, attention math).
-    pub params: Option<i64>,
-}
+pub use zoo_core::arch::{commas, render, Part};
 
 fn part(depth: usize, name: impl Into<String>, shape: impl Into<String>, params: Option<i64>) -> Part {
-    Part { depth, name: name.into(), shape: shape.into(), params }
+    Part::new(depth, name, shape, params)
 }
 
 /// Sum of the sizes of variables whose names start with any of `prefixes`.
@@ -175,44 +167,6 @@ fn head(tied: bool, emb: &str, d: i64, v: i64, params: i64) -> Part {
     let name =
         if tied { format!("LM head (tied to {emb}: no new parameters)") } else { "LM head lm_head".into() };
     part(0, name, format!("(B, T, {d}) -> (B, T, {v})"), Some(params))
-}
-
-/// Thousands separated by commas.
-pub fn commas(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// The diagram as text. Lines inside a block count one layer.
-pub fn render(title: &str, parts: &[Part], total: i64) -> String {
-    let label =
-        |p: &Part| format!("{}{}", "  ".repeat(p.depth + 1) + if p.depth > 0 { "| " } else { "" }, p.name);
-    let w1 = parts.iter().map(|p| label(p).chars().count()).max().unwrap_or(0);
-    let w2 = parts.iter().map(|p| p.shape.chars().count()).max().unwrap_or(0);
-    let mut out = format!("{title}\n");
-    for p in parts {
-        let params = match p.params {
-            Some(n) if p.depth > 0 => format!("{} per layer", commas(n)),
-            Some(n) => commas(n),
-            None => String::new(),
-        };
-        let line = format!("{:<w1$}  {:<w2$}  {params}", label(p), p.shape);
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out.push_str(&format!("{:<w1$}  {:<w2$}  {}\n", "  total parameters", "", commas(total)));
-    out
 }
 
 #[cfg(test)]

@@ -321,28 +321,11 @@ fn arch(a: ArchArgs) -> Result<()> {
         spec.name, cfg.in_channels, h, w, cfg.block_out_channels, cfg.layers_per_block
     );
     for (stage, shape, n) in &rows {
-        let n = if *n > 0 { group_digits(*n) } else { String::new() };
+        let n = if *n > 0 { zoo_core::arch::commas(*n) } else { String::new() };
         println!("  {stage:<34} {:<20} {n:>12}", format!("{shape:?}"));
     }
-    println!("  {:<34} {:<20} {:>12}", "total", "", group_digits(total));
+    println!("  {:<34} {:<20} {:>12}", "total", "", zoo_core::arch::commas(total));
     Ok(())
-}
-
-/// 1234567 -> "1,234,567".
-fn group_digits(n: i64) -> String {
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
@@ -394,7 +377,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         t.steps,
         t.batch_size,
         serde_json::to_value(t.objective)?.as_str().unwrap_or(""),
-        group_digits(params),
+        zoo_core::arch::commas(params),
         a.out.display()
     ));
 
@@ -475,7 +458,7 @@ pub fn demo(g: &Global, dir: &Path, device: Device) -> Result<Vec<PathBuf>> {
     g.note(format!(
         "diffusion: the tiny UNet (16x16, {} parameters) trained {} steps in {secs:.1} s on the procedural shapes \
          (loss {first:.3} -> {last:.3}); samples with {} ({} steps, guidance {}), classes circle/square/triangle by column.",
-        group_digits(vs.trainable_variables().iter().map(|v| v.numel() as i64).sum()),
+        zoo_core::arch::commas(vs.trainable_variables().iter().map(|v| v.numel() as i64).sum()),
         outcome.steps,
         t.sample_scheduler,
         t.sample_steps,

@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
+use zoo_core::arch::{module_rows, render, Part};
 use zoo_core::audio::{self, Audio, MelConfig, MelSpectrogram, WavFormat};
 use zoo_core::data::DataSpec;
 use zoo_core::presets;
@@ -48,6 +49,22 @@ enum Command {
     Mel(MelArgs),
     /// Fits a RealNVP or Glow to a 2-D toy density and draws data, density and samples.
     Density(DensityArgs),
+    /// Prints a WaveGlow's or Glow's blocks: the shapes in and out, and each module's weights
+    /// and parameter count.
+    Arch(ArchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ArchArgs {
+    /// A WaveGlow or Glow model folder (or a shipped model's name).
+    #[arg(long, value_parser = model_arg, required_unless_present = "preset", conflicts_with = "preset")]
+    model: Option<PathBuf>,
+    /// A preset of models/flow/ (random weights: only the architecture is needed).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Prints one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -202,6 +219,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Command::Sample(a) => sample(g, a),
         Command::Mel(a) => mel(g, a),
         Command::Density(a) => density(g, a),
+        Command::Arch(a) => arch(a),
     }
 }
 
@@ -745,6 +763,63 @@ fn density(g: &Global, a: DensityArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         a.out.display()
     ));
+    Ok(())
+}
+
+fn arch(a: ArchArgs) -> Result<()> {
+    let cpu = Device::Cpu;
+    tch::manual_seed(0);
+    let preset = a.preset.as_deref().map(resolve_preset).transpose()?;
+    let glow_dir = a.model.as_deref().filter(|d| is_glow_folder(d));
+    let (title, vs, ends): (String, &tch::nn::VarStore, [(String, Vec<i64>); 2]);
+    let (glow, vocoder);
+    if let (Some(FlowPreset::Glow(_)), _) | (None, Some(_)) = (&preset, glow_dir) {
+        glow = match (&preset, glow_dir) {
+            (Some(FlowPreset::Glow(f)), _) => GlowModel::new(f, cpu)?,
+            (_, Some(d)) => GlowModel::load(d, cpu)?,
+            _ => unreachable!(),
+        };
+        let c = &glow.file.glow_config;
+        let x = Tensor::f_zeros([1, c.in_channels, c.image_size, c.image_size], (Kind::Float, cpu))?;
+        let (zs, _) = tch::no_grad(|| glow.model.forward(&x))?;
+        let latents: Vec<String> = zs.iter().map(|z| format!("{:?}", z.size())).collect();
+        title = format!("Glow: {} levels of {} steps, coupling width {}", c.n_levels, c.depth, c.width);
+        vs = &glow.vs;
+        ends = [
+            ("image".into(), x.size()),
+            (format!("latents, one per level: {}", latents.join(" + ")), vec![]),
+        ];
+    } else {
+        vocoder = match (&preset, &a.model) {
+            (Some(FlowPreset::WaveGlow(f)), _) => Vocoder::new(f, cpu)?,
+            (None, Some(d)) => Vocoder::load(d, cpu, Kind::Float)?,
+            _ => bail!("give --model DIR or --preset NAME"),
+        };
+        let c = &vocoder.model.cfg;
+        let frames = 4;
+        let mel = Tensor::f_zeros([1, c.n_mel_channels, frames], (Kind::Float, cpu))?;
+        let audio = tch::no_grad(|| vocoder.model.infer(&mel, 0.0))?;
+        title = format!(
+            "WaveGlow: {} flows of {} WN layers, {} channels, groups of {}",
+            c.n_flows, c.wn_config.n_layers, c.wn_config.n_channels, c.n_group
+        );
+        vs = &vocoder.vs;
+        ends = [("mel (4 frames)".into(), mel.size()), ("audio".into(), audio.size())];
+    }
+    let vars: Vec<(String, Vec<i64>)> =
+        vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.size())).collect();
+    let total: i64 = vars.iter().map(|(_, s)| s.iter().product::<i64>()).sum();
+    let shape = |s: &[i64]| if s.is_empty() { String::new() } else { format!("{s:?}") };
+    let mut parts = vec![Part::new(0, ends[0].0.clone(), shape(&ends[0].1), None)];
+    parts.extend(module_rows(&vars, 3, |_| true));
+    parts.push(Part::new(0, ends[1].0.clone(), shape(&ends[1].1), None));
+    if a.json {
+        let rows: Vec<Value> =
+            parts.iter().map(|p| json!({"name": p.name, "shape": p.shape, "params": p.params})).collect();
+        println!("{}", json!({"model": title, "parts": rows, "params": total}));
+        return Ok(());
+    }
+    print!("{}", render(&format!("{title} (trainable parameters)"), &parts, total));
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
+use zoo_core::arch::{module_rows, render, Part};
 use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
 use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
@@ -264,40 +265,56 @@ fn arch(a: ArchArgs) -> Result<()> {
     tch::manual_seed(0);
     let gen = Generator::new(&cfg, Device::Cpu)?;
     let disc = Discriminator::new(&cfg, Device::Cpu)?;
-    let list = |vs: &tch::nn::VarStore| {
-        let mut v: Vec<(String, Vec<i64>, bool)> =
-            vs.variables().into_iter().map(|(n, t)| (n, t.size(), t.requires_grad())).collect();
-        v.sort_by_key(|x| natural_key(&x.0));
-        v
+    // One sample through both networks, for the shapes at their ends.
+    let y = if cfg.num_classes() > 0 { Some(Tensor::from_slice(&[0i64])) } else { None };
+    let z = Tensor::f_zeros(gen.latent_shape(1), (Kind::Float, Device::Cpu))?;
+    let x = tch::no_grad(|| gen.forward_t(&z, y.as_ref(), false))?;
+    let d = tch::no_grad(|| disc.forward_t(&x, y.as_ref(), false))?;
+    let vars = |vs: &tch::nn::VarStore| -> Vec<(String, Vec<i64>)> {
+        vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.size())).collect()
     };
-    let (gl, dl) = (list(&gen.vs), list(&disc.vs));
     let (gp, dp) = (num_params(&gen.vs), num_params(&disc.vs));
+    let net = |name: &str, input: (&str, Vec<i64>), rows: Vec<Part>, out: (&str, Vec<i64>), params: i64| {
+        let mut parts = vec![Part::new(0, input.0, format!("{:?}", input.1), None)];
+        parts.extend(rows);
+        parts.push(Part::new(0, out.0, format!("{:?}", out.1), None));
+        (name.to_string(), parts, params)
+    };
+    let nets = [
+        net(
+            "generator",
+            ("latent z", z.size()),
+            module_rows(&vars(&gen.vs), 2, |_| true),
+            ("image", x.size()),
+            gp,
+        ),
+        net(
+            "discriminator",
+            ("image", x.size()),
+            module_rows(&vars(&disc.vs), 2, |_| true),
+            ("logit", d.size()),
+            dp,
+        ),
+    ];
     if a.json {
-        let layers = |l: &[(String, Vec<i64>, bool)]| {
-            l.iter().map(|(n, s, t)| json!({"name": n, "shape": s, "trainable": t})).collect::<Vec<Value>>()
+        let parts = |p: &[Part]| -> Vec<Value> {
+            p.iter().map(|r| json!({"name": r.name, "shape": r.shape, "params": r.params})).collect()
         };
-        println!(
-            "{}",
-            json!({"config": cfg, "generator": {"params": gp, "variables": layers(&gl)},
-                   "discriminator": {"params": dp, "variables": layers(&dl)}})
-        );
+        let mut v = json!({"config": cfg});
+        for (name, p, n) in &nets {
+            v[name.as_str()] = json!({"params": n, "parts": parts(p)});
+        }
+        println!("{v}");
         return Ok(());
     }
     println!("{}", serde_json::to_string(&cfg)?);
-    for (what, l, p) in [("generator", &gl, gp), ("discriminator", &dl, dp)] {
-        println!("{what}: {p} parameters");
-        for (n, s, t) in l {
-            println!("  {n:<32} {s:?}{}", if *t { "" } else { " (buffer)" });
-        }
+    for (name, p, n) in &nets {
+        print!(
+            "{}",
+            render(&format!("{name} (trainable parameters; BatchNorm statistics not counted)"), p, *n)
+        );
     }
     Ok(())
-}
-
-/// Sorts `main.10.weight` after `main.9.weight`.
-fn natural_key(name: &str) -> Vec<(u64, String)> {
-    name.split('.')
-        .map(|p| p.parse::<u64>().map(|n| (n, String::new())).unwrap_or((u64::MAX, p.to_string())))
-        .collect()
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {

@@ -152,6 +152,9 @@ struct ArchArgs {
     /// A model folder or a preset name.
     #[arg(long)]
     model: String,
+    /// Prints one JSON object: the config, each part (depth, name, shapes, parameters) and the total.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -589,7 +592,20 @@ fn run_arch(g: &Global, a: ArchArgs) -> Result<()> {
         m.config.context_len(),
         m.config.vocab_size(),
     );
-    print!("{}", arch::render(&title, &arch::parts(&m.config, &m.vs), m.num_params()));
+    let parts = arch::parts(&m.config, &m.vs);
+    if a.json {
+        let rows: Vec<serde_json::Value> = parts
+            .iter()
+            .map(|p| serde_json::json!({"depth": p.depth, "name": p.name, "shape": p.shape, "params": p.params}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"model_type": m.config.model_type(), "context": m.config.context_len(),
+                               "vocab_size": m.config.vocab_size(), "parts": rows, "params": m.num_params()})
+        );
+        return Ok(());
+    }
+    print!("{}", arch::render(&title, &parts, m.num_params()));
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
+use zoo_core::arch::{module_rows, render, Part};
 use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDING, GRID_PAD_VALUE};
 use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
@@ -46,6 +47,22 @@ enum Command {
     Manifold(ManifoldArgs),
     /// Varies one latent at a time around an image's posterior mean (or 0): one row per latent.
     Traverse(TraverseArgs),
+    /// Prints a model's blocks: the image, encoder, latent and decoder shapes, and each
+    /// module's weights and parameter count.
+    Arch(ArchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ArchArgs {
+    /// A model folder (or a shipped model's name).
+    #[arg(long, value_parser = model_arg, required_unless_present = "preset", conflicts_with = "preset")]
+    model: Option<PathBuf>,
+    /// A preset of models/vae/ (random weights: only the architecture is needed).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Prints one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -227,7 +244,44 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
         Command::Decode(a) => decode(g, a),
         Command::Manifold(a) => manifold(g, a),
         Command::Traverse(a) => traverse(g, a),
+        Command::Arch(a) => arch(a),
     }
+}
+
+fn arch(a: ArchArgs) -> Result<()> {
+    let (name, vae) = match (&a.preset, &a.model) {
+        (Some(p), _) => {
+            let cfg = ModelConfig::from_json(&resolve_preset(p)?.model)?;
+            tch::manual_seed(0);
+            (format!("preset {p} (random weights)"), Vae::new(&cfg, Device::Cpu)?)
+        }
+        (None, Some(dir)) => (dir.display().to_string(), Vae::load(dir, Device::Cpu, Kind::Float)?),
+        (None, None) => bail!("give --model DIR or --preset NAME"),
+    };
+    let [c, h, w] = vae.config.image_shape();
+    let x = Tensor::f_zeros([1, c, h, w], (Kind::Float, Device::Cpu))?;
+    let z = tch::no_grad(|| vae.encode(&x))?.mode();
+    let y = tch::no_grad(|| vae.decode(&z))?;
+    let vars: Vec<(String, Vec<i64>)> = vae.vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+    let total: i64 = vars.iter().map(|(_, s)| s.iter().product::<i64>()).sum();
+    let (enc, dec) = (|n: &str| n.starts_with("encoder."), |n: &str| n.starts_with("decoder."));
+    let mut parts = vec![Part::new(0, "image", format!("{:?}", x.size()), None)];
+    parts.extend(module_rows(&vars, 3, enc));
+    parts.extend(module_rows(&vars, 3, |n| !enc(n) && !dec(n)));
+    parts.push(Part::new(0, "latent (posterior mean)", format!("{:?}", z.size()), None));
+    parts.extend(module_rows(&vars, 3, dec));
+    parts.push(Part::new(0, "image out (decoder mean)", format!("{:?}", y.size()), None));
+    if a.json {
+        let rows: Vec<Value> =
+            parts.iter().map(|p| json!({"name": p.name, "shape": p.shape, "params": p.params})).collect();
+        println!(
+            "{}",
+            json!({"model": name, "config": vae.config.to_json(), "parts": rows, "params": total})
+        );
+        return Ok(());
+    }
+    print!("{}", render(&format!("VAE {name}: {}", vae.config.to_json()), &parts, total));
+    Ok(())
 }
 
 /// Loads a model folder with --device and --dtype; AutoencoderKL with `force_upcast` stays in
