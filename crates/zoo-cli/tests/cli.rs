@@ -441,6 +441,35 @@ fn every_family_prints_its_architecture_as_a_table_and_as_json() {
 }
 
 #[test]
+fn every_family_trains_with_the_same_flags() {
+    for family in ["llm", "gan", "vae", "flow", "diffusion", "tts"] {
+        let o = zoo().args([family, "train", "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        for flag in ["--data", "--out", "--steps", "--eval-every", "--resume", "--json"] {
+            // tts names its data --corpus (--data is its alias, hidden from the help).
+            let flag = if family == "tts" && flag == "--data" { "--corpus" } else { flag };
+            assert!(help.contains(flag), "zoo {family} train has no {flag}:\n{help}");
+        }
+        let preset = if family == "llm" { "--model" } else { "--preset" };
+        assert!(help.contains(preset), "zoo {family} train has no {preset}");
+    }
+    // The other spellings are accepted: llm's --preset and text:PATH, the GAN's --sample-every.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").to_string_lossy().into_owned();
+    fails(
+        &["-q", "llm", "train", "--preset", "tiny-gpt2", "--data", "text:/no/such.txt", "--out", &out],
+        1,
+        "/no/such.txt",
+    );
+    let e = fails(
+        &["gan", "train", "--data", "cifar:/x", "--preset", "dcgan-32", "--sample-every", "5", "--out", &out],
+        1,
+        "cifar",
+    );
+    assert!(!e.contains("unexpected argument"), "{e}");
+}
+
+#[test]
 fn completions_print_a_script() {
     let out = zoo().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());

@@ -58,8 +58,8 @@ struct TrainArgs {
     /// Images per batch (overrides the preset's).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Write the fixed-noise grid and a checkpoint every this many steps (overrides the preset's).
-    #[arg(long)]
+    /// Write the fixed-noise grid and a checkpoint every this many steps, as --eval-every does in every family (overrides the preset's).
+    #[arg(long = "eval-every", alias = "sample-every")]
     sample_every: Option<u64>,
     /// Continues the run in --out from its latest checkpoint, with the same losses as an
     /// uninterrupted run.

@@ -14,12 +14,13 @@ use crate::global::Global;
 
 #[derive(ClapArgs, Debug)]
 pub struct TrainArgs {
-    /// Training text: a UTF-8 file, or a folder of .txt/.md files (read in name order).
-    #[arg(long)]
+    /// Training text: a UTF-8 file, or a folder of .txt/.md files (read in name order); also
+    /// spelled text:PATH, as the image families' mnist:DIR.
+    #[arg(long, value_parser = text_data)]
     data: PathBuf,
     /// A preset of models/llm/ (random weights; e.g. shakespeare-char) or a model folder to
-    /// continue training.
-    #[arg(long, default_value = "shakespeare-char")]
+    /// continue training (also spelled --preset, as in the other families).
+    #[arg(long, alias = "preset", default_value = "shakespeare-char")]
     model: String,
     /// char (one token per character of the data), bpe:N (train a byte-level BPE of N tokens on
     /// the data) or a tokenizer.json; default: the model folder's own, else char.
@@ -487,4 +488,9 @@ pub fn run_task(g: &Global, a: TaskArgs) -> Result<()> {
     zoo_core::fsutil::atomic_write_bytes(&a.out, jsonl.as_bytes())?;
     println!("{} records in {}", jsonl.lines().count(), a.out.display());
     Ok(())
+}
+
+/// `--data` of `zoo llm train`: a path, or `text:PATH`.
+fn text_data(s: &str) -> std::result::Result<PathBuf, String> {
+    Ok(PathBuf::from(s.strip_prefix("text:").unwrap_or(s)))
 }

@@ -143,9 +143,14 @@ impl VoiceArgs {
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
     /// The corpus folder: metadata.csv (ID|text|normalized text) and wavs/ID.wav (e.g. from
-    /// `zoo tts corpus`). Needed for a new run; on --resume the run's own.
-    #[arg(long)]
+    /// `zoo tts corpus`). Needed for a new run; on --resume the run's own. (Also spelled
+    /// --data, as in the other families.)
+    #[arg(long, alias = "data")]
     corpus: Option<PathBuf>,
+    /// Evaluate on the held-out utterances and checkpoint every this many steps (default: the
+    /// preset's).
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// A preset of models/tts/ (glow-tts-small, glow-tts-tiny) or the path of a preset file.
     /// Needed for a new run; on --resume the run's own.
     #[arg(long)]
@@ -425,6 +430,12 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     };
     if let Some(s) = a.steps {
         spec.file.train.steps = s;
+    }
+    if let Some(n) = a.eval_every {
+        if n == 0 {
+            bail!("--eval-every must be at least 1");
+        }
+        spec.file.train.checkpoint_every = n;
     }
     // 2. corpus, features, run folder, model
     let t0 = Instant::now();

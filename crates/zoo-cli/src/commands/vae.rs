@@ -99,6 +99,10 @@ struct TrainArgs {
     /// Test images for each periodic evaluation (default: the whole test split).
     #[arg(long)]
     eval_images: Option<usize>,
+    /// Evaluate, write sample pictures and a checkpoint every this many steps (default: the
+    /// preset's, else once per epoch).
+    #[arg(long)]
+    eval_every: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -359,7 +363,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let mut task = VaeTask::new(&vae, &data, preset.train.clone(), g.seed)?;
     task.eval_images = a.eval_images;
     let steps = preset.train.total_steps(data.train.len())?;
-    let every = preset.train.eval_every.unwrap_or_else(|| task.steps_per_epoch()).max(1);
+    let every = a.eval_every.or(preset.train.eval_every).unwrap_or_else(|| task.steps_per_epoch()).max(1);
     let loop_cfg = LoopConfig {
         steps,
         grad_accum: 1,
