@@ -461,6 +461,11 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// The preset `name` of models/gan/ (or built into zoo).
+    pub fn find(name: &str) -> Result<Self> {
+        Self::load(&zoo_core::presets::find_preset("gan", name)?.path)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = zoo_core::presets::read(path)?;
         let p: Preset = serde_json::from_str(&text).map_err(|e| zoo_core::Error::bad_file(path, e))?;

@@ -490,3 +490,129 @@ pub fn run_config(
         "train": TrainConfig { steps: 0, ..train.clone() },
     })
 }
+
+/// A training run as `zoo gan train` makes it: a preset (or, resuming, the run's own recipe),
+/// data, and where the run folder goes.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: DataSpec,
+    /// A preset of models/gan/; `None` only when resuming (the run's own recipe).
+    pub preset: Option<String>,
+    /// The run folder: config.json, metrics.jsonl, loss.png, samples/, checkpoints/, model/.
+    pub out: PathBuf,
+    /// Generator steps in total (default: the preset's; resuming, the run's).
+    pub steps: Option<u64>,
+    pub batch_size: Option<usize>,
+    /// Sample grid and checkpoint every this many steps (default: the preset's).
+    pub eval_every: Option<u64>,
+    /// Continue the run in `out` from its latest checkpoint (same data, seed and recipe).
+    pub resume: bool,
+    pub seed: u64,
+    pub device: Device,
+}
+
+/// What [`train`] did.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The preset's name ("" for a resumed run that never named one).
+    pub preset: String,
+    pub model_config: ModelConfig,
+    pub start: u64,
+    pub outcome: Outcome,
+    /// The trained model folder (`out/model`), unless the run was interrupted.
+    pub model: Option<PathBuf>,
+    pub samples: PathBuf,
+    pub seconds: f64,
+}
+
+/// What [`train`] is about to do (for a caller's one-line announcement).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub preset: String,
+    pub arch: &'static str,
+    pub images: usize,
+    pub steps: u64,
+    pub start: u64,
+    pub batch_size: usize,
+    pub generator_params: i64,
+    pub discriminator_params: i64,
+}
+
+/// Trains a GAN from a preset into a run folder, or resumes one, and writes the trained model
+/// to `out/model/`: the recipe of `zoo gan train`, for library users. `on_plan` hears what the
+/// run will do before its first step.
+pub fn train(
+    opts: &TrainOptions,
+    reporter: &mut dyn Reporter,
+    on_plan: &mut dyn FnMut(&Plan),
+) -> Result<Trained> {
+    // 1. The recipe: the preset's, or the run's own when resuming.
+    let old = if opts.resume { Some(RunDir::open(&opts.out)?.config()?) } else { None };
+    let (preset_name, model_cfg, mut train_cfg) = match (&opts.preset, &old) {
+        (Some(name), _) => {
+            let p = crate::model::Preset::find(name)?;
+            (name.clone(), p.model, p.train)
+        }
+        (None, Some(cfg)) => {
+            let bad = |what: &str| {
+                Error::Config(format!("{}: config.json has no valid {what}", opts.out.display()))
+            };
+            let model: ModelConfig =
+                serde_json::from_value(cfg["model"].clone()).map_err(|_| bad("model"))?;
+            let train: TrainConfig =
+                serde_json::from_value(cfg["train"].clone()).map_err(|_| bad("train settings"))?;
+            (cfg["preset"].as_str().unwrap_or("").to_string(), model, train)
+        }
+        (None, None) => return Err(Error::Config("a new run needs a preset (see models/gan/)".into())),
+    };
+    // The run's length is not part of its identity: a resumed run may go further.
+    let steps =
+        opts.steps.or_else(|| old.as_ref().and_then(|o| o["steps"].as_u64())).unwrap_or(train_cfg.steps);
+    train_cfg.steps = steps;
+    if let Some(b) = opts.batch_size {
+        train_cfg.batch_size = b;
+    }
+    if let Some(s) = opts.eval_every {
+        train_cfg.sample_every = s;
+        train_cfg.checkpoint_every = s;
+    }
+    train_cfg.validate(&model_cfg)?;
+
+    // 2. Networks (initial weights from the seed) and data.
+    seed::seed_all(opts.seed);
+    let gen = Generator::new(&model_cfg, opts.device)?;
+    let disc = Discriminator::new(&model_cfg, opts.device)?;
+    let (nc, size) = model_cfg.image_shape();
+    let data = Dataset::open(&opts.data, nc, size, opts.seed)?;
+    check_setup(&model_cfg, &data, &train_cfg)?;
+
+    // 3. The run folder; a resumed run must be the same recipe.
+    let mut run_cfg = run_config(&preset_name, &opts.data, opts.seed, &model_cfg, &train_cfg);
+    run_cfg["steps"] = json!(steps);
+    let run =
+        RunDir::create_or_resume(&opts.out, &run_cfg, opts.resume, &zoo_core::run::LENGTH_AND_REPORTING)?;
+    let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, train_cfg.clone(), opts.seed)?;
+    let start = trainer.resume()?;
+    on_plan(&Plan {
+        preset: preset_name.clone(),
+        arch: model_cfg.arch(),
+        images: data.len(),
+        steps,
+        start,
+        batch_size: train_cfg.batch_size,
+        generator_params: crate::dcgan::num_params(&gen.vs),
+        discriminator_params: crate::dcgan::num_params(&disc.vs),
+    });
+    let t0 = Instant::now();
+    let outcome = trainer.run(start, reporter)?;
+    let model = if outcome.interrupted { None } else { Some(trainer.save_model(&opts.out.join("model"))?) };
+    Ok(Trained {
+        preset: preset_name,
+        model_config: model_cfg,
+        start,
+        outcome,
+        model,
+        samples: run.samples_dir(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -11,13 +11,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::arch::{module_rows, render, Part};
-use zoo_core::data::DataSpec;
 use zoo_core::image::{image_strip, save_image};
-use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
 use zoo_gan::dcgan::num_params;
 use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
-use zoo_gan::train::{check_setup, run_config, Dataset, GanTrainer};
 
 use crate::global::Global;
 
@@ -152,11 +149,6 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
     }
 }
 
-fn resolve_preset(name: &str) -> Result<Preset> {
-    let p = zoo_core::presets::find_preset("gan", name)?;
-    Ok(Preset::load(&p.path)?)
-}
-
 /// A model folder, or the `model/` of a run folder.
 fn model_dir(p: &Path) -> PathBuf {
     if !p.join("config.json").is_file()
@@ -178,7 +170,7 @@ fn load_generator(g: &Global, m: &ModelArgs) -> Result<Generator> {
                 .with_context(|| format!("loading the generator in {}", dir.display()))
         }
         (None, Some(name), Some(w)) => {
-            let preset = resolve_preset(name)?;
+            let preset = Preset::find(name)?;
             Generator::load_weights(&preset.model, w, device, kind)
                 .with_context(|| format!("loading {} as a {name} generator", w.display()))
         }
@@ -258,7 +250,7 @@ fn interpolate(g: &Global, a: InterpolateArgs) -> Result<()> {
 
 fn arch(a: ArchArgs) -> Result<()> {
     let cfg = match (&a.preset, &a.model) {
-        (Some(name), _) => resolve_preset(name)?.model,
+        (Some(name), _) => Preset::find(name)?.model,
         (None, Some(dir)) => ModelConfig::load(&model_dir(dir))?,
         (None, None) => bail!("give --preset NAME or --model DIR"),
     };
@@ -318,74 +310,42 @@ fn arch(a: ArchArgs) -> Result<()> {
 }
 
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
-    let spec: DataSpec = a.data.parse()?;
     g.f32_training("zoo gan train")?;
-    // 1. The recipe: the preset's, or the run's own on --resume.
-    let (preset_name, model_cfg, mut train_cfg) = match (&a.preset, a.resume) {
-        (Some(name), _) => {
-            let p = resolve_preset(name)?;
-            (name.clone(), p.model, p.train)
-        }
-        (None, true) => {
-            let cfg = RunDir::open(&a.out)?.config()?;
-            let model: ModelConfig = serde_json::from_value(cfg["model"].clone())
-                .with_context(|| format!("{}: config.json has no valid model", a.out.display()))?;
-            let train = serde_json::from_value(cfg["train"].clone())
-                .with_context(|| format!("{}: config.json has no valid train settings", a.out.display()))?;
-            (cfg["preset"].as_str().unwrap_or("").to_string(), model, train)
-        }
-        (None, false) => bail!("--preset is required for a new run (see models/gan/)"),
+    if a.preset.is_none() && !a.resume {
+        bail!("--preset is required for a new run (see models/gan/)");
+    }
+    let opts = zoo_gan::train::TrainOptions {
+        data: a.data.parse()?,
+        preset: a.preset.clone(),
+        out: a.out.clone(),
+        steps: a.steps,
+        batch_size: a.batch_size,
+        eval_every: a.sample_every,
+        resume: a.resume,
+        seed: g.seed,
+        device: g.device()?,
     };
-    let old = if a.resume { Some(RunDir::open(&a.out)?.config()?) } else { None };
-    // The run's length is not part of its identity: a resumed run may go further.
-    let steps = a.steps.or_else(|| old.as_ref().and_then(|o| o["steps"].as_u64())).unwrap_or(train_cfg.steps);
-    train_cfg.steps = steps;
-    if let Some(b) = a.batch_size {
-        train_cfg.batch_size = b;
-    }
-    if let Some(s) = a.sample_every {
-        train_cfg.sample_every = s;
-        train_cfg.checkpoint_every = s;
-    }
-    train_cfg.validate(&model_cfg)?;
-
-    // 2. Networks (initial weights from --seed) and data.
-    let device = g.device()?;
-    zoo_core::seed::seed_all(g.seed);
-    let gen = Generator::new(&model_cfg, device)?;
-    let disc = Discriminator::new(&model_cfg, device)?;
-    let (nc, size) = model_cfg.image_shape();
-    let data = Dataset::open(&spec, nc, size, g.seed)?;
-    check_setup(&model_cfg, &data, &train_cfg)?;
-
-    // 3. The run folder; a resumed run must be the same recipe.
-    let mut run_cfg = run_config(&preset_name, &spec, g.seed, &model_cfg, &train_cfg);
-    run_cfg["steps"] = json!(steps);
-    let run = RunDir::create_or_resume(&a.out, &run_cfg, a.resume, &LENGTH_AND_REPORTING)?;
-    let mut trainer = GanTrainer::new(&run, &gen, &disc, &data, train_cfg.clone(), g.seed)?;
-    let start = trainer.resume()?;
-    g.note(format!(
-        "gan train: {} ({}) on {} ({} images), {} steps{}, batch {}, G {} / D {} parameters, run in {}",
-        if preset_name.is_empty() { "resumed run" } else { &preset_name },
-        model_cfg.arch(),
-        spec,
-        data.len(),
-        steps,
-        if start > 0 { format!(" from step {start}") } else { String::new() },
-        train_cfg.batch_size,
-        num_params(&gen.vs),
-        num_params(&disc.vs),
-        a.out.display()
-    ));
     let mut reporter = g.reporter(a.json);
-    let t0 = Instant::now();
-    let outcome = trainer.run(start, reporter.as_mut())?;
-    if outcome.interrupted {
+    let done = zoo_gan::train::train(&opts, reporter.as_mut(), &mut |p| {
+        g.note(format!(
+            "gan train: {} ({}) on {} ({} images), {} steps{}, batch {}, G {} / D {} parameters, run in {}",
+            if p.preset.is_empty() { "resumed run" } else { &p.preset },
+            p.arch,
+            opts.data,
+            p.images,
+            p.steps,
+            if p.start > 0 { format!(" from step {}", p.start) } else { String::new() },
+            p.batch_size,
+            p.generator_params,
+            p.discriminator_params,
+            opts.out.display()
+        ))
+    })?;
+    let (outcome, secs) = (&done.outcome, done.seconds);
+    let Some(model) = &done.model else {
         g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
         return Ok(());
-    }
-    let model = trainer.save_model(&a.out.join("model"))?;
-    let secs = t0.elapsed().as_secs_f64();
+    };
     if a.json {
         println!(
             "{}",
@@ -402,7 +362,7 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
             f("d_g_z1"),
             secs
         );
-        println!("samples: {}", run.samples_dir().display());
+        println!("samples: {}", done.samples.display());
         println!("model: {}", model.display());
     }
     Ok(())
