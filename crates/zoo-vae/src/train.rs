@@ -244,6 +244,11 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// The preset `name` of models/vae/ (or built into zoo).
+    pub fn find(name: &str) -> Result<Preset> {
+        Self::load(&zoo_core::presets::find_preset("vae", name)?.path)
+    }
+
     pub fn load(path: &Path) -> Result<Preset> {
         let text = zoo_core::presets::read(path)?;
         let p: Preset = serde_json::from_str(&text).map_err(|e| zoo_core::Error::bad_file(path, e))?;
@@ -606,4 +611,213 @@ mod tests {
         assert!(r.min().double_value(&[]) > 192.0 * 0.918, "{r}");
         assert!(k.min().double_value(&[]) >= 0.0);
     }
+}
+
+/// A training run as `zoo vae train` makes it: a preset (or, resuming, the run's own recipe),
+/// data, and where the run folder goes.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: DataSpec,
+    /// A preset of models/vae/; `None` only when resuming (the run's own recipe).
+    pub preset: Option<String>,
+    /// The run folder: config.json, metrics.jsonl, loss.png, samples/, checkpoints/, model/, eval.json.
+    pub out: PathBuf,
+    /// Optimiser steps or passes over the training set (default: the preset's; resuming, the run's).
+    pub steps: Option<u64>,
+    pub epochs: Option<f64>,
+    /// Importance samples of the final NLL estimate (0 skips it; default: the preset's).
+    pub iw_samples: Option<usize>,
+    /// Test images of the final NLL estimate (default: all).
+    pub iw_images: Option<usize>,
+    /// Test images of each periodic evaluation (default: all).
+    pub eval_images: Option<usize>,
+    /// Evaluate, draw samples and checkpoint every this many steps (default: the preset's, else an epoch).
+    pub eval_every: Option<u64>,
+    pub resume: bool,
+    pub seed: u64,
+    pub device: tch::Device,
+}
+
+/// What [`train`] is about to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub preset: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub steps: u64,
+    pub start: u64,
+    pub batch_size: usize,
+}
+
+/// What [`train`] did: the trained model and its test scores, or an interrupted run.
+pub struct Trained {
+    pub steps: u64,
+    pub interrupted: bool,
+    pub vae: Vae,
+    /// The model folder (`out/model`), unless interrupted.
+    pub model: Option<PathBuf>,
+    pub elbo: Option<ElboStats>,
+    /// (importance-weighted NLL, images) when estimated.
+    pub iw_nll: Option<(f64, usize)>,
+    pub iw_samples: usize,
+    pub beta: f64,
+    /// `out/eval.json`'s contents.
+    pub summary: serde_json::Value,
+}
+
+/// Trains a VAE from a preset into a run folder, or resumes one, then writes the model to
+/// `out/model/` and its test scores to `out/eval.json`: the recipe of `zoo vae train`.
+/// `on_plan` hears what the run will do; `on_iw(done, total)` follows the final NLL estimate.
+pub fn train(
+    opts: &TrainOptions,
+    reporter: &mut dyn zoo_core::train::trainer::Reporter,
+    on_plan: &mut dyn FnMut(&Plan),
+    on_iw: &mut dyn FnMut(usize, usize),
+) -> Result<Trained> {
+    use serde_json::json;
+    use zoo_core::run::RunDir;
+    use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
+    // 1. The recipe: the preset's, or the run's own when resuming.
+    let (preset_name, mut preset) = match (&opts.preset, opts.resume) {
+        (Some(name), _) => (name.clone(), Preset::find(name)?),
+        (None, true) => {
+            let cfg = RunDir::open(&opts.out)?.config()?;
+            let mut p: Preset = serde_json::from_value(cfg["preset_config"].clone()).map_err(|_| {
+                Error::Config(format!("{}: config.json has no valid preset_config", opts.out.display()))
+            })?;
+            // The run's own length, unless steps or epochs change it below.
+            p.train.steps = cfg["steps"].as_u64();
+            (cfg["preset"].as_str().unwrap_or("").to_string(), p)
+        }
+        (None, false) => return Err(Error::Config("a new run needs a preset (see models/vae/)".into())),
+    };
+    if let Some(s) = opts.steps {
+        preset.train.steps = Some(s);
+    }
+    if let Some(e) = opts.epochs {
+        preset.train.epochs = Some(e);
+        preset.train.steps = None;
+    }
+    if let Some(k) = opts.iw_samples {
+        preset.train.iw_samples = k;
+    }
+    preset.train.validate()?;
+    let model_cfg = crate::ModelConfig::from_json(&preset.model)?;
+
+    // 2. Model (initial weights from the seed) and data.
+    zoo_core::seed::seed_all(opts.seed);
+    let vae = Vae::new(&model_cfg, opts.device)?;
+    let data = Dataset::open(&opts.data, model_cfg.image_shape(), opts.seed)?;
+    let mut task = VaeTask::new(&vae, &data, preset.train.clone(), opts.seed)?;
+    task.eval_images = opts.eval_images;
+    let steps = preset.train.total_steps(data.train.len())?;
+    let every = opts.eval_every.or(preset.train.eval_every).unwrap_or_else(|| task.steps_per_epoch()).max(1);
+    let loop_cfg = LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad: preset.train.clip_grad,
+        log_every: every.min(50),
+        eval_every: Some(every),
+        sample_every: Some(every),
+        checkpoint_every: Some(every),
+        keep_checkpoints: 3,
+        seed: opts.seed,
+    };
+
+    // 3. The run folder; a resumed run must be the same recipe (its length may change).
+    let run_cfg = json!({
+        "preset": preset_name,
+        "data": opts.data.to_string(),
+        "seed": opts.seed,
+        "steps": steps,
+        "preset_config": {"description": preset.description, "model": preset.model,
+                          "train": TrainConfig { steps: None, epochs: None, ..preset.train.clone() }},
+    });
+    let run =
+        RunDir::create_or_resume(&opts.out, &run_cfg, opts.resume, &zoo_core::run::LENGTH_AND_REPORTING)?;
+    let opt = AdamW::new(
+        &vae.vs,
+        AdamWConfig { lr: preset.train.lr, weight_decay: preset.train.weight_decay, ..Default::default() },
+    );
+    let mut trainer =
+        Trainer::new(&run, &vae.vs, opt, LrSchedule::Constant { lr: preset.train.lr }, loop_cfg)?;
+    let start = trainer.resume(&mut task)?;
+    on_plan(&Plan {
+        preset: preset_name,
+        train_images: data.train.len(),
+        test_images: data.test.len(),
+        steps,
+        start,
+        batch_size: preset.train.batch_size,
+    });
+    let t0 = std::time::Instant::now();
+    let outcome = trainer.run(&mut task, start, reporter)?;
+    let train_s = t0.elapsed().as_secs_f64();
+    drop(trainer);
+    drop(task);
+    let (k, beta) = (preset.train.iw_samples, preset.train.beta);
+    if outcome.interrupted {
+        let summary = json!({"steps": outcome.steps, "interrupted": true});
+        return Ok(Trained {
+            steps: outcome.steps,
+            interrupted: true,
+            vae,
+            model: None,
+            elbo: None,
+            iw_nll: None,
+            iw_samples: k,
+            beta,
+            summary,
+        });
+    }
+
+    // 4. The model folder; AutoencoderKL gets the scaling factor of its own latents.
+    let mut vae = vae;
+    if matches!(vae.config, crate::ModelConfig::Kl(_)) {
+        let s = latent_scaling_factor(&vae, &data.train, 256)?;
+        if let crate::ModelConfig::Kl(c) = &mut vae.config {
+            c.scaling_factor = s;
+        }
+    }
+    let model_dir = vae.save(&opts.out.join("model"))?;
+
+    // 5. Final evaluation on the test split.
+    let t1 = std::time::Instant::now();
+    zoo_core::seed::seed_all(opts.seed);
+    let elbo = evaluate_elbo(&vae, &data.test, 500, preset.train.recon, None)?;
+    let iw = if k > 0 && vae.likelihood().is_some() {
+        let n = opts.iw_images.unwrap_or(data.test.len());
+        let batch =
+            (2_000_000 / (k * vae.config.image_shape().iter().product::<i64>() as usize)).clamp(1, 100);
+        Some((evaluate_iw_nll(&vae, &data.test, k, batch, Some(n), on_iw)?, n))
+    } else {
+        None
+    };
+    let summary = json!({
+        "steps": outcome.steps,
+        "train_seconds": train_s,
+        "test_images": elbo.images,
+        "test_recon": elbo.recon,
+        "test_kl": elbo.kl,
+        "test_loss": elbo.loss,
+        "iw_nll": iw.map(|(v, _)| v),
+        "iw_samples": iw.map(|_| k),
+        "iw_images": iw.map(|(_, n)| n),
+        "eval_seconds": t1.elapsed().as_secs_f64(),
+        "model": model_dir.display().to_string(),
+    });
+    let p = opts.out.join("eval.json");
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
+    zoo_core::fsutil::atomic_write_bytes(&p, text.as_bytes())?;
+    Ok(Trained {
+        steps: outcome.steps,
+        interrupted: false,
+        vae,
+        model: Some(model_dir),
+        elbo: Some(elbo),
+        iw_nll: iw,
+        iw_samples: k,
+        beta,
+        summary,
+    })
 }

@@ -10,10 +10,8 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use zoo_core::arch::{module_rows, render, Part};
 use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDING, GRID_PAD_VALUE};
-use zoo_core::run::{RunDir, LENGTH_AND_REPORTING};
-use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_vae::model::{ModelConfig, Vae};
-use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset, TrainConfig, VaeTask};
+use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset};
 
 use crate::global::Global;
 
@@ -255,7 +253,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 fn arch(a: ArchArgs) -> Result<()> {
     let (name, vae) = match (&a.preset, &a.model) {
         (Some(p), _) => {
-            let cfg = ModelConfig::from_json(&resolve_preset(p)?.model)?;
+            let cfg = ModelConfig::from_json(&Preset::find(p)?.model)?;
             tch::manual_seed(0);
             (format!("preset {p} (random weights)"), Vae::new(&cfg, Device::Cpu)?)
         }
@@ -321,149 +319,59 @@ fn write(t: &Tensor, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn resolve_preset(name: &str) -> Result<Preset> {
-    let p = zoo_core::presets::find_preset("vae", name)?;
-    Ok(Preset::load(&p.path)?)
-}
-
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     g.f32_training("zoo vae train")?;
-    let spec: DataSpec = a.data.parse()?;
-    // 1. The recipe: the preset's, or the run's own on --resume.
-    let (preset_name, mut preset) = match (&a.preset, a.resume) {
-        (Some(name), _) => (name.clone(), resolve_preset(name)?),
-        (None, true) => {
-            let cfg = RunDir::open(&a.out)?.config()?;
-            let mut p: Preset = serde_json::from_value(cfg["preset_config"].clone())
-                .with_context(|| format!("{}: config.json has no valid preset_config", a.out.display()))?;
-            // The run's own length, unless --steps or --epochs change it below.
-            p.train.steps = cfg["steps"].as_u64();
-            (cfg["preset"].as_str().unwrap_or("").to_string(), p)
-        }
-        (None, false) => bail!("--preset is required for a new run (see models/vae/)"),
-    };
-    if let Some(s) = a.steps {
-        preset.train.steps = Some(s);
+    if a.preset.is_none() && !a.resume {
+        bail!("--preset is required for a new run (see models/vae/)");
     }
-    if let Some(e) = a.epochs {
-        preset.train.epochs = Some(e);
-        preset.train.steps = None;
-    }
-    if let Some(k) = a.iw_samples {
-        preset.train.iw_samples = k;
-    }
-    preset.train.validate()?;
-    let model_cfg = ModelConfig::from_json(&preset.model)?;
-
-    // 2. Model (initial weights from --seed) and data.
-    let device = g.device()?;
-    zoo_core::seed::seed_all(g.seed);
-    let vae = Vae::new(&model_cfg, device)?;
-    let data = Dataset::open(&spec, model_cfg.image_shape(), g.seed)?;
-    let mut task = VaeTask::new(&vae, &data, preset.train.clone(), g.seed)?;
-    task.eval_images = a.eval_images;
-    let steps = preset.train.total_steps(data.train.len())?;
-    let every = a.eval_every.or(preset.train.eval_every).unwrap_or_else(|| task.steps_per_epoch()).max(1);
-    let loop_cfg = LoopConfig {
-        steps,
-        grad_accum: 1,
-        clip_grad: preset.train.clip_grad,
-        log_every: every.min(50),
-        eval_every: Some(every),
-        sample_every: Some(every),
-        checkpoint_every: Some(every),
-        keep_checkpoints: 3,
+    let opts = vtrain::TrainOptions {
+        data: a.data.parse()?,
+        preset: a.preset.clone(),
+        out: a.out.clone(),
+        steps: a.steps,
+        epochs: a.epochs,
+        iw_samples: a.iw_samples,
+        iw_images: a.iw_images,
+        eval_images: a.eval_images,
+        eval_every: a.eval_every,
+        resume: a.resume,
         seed: g.seed,
+        device: g.device()?,
     };
-
-    // 3. The run folder; a resumed run must be the same recipe (its length may change).
-    let run_cfg = json!({
-        "preset": preset_name,
-        "data": spec.to_string(),
-        "seed": g.seed,
-        "steps": steps,
-        "preset_config": {"description": preset.description, "model": preset.model, "train": TrainConfig { steps: None, epochs: None, ..preset.train.clone() }},
-    });
-    let run = RunDir::create_or_resume(&a.out, &run_cfg, a.resume, &LENGTH_AND_REPORTING)?;
-    let opt = AdamW::new(
-        &vae.vs,
-        AdamWConfig { lr: preset.train.lr, weight_decay: preset.train.weight_decay, ..Default::default() },
-    );
-    let schedule = LrSchedule::Constant { lr: preset.train.lr };
-    let mut trainer = Trainer::new(&run, &vae.vs, opt, schedule, loop_cfg)?;
-    let start = trainer.resume(&mut task)?;
-    g.note(format!(
-        "vae train: {} on {} ({} train / {} test images), {} steps{}, batch {}, run in {}",
-        if preset_name.is_empty() { "resumed run" } else { &preset_name },
-        spec,
-        data.train.len(),
-        data.test.len(),
-        steps,
-        if start > 0 { format!(" from step {start}") } else { String::new() },
-        preset.train.batch_size,
-        a.out.display()
-    ));
     let mut reporter = g.reporter(a.json);
-    let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, reporter.as_mut())?;
-    let train_s = t0.elapsed().as_secs_f64();
-    if outcome.interrupted {
-        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+    let bar = std::cell::RefCell::new(None);
+    let done = vtrain::train(
+        &opts,
+        reporter.as_mut(),
+        &mut |p| {
+            g.note(format!(
+                "vae train: {} on {} ({} train / {} test images), {} steps{}, batch {}, run in {}",
+                if p.preset.is_empty() { "resumed run" } else { &p.preset },
+                opts.data,
+                p.train_images,
+                p.test_images,
+                p.steps,
+                if p.start > 0 { format!(" from step {}", p.start) } else { String::new() },
+                p.batch_size,
+                opts.out.display()
+            ))
+        },
+        &mut |done, total| {
+            let mut b = bar.borrow_mut();
+            let b = b.get_or_insert_with(|| g.progress(total as u64, "images (importance-weighted NLL)"));
+            crate::global::tick(b, done as u64, total as u64)
+        },
+    )?;
+    let (Some(model_dir), Some(elbo)) = (&done.model, &done.elbo) else {
+        g.note(format!("stopped at step {}; continue with --resume", done.steps));
         return Ok(());
-    }
-
-    // 4. The model folder; AutoencoderKL gets the scaling factor of its own latents.
-    drop(trainer);
-    drop(task);
-    let scale = match vae.config {
-        ModelConfig::Kl(_) => Some(vtrain::latent_scaling_factor(&vae, &data.train, 256)?),
-        _ => None,
     };
-    let mut vae = vae;
-    if let (Some(s), ModelConfig::Kl(c)) = (scale, &mut vae.config) {
-        c.scaling_factor = s;
-    }
-    let model_dir = vae.save(&a.out.join("model"))?;
-
-    // 5. Final evaluation on the test split.
-    let t1 = Instant::now();
-    zoo_core::seed::seed_all(g.seed);
-    let elbo = vtrain::evaluate_elbo(&vae, &data.test, 500, preset.train.recon, None)?;
-    let k = preset.train.iw_samples;
-    let iw = if k > 0 && vae.likelihood().is_some() {
-        let n = a.iw_images.unwrap_or(data.test.len());
-        let batch =
-            (2_000_000 / (k * vae.config.image_shape().iter().product::<i64>() as usize)).clamp(1, 100);
-        let bar = g.progress(n as u64, "images (importance-weighted NLL)");
-        let tick = &mut |done: usize, total: usize| crate::global::tick(&bar, done as u64, total as u64);
-        Some((vtrain::evaluate_iw_nll(&vae, &data.test, k, batch, Some(n), tick)?, n))
-    } else {
-        None
-    };
-    let summary = json!({
-        "steps": outcome.steps,
-        "train_seconds": train_s,
-        "test_images": elbo.images,
-        "test_recon": elbo.recon,
-        "test_kl": elbo.kl,
-        "test_loss": elbo.loss,
-        "iw_nll": iw.map(|(v, _)| v),
-        "iw_samples": iw.map(|_| k),
-        "iw_images": iw.map(|(_, n)| n),
-        "eval_seconds": t1.elapsed().as_secs_f64(),
-        "model": model_dir.display().to_string(),
-    });
-    let p = a.out.join("eval.json");
-    let text = serde_json::to_string_pretty(&summary)?;
-    zoo_core::fsutil::atomic_write(&p, |w| {
-        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| zoo_core::Error::io(&p, e))
-    })?;
     if a.json {
-        println!("{summary}");
+        println!("{}", done.summary);
     } else {
-        println!("{}", describe(&vae, &elbo, preset.train.beta));
-        if let Some((v, n)) = iw {
-            println!("test: importance-weighted NLL {v:.2} nats/image (k = {k}, {n} images)");
+        println!("{}", describe(&done.vae, elbo, done.beta));
+        if let Some((v, n)) = done.iw_nll {
+            println!("test: importance-weighted NLL {v:.2} nats/image (k = {}, {n} images)", done.iw_samples);
         }
         println!("model: {}", model_dir.display());
     }
