@@ -260,12 +260,17 @@ fn demo_writes_the_core_outputs() {
         ("gan", "digits.png", 10 * 34 + 2),
         ("vae", "samples.png", 8 * 30 + 2),
         ("vae", "reconstructions.png", 12 * 30 + 2),
+        ("flow", "glow-digits.png", 8 * 30 + 2),
     ] {
         let p = out.join(part).join(file);
         assert!(s.contains(&p.display().to_string()), "{} not listed in {s}", p.display());
         let img = image::open(&p).unwrap();
         assert_eq!(img.width(), side, "{}", p.display());
     }
+    // The shipped Shakespeare model wrote 600 characters after its prompt.
+    let play = std::fs::read_to_string(out.join("llm/sample.txt")).unwrap();
+    let text = play.split_once("ROMEO:\n").map(|(_, t)| t).unwrap_or_else(|| panic!("{play}"));
+    assert!(text.trim_end().chars().count() >= 550, "{play}");
     report_renders_in_chromium(&out.join("report.html"));
 }
 
