@@ -69,7 +69,9 @@ pub fn natural_key(name: &str) -> Vec<(u64, String)> {
 /// in `encoder.down_blocks.0`), in natural name order, each row with its variables' shapes
 /// (or their count, for a group of many) and its parameter count. Only names passing `keep`.
 pub fn module_rows(vars: &[(String, Vec<i64>)], levels: usize, keep: impl Fn(&str) -> bool) -> Vec<Part> {
-    let mut groups: BTreeMap<Vec<(u64, String)>, (String, Vec<(String, Vec<i64>)>)> = BTreeMap::new();
+    // natural key of the module -> (module, its variables (name within it, shape))
+    type Members = Vec<(String, Vec<i64>)>;
+    let mut groups: BTreeMap<Vec<(u64, String)>, (String, Members)> = BTreeMap::new();
     for (name, shape) in vars.iter().filter(|(n, _)| keep(n)) {
         let comps: Vec<&str> = name.split('.').collect();
         let module =

@@ -26,7 +26,10 @@ type Part = fn(&Global, &Path, tch::Device) -> Result<Vec<PathBuf>>;
 
 /// Every part, in order: (name = sub-folder of --out, title in the report, function, the
 /// shipped models it runs as (family, name)). Each family adds its line.
-const PARTS: &[(&str, &str, Part, &[(&str, &str)])] = &[
+/// Shipped models a part runs, as (family, name).
+type Shipped = &'static [(&'static str, &'static str)];
+
+const PARTS: &[(&str, &str, Part, Shipped)] = &[
     ("core", "The shared core: audio front end and data", core_demo, &[]),
     ("gan", "GAN: a conditional DCGAN draws digits", super::gan::demo, &[("gan", super::gan::DEMO_MODEL)]),
     (
