@@ -199,7 +199,7 @@ pub const PR_K: i64 = 3;
 pub const DC_K: i64 = 5;
 
 /// Images the classifier can judge: finite and in [-1, 1] (with a little slack for rounding).
-fn check_images(images: &Tensor) -> Result<()> {
+pub fn check_images(images: &Tensor) -> Result<()> {
     if !images.is_floating_point() {
         return Err(Error::Data(format!(
             "images must be floating point in [-1, 1], got {:?} (0..255 pixels? divide by 127.5 and subtract 1)",

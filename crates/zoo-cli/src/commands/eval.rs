@@ -520,21 +520,17 @@ fn score(g: &Global, a: ScoreArgs) -> Result<()> {
     let test = Mnist::load(dir, Split::Test)?;
     let (real, _) = test.batch(&(0..test.len()).collect::<Vec<_>>())?;
     let (fake, labels) = load_samples(&a.samples)?;
-    g.note(format!(
-        "scoring {} images against the {} MNIST test images (features, then nearest neighbours)...",
-        fake.size()[0],
-        real.size()[0]
-    ));
-    report(&a, "samples", &eval, &real, &fake, labels.as_ref())?;
+    report(g, &a, "samples", &eval, &real, &fake, labels.as_ref())?;
     if a.baseline {
         let train = Mnist::load(dir, Split::Train)?;
         let (imgs, labels) = train.batch(&(0..10_000.min(train.len())).collect::<Vec<_>>())?;
-        report(&a, "baseline (MNIST train)", &eval, &real, &imgs, Some(&labels))?;
+        report(g, &a, "baseline (MNIST train)", &eval, &real, &imgs, Some(&labels))?;
     }
     Ok(())
 }
 
 fn report(
+    g: &Global,
     a: &ScoreArgs,
     what: &str,
     eval: &Evaluator,
@@ -542,8 +538,15 @@ fn report(
     fake: &Tensor,
     labels: Option<&Tensor>,
 ) -> Result<()> {
-    let scores = eval.compare(real, fake)?;
+    // The checks of images and labels come first: bad samples are refused before any note.
+    zoo_core::eval::check_images(fake)?;
     let accuracy = labels.map(|l| eval.accuracy(fake, l)).transpose()?;
+    g.note(format!(
+        "scoring {} {what} against the {} MNIST test images (features, then nearest neighbours)...",
+        fake.size()[0],
+        real.size()[0]
+    ));
+    let scores = eval.compare(real, fake)?;
     if a.json {
         let mut v = serde_json::to_value(&scores)?;
         v["class_accuracy"] = serde_json::json!(accuracy);
