@@ -202,7 +202,8 @@ mod tests {
                     Item::File { path: txt, caption: String::new() },
                     Item::Markdown {
                         title: "model card".into(),
-                        text: "# card\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n<script>x</script> [link](../x.json)\n".into(),
+                        text: "# card\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n<script>x</script>\n\nsee [the preset](../x.json)\n"
+                            .into(),
                     },
                 ],
             }],
@@ -213,7 +214,11 @@ mod tests {
         assert!(h.contains(&format!("src=\"data:image/png;base64,{}\"", b64(&b))));
         assert!(h.contains("&lt;b&gt;ROMEO&lt;/b&gt; &amp; co"));
         assert!(h.contains("<td>1</td>"), "the card's table is rendered: {h}");
-        assert!(!h.contains("<script>") && !h.contains("../x.json"), "{h}");
+        assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "raw HTML is shown as text: {h}");
+        assert!(
+            !h.contains("../x.json") && h.contains("see the preset"),
+            "links into models/ are dropped: {h}"
+        );
         assert!(h.contains("data-section=\"gan\""));
         // Only kinds a browser shows inline are embedded.
         let bad = Page {
