@@ -443,3 +443,130 @@ mod tests {
         assert!(e.contains("MNIST is 1x28x28"), "{e}");
     }
 }
+
+/// A Glow training run as `zoo flow train` makes it for a Glow preset.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The MNIST folder (IDX files).
+    pub mnist: PathBuf,
+    /// The recipe: a preset's file, or the run's own when resuming.
+    pub file: GlowFile,
+    /// The preset's name, kept in the run's config ("" when unknown).
+    pub preset: String,
+    /// The run folder: config.json, metrics.jsonl, loss.png, samples/, checkpoints/, model/, eval.json.
+    pub out: PathBuf,
+    /// Optimiser steps (default: the file's).
+    pub steps: Option<u64>,
+    /// Evaluate, draw samples and checkpoint every this many steps (default: steps / 5).
+    pub eval_every: Option<u64>,
+    /// Test images of each periodic evaluation (the first ones); the final one uses all.
+    pub eval_images: usize,
+    pub resume: bool,
+    pub seed: u64,
+    pub device: Device,
+}
+
+/// What [`train`] is about to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub params: i64,
+    pub train_images: i64,
+    pub test_images: i64,
+    pub steps: u64,
+    pub start: u64,
+}
+
+/// What [`train`] did: the model folder and the whole test split's bits per dimension, unless
+/// the run was interrupted (then `model` is `None`).
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub steps: u64,
+    pub model: Option<PathBuf>,
+    /// `out/eval.json`'s contents (test bits/dim and nats per image, times).
+    pub summary: serde_json::Value,
+}
+
+/// Trains a Glow on MNIST into a run folder, or resumes one, then writes the model to
+/// `out/model/` and the test split's bits per dimension to `out/eval.json`: the recipe of
+/// `zoo flow train` with a Glow preset.
+pub fn train(
+    opts: &TrainOptions,
+    reporter: &mut dyn zoo_core::train::trainer::Reporter,
+    on_plan: &mut dyn FnMut(&Plan),
+) -> Result<Trained> {
+    use serde_json::json;
+    use zoo_core::run::RunDir;
+    use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, Trainer};
+    if opts.eval_images == 0 {
+        return Err(Error::Input("the periodic evaluation needs at least 1 test image".into()));
+    }
+    let mut file = opts.file.clone();
+    if let Some(s) = opts.steps {
+        file.train_config.steps = s;
+    }
+    file.validate()?;
+    let steps = file.train_config.steps;
+    // 1. Data and model (initial weights from the seed).
+    let (train_set, test_set) = load_mnist(&opts.mnist, &file.glow_config)?;
+    zoo_core::seed::seed_all(opts.seed);
+    let glow = GlowModel::new(&file, opts.device)?;
+    let mut task = GlowTask::new(&glow, &train_set, &test_set, opts.seed)?;
+    task.eval_images = opts.eval_images;
+    let every = opts.eval_every.unwrap_or((steps / 5).max(1)).max(1);
+    let loop_cfg = LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad: file.train_config.clip_grad,
+        log_every: every.min(10),
+        eval_every: Some(every),
+        sample_every: Some(every),
+        checkpoint_every: Some(every),
+        keep_checkpoints: 2,
+        seed: opts.seed,
+    };
+    // 2. The run folder; a resumed run must be the same recipe (its length may change).
+    let mut stored = file.clone();
+    stored.train_config.steps = 0;
+    let data = zoo_core::data::DataSpec::Mnist(opts.mnist.clone()).to_string();
+    let run_cfg = json!({"preset": opts.preset, "data": data, "seed": opts.seed, "glow_file": stored});
+    let run =
+        RunDir::create_or_resume(&opts.out, &run_cfg, opts.resume, &zoo_core::run::LENGTH_AND_REPORTING)?;
+    let t = &file.train_config;
+    let opt =
+        AdamW::new(&glow.vs, AdamWConfig { lr: t.learning_rate, weight_decay: 0.0, ..Default::default() });
+    let mut trainer = Trainer::new(&run, &glow.vs, opt, file.schedule(), loop_cfg)?;
+    let start = trainer.resume_to_continue(&mut task)?;
+    on_plan(&Plan {
+        params: glow.n_params(),
+        train_images: train_set.size()[0],
+        test_images: test_set.size()[0],
+        steps,
+        start,
+    });
+    let t0 = std::time::Instant::now();
+    let outcome = trainer.run(&mut task, start, reporter)?;
+    if outcome.interrupted {
+        return Ok(Trained { steps: outcome.steps, model: None, summary: json!({"interrupted": true}) });
+    }
+    let train_s = t0.elapsed().as_secs_f64();
+    drop(trainer);
+    drop(task);
+    let model_dir = opts.out.join("model");
+    glow.save(&model_dir)?;
+    // 3. The whole test split.
+    let t1 = std::time::Instant::now();
+    let bits = glow.test_bits_per_dim(&test_set)?;
+    let d = file.glow_config.n_dims() as f64;
+    let summary = json!({
+        "steps": outcome.steps,
+        "train_seconds": train_s,
+        "test_images": test_set.size()[0],
+        "test_bits_per_dim": bits,
+        "test_nll_nats": bits * d * std::f64::consts::LN_2,
+        "eval_seconds": t1.elapsed().as_secs_f64(),
+        "model": model_dir.display().to_string(),
+    });
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| Error::Input(e.to_string()))?;
+    zoo_core::fsutil::atomic_write_bytes(&opts.out.join("eval.json"), text.as_bytes())?;
+    Ok(Trained { steps: outcome.steps, model: Some(model_dir), summary })
+}

@@ -20,7 +20,7 @@ use zoo_core::run::RunDir;
 use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_flow::denoiser::Denoiser;
 use zoo_flow::density::{density_picture, fit_density, Kind2d, Toy};
-use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel, GlowTask};
+use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel};
 use zoo_flow::train::{load_wav_dir, WaveGlowTask};
 use zoo_flow::waveglow::{ModelFile, Vocoder};
 
@@ -543,14 +543,6 @@ fn mnist_dir(spec: &DataSpec) -> Result<&Path> {
     }
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v)?;
-    zoo_core::fsutil::atomic_write(path, |w| {
-        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| zoo_core::Error::io(path, e))
-    })?;
-    Ok(())
-}
-
 fn check_temperature(t: f64) -> Result<()> {
     if !(t.is_finite() && t >= 0.0) {
         bail!("--temperature must be a number >= 0, got {t}");
@@ -560,87 +552,54 @@ fn check_temperature(t: f64) -> Result<()> {
 
 /// `zoo flow train` with a Glow preset: MNIST, zoo-core's Trainer, test bits/dim and a sample
 /// grid at every evaluation, the model in <out>/model/, the whole test split in <out>/eval.json.
-fn train_glow(
-    g: &Global,
-    a: TrainArgs,
-    spec: DataSpec,
-    preset_name: String,
-    mut file: GlowFile,
-) -> Result<()> {
-    let dir = mnist_dir(&spec)?;
-    if let Some(s) = a.steps {
-        file.train_config.steps = s;
-    }
+fn train_glow(g: &Global, a: TrainArgs, spec: DataSpec, preset: String, file: GlowFile) -> Result<()> {
     g.f32_training("zoo flow train")?;
     if a.eval_images == 0 {
         bail!("--eval-images must be at least 1");
     }
-    file.validate()?;
-    let steps = file.train_config.steps;
-    // 1. data and model (initial weights from --seed)
-    let device = g.device()?;
-    let (train_set, test_set) = load_mnist(dir, &file.glow_config)?;
-    zoo_core::seed::seed_all(g.seed);
-    let glow = GlowModel::new(&file, device)?;
-    let mut task = GlowTask::new(&glow, &train_set, &test_set, g.seed)?;
-    task.eval_images = a.eval_images;
-    let loop_cfg = loop_config(g, &a, steps, file.train_config.clip_grad, true);
-    // 2. the run folder; a resumed run must be the same recipe (its length may change)
-    let mut stored = file.clone();
-    stored.train_config.steps = 0;
-    let run_cfg =
-        json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "glow_file": stored});
-    let run = open_run(&a, &run_cfg)?;
-    let t = &file.train_config;
-    let opt =
-        AdamW::new(&glow.vs, AdamWConfig { lr: t.learning_rate, weight_decay: 0.0, ..Default::default() });
-    let mut trainer = Trainer::new(&run, &glow.vs, opt, file.schedule(), loop_cfg)?;
-    let start = trainer.resume_to_continue(&mut task)?;
-    let c = &file.glow_config;
-    g.note(format!(
-        "flow train: {} (Glow, {} levels x {} steps, width {}, {:.2}M parameters) on {} ({} train / {} test images), {} steps{} of batch {}",
-        if preset_name.is_empty() { "resumed run" } else { &preset_name },
-        c.n_levels,
-        c.depth,
-        c.width,
-        glow.n_params() as f64 / 1e6,
-        spec,
-        train_set.size()[0],
-        test_set.size()[0],
-        steps,
-        if start > 0 { format!(" from step {start}") } else { String::new() },
-        t.batch_size,
-    ));
-    let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, g.reporter(a.json).as_mut())?;
-    if outcome.interrupted {
-        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+    let opts = zoo_flow::glow_train::TrainOptions {
+        mnist: mnist_dir(&spec)?.to_path_buf(),
+        file,
+        preset,
+        out: a.out.clone(),
+        steps: a.steps,
+        eval_every: a.eval_every,
+        eval_images: a.eval_images,
+        resume: a.resume,
+        seed: g.seed,
+        device: g.device()?,
+    };
+    let c = &opts.file.glow_config;
+    let done = zoo_flow::glow_train::train(&opts, g.reporter(a.json).as_mut(), &mut |p| {
+        g.note(format!(
+            "flow train: {} (Glow, {} levels x {} steps, width {}, {:.2}M parameters) on {} ({} train / {} test images), {} steps{} of batch {}",
+            if opts.preset.is_empty() { "resumed run" } else { &opts.preset },
+            c.n_levels,
+            c.depth,
+            c.width,
+            p.params as f64 / 1e6,
+            spec,
+            p.train_images,
+            p.test_images,
+            p.steps,
+            if p.start > 0 { format!(" from step {}", p.start) } else { String::new() },
+            opts.file.train_config.batch_size,
+        ))
+    })?;
+    let Some(model_dir) = &done.model else {
+        g.note(format!("stopped at step {}; continue with --resume", done.steps));
         return Ok(());
-    }
-    let train_s = t0.elapsed().as_secs_f64();
-    let model_dir = a.out.join("model");
-    glow.save(&model_dir)?;
-    // 3. the whole test split
-    let t1 = Instant::now();
-    let bits = glow.test_bits_per_dim(&test_set)?;
-    let d = c.n_dims() as f64;
-    let summary = json!({
-        "steps": outcome.steps,
-        "train_seconds": train_s,
-        "test_images": test_set.size()[0],
-        "test_bits_per_dim": bits,
-        "test_nll_nats": bits * d * std::f64::consts::LN_2,
-        "eval_seconds": t1.elapsed().as_secs_f64(),
-        "model": model_dir.display().to_string(),
-    });
-    write_json(&a.out.join("eval.json"), &summary)?;
+    };
+    let v = &done.summary;
     if a.json {
-        println!("{summary}");
+        println!("{v}");
     } else {
         println!(
-            "test: {bits:.4} bits/dim ({:.1} nats/image) on {} images; trained in {train_s:.0} s; model in {}",
-            bits * d * std::f64::consts::LN_2,
-            test_set.size()[0],
+            "test: {:.4} bits/dim ({:.1} nats/image) on {} images; trained in {:.0} s; model in {}",
+            v["test_bits_per_dim"].as_f64().unwrap_or(f64::NAN),
+            v["test_nll_nats"].as_f64().unwrap_or(f64::NAN),
+            v["test_images"],
+            v["train_seconds"].as_f64().unwrap_or(f64::NAN),
             model_dir.display()
         );
     }
