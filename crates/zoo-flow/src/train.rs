@@ -370,3 +370,109 @@ mod tests {
         assert!(load_wav_dir(&dir.path().join("missing"), 8000).is_err());
     }
 }
+
+/// A WaveGlow training run as `zoo flow train` makes it for a WaveGlow preset.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The folder of WAV files (every 10th, by name, held out for testing).
+    pub wavs: PathBuf,
+    /// The recipe: a preset's file, or the run's own when resuming.
+    pub file: crate::waveglow::ModelFile,
+    /// The preset's name, kept in the run's config ("" when unknown).
+    pub preset: String,
+    /// The run folder: config.json, metrics.jsonl, loss.png, checkpoints/, model/.
+    pub out: PathBuf,
+    /// Optimiser steps (default: the file's).
+    pub steps: Option<u64>,
+    /// Evaluate and checkpoint every this many steps (default: steps / 5).
+    pub eval_every: Option<u64>,
+    /// Test clips of each evaluation.
+    pub eval_clips: usize,
+    pub resume: bool,
+    pub seed: u64,
+    pub device: Device,
+}
+
+/// What [`train`] is about to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub params: i64,
+    pub train_clips: usize,
+    pub test_clips: usize,
+    pub steps: u64,
+    pub start: u64,
+}
+
+/// What [`train`] did.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub steps: u64,
+    /// The model folder (`out/model`), unless the run was interrupted.
+    pub model: Option<PathBuf>,
+    /// The last evaluation's test NLL in bits per sample.
+    pub test_nll_bits: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Trains a WaveGlow on a folder of WAVs into a run folder, or resumes one, and writes the
+/// model to `out/model/`: the recipe of `zoo flow train` with a WaveGlow preset.
+pub fn train(
+    opts: &TrainOptions,
+    reporter: &mut dyn zoo_core::train::trainer::Reporter,
+    on_plan: &mut dyn FnMut(&Plan),
+) -> Result<Trained> {
+    use serde_json::{json, Value};
+    use zoo_core::run::RunDir;
+    use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
+    let mut file = opts.file.clone();
+    if let Some(s) = opts.steps {
+        file.train_config.steps = s;
+    }
+    let steps = file.train_config.steps;
+    // 1. Data and model (initial weights from the seed).
+    let (train_set, test_set) = load_wav_dir(&opts.wavs, file.data_config.sampling_rate)?;
+    zoo_core::seed::seed_all(opts.seed);
+    let vocoder = Vocoder::new(&file, opts.device)?;
+    let mut task = WaveGlowTask::new(&vocoder, &train_set, &test_set, opts.device)?;
+    task.eval_clips = opts.eval_clips;
+    let every = opts.eval_every.unwrap_or((steps / 5).max(1)).max(1);
+    let loop_cfg = LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad: file.train_config.clip_grad,
+        log_every: every.min(10),
+        eval_every: Some(every),
+        sample_every: None,
+        checkpoint_every: Some(every),
+        keep_checkpoints: 2,
+        seed: opts.seed,
+    };
+    // 2. The run folder; a resumed run must be the same recipe (its length may change).
+    let mut stored = file.clone();
+    stored.train_config.steps = 0;
+    let data = zoo_core::data::DataSpec::Wav(opts.wavs.clone()).to_string();
+    let run_cfg = json!({"preset": opts.preset, "data": data, "seed": opts.seed, "model_file": stored});
+    let run =
+        RunDir::create_or_resume(&opts.out, &run_cfg, opts.resume, &zoo_core::run::LENGTH_AND_REPORTING)?;
+    let lr = file.train_config.learning_rate;
+    let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
+    let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
+    let start = trainer.resume_to_continue(&mut task)?;
+    on_plan(&Plan {
+        params: vocoder.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum(),
+        train_clips: train_set.len(),
+        test_clips: test_set.len(),
+        steps,
+        start,
+    });
+    let t0 = std::time::Instant::now();
+    let outcome = trainer.run(&mut task, start, reporter)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if outcome.interrupted {
+        return Ok(Trained { steps: outcome.steps, model: None, test_nll_bits: None, seconds });
+    }
+    let model_dir = opts.out.join("model");
+    vocoder.save(&model_dir)?;
+    let last = run.metrics()?.iter().rev().find_map(|r| r.get("test_nll_bits").and_then(Value::as_f64));
+    Ok(Trained { steps: outcome.steps, model: Some(model_dir), test_nll_bits: last, seconds })
+}

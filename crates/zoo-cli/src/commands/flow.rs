@@ -17,7 +17,6 @@ use zoo_core::audio::{self, Audio, MelConfig, MelSpectrogram, WavFormat};
 use zoo_core::data::DataSpec;
 use zoo_core::presets;
 use zoo_core::run::RunDir;
-use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
 use zoo_flow::denoiser::Denoiser;
 use zoo_flow::density::{density_picture, fit_density, Kind2d, Toy};
 use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel};
@@ -240,29 +239,6 @@ fn resolve_preset(name: &str) -> Result<FlowPreset> {
     })
 }
 
-/// The loop of `zoo flow train`: evaluate and checkpoint every --eval-every steps (default
-/// steps / 5), with sample grids at the same steps when `samples`.
-fn loop_config(g: &Global, a: &TrainArgs, steps: u64, clip_grad: Option<f64>, samples: bool) -> LoopConfig {
-    let every = a.eval_every.unwrap_or((steps / 5).max(1)).max(1);
-    LoopConfig {
-        steps,
-        grad_accum: 1,
-        clip_grad,
-        log_every: every.min(10),
-        eval_every: Some(every),
-        sample_every: samples.then_some(every),
-        checkpoint_every: Some(every),
-        keep_checkpoints: 2,
-        seed: g.seed,
-    }
-}
-
-/// Creates the run folder, or reopens it for --resume when it is the same run (same data,
-/// seed and recipe; its length may change).
-fn open_run(a: &TrainArgs, run_cfg: &Value) -> Result<RunDir> {
-    Ok(RunDir::create_or_resume(&a.out, run_cfg, a.resume, &zoo_core::run::LENGTH_AND_REPORTING)?)
-}
-
 fn train(g: &Global, a: TrainArgs) -> Result<()> {
     let spec: DataSpec = a.data.parse()?;
     // 1. the recipe: the preset's, or the run's own on --resume
@@ -283,62 +259,48 @@ fn train(g: &Global, a: TrainArgs) -> Result<()> {
         }
         (None, false) => bail!("--preset is required for a new run (see models/flow/)"),
     };
-    let mut file = match preset {
+    let file = match preset {
         FlowPreset::Glow(f) => return train_glow(g, a, spec, preset_name, f),
         FlowPreset::WaveGlow(f) => f,
     };
     let DataSpec::Wav(dir) = &spec else {
         bail!("--data {spec}: WaveGlow presets train on audio: use wav:DIR");
     };
-    if let Some(s) = a.steps {
-        file.train_config.steps = s;
-    }
     g.f32_training("zoo flow train")?;
-    let steps = file.train_config.steps;
-    // 2. data and model (initial weights from --seed)
-    let device = g.device()?;
-    let (train_set, test_set) = load_wav_dir(dir, file.data_config.sampling_rate)?;
-    zoo_core::seed::seed_all(g.seed);
-    let vocoder = Vocoder::new(&file, device)?;
-    let mut task = WaveGlowTask::new(&vocoder, &train_set, &test_set, device)?;
-    task.eval_clips = a.eval_clips;
-    let loop_cfg = loop_config(g, &a, steps, file.train_config.clip_grad, false);
-    // 3. the run folder; a resumed run must be the same recipe (its length may change)
-    let mut stored = file.clone();
-    stored.train_config.steps = 0;
-    let run_cfg =
-        json!({"preset": preset_name, "data": spec.to_string(), "seed": g.seed, "model_file": stored});
-    let run = open_run(&a, &run_cfg)?;
-    let lr = file.train_config.learning_rate;
-    let opt = AdamW::new(&vocoder.vs, AdamWConfig { lr, weight_decay: 0.0, ..Default::default() });
-    let mut trainer = Trainer::new(&run, &vocoder.vs, opt, LrSchedule::Constant { lr }, loop_cfg)?;
-    let start = trainer.resume_to_continue(&mut task)?;
-    let n_params: i64 = vocoder.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    g.note(format!(
-        "flow train: {} ({:.2}M parameters) on {} ({} train / {} test clips), {} steps{} of batch {} x {} samples",
-        if preset_name.is_empty() { "resumed run" } else { &preset_name },
-        n_params as f64 / 1e6,
-        spec,
-        train_set.len(),
-        test_set.len(),
-        steps,
-        if start > 0 { format!(" from step {start}") } else { String::new() },
-        file.train_config.batch_size,
-        file.data_config.segment_length,
-    ));
-    let t0 = Instant::now();
-    let outcome = trainer.run(&mut task, start, g.reporter(a.json).as_mut())?;
-    if outcome.interrupted {
-        g.note(format!("stopped at step {}; continue with --resume", outcome.steps));
+    let opts = zoo_flow::train::TrainOptions {
+        wavs: dir.clone(),
+        file,
+        preset: preset_name,
+        out: a.out.clone(),
+        steps: a.steps,
+        eval_every: a.eval_every,
+        eval_clips: a.eval_clips,
+        resume: a.resume,
+        seed: g.seed,
+        device: g.device()?,
+    };
+    let done = zoo_flow::train::train(&opts, g.reporter(a.json).as_mut(), &mut |p| {
+        g.note(format!(
+            "flow train: {} ({:.2}M parameters) on {} ({} train / {} test clips), {} steps{} of batch {} x {} samples",
+            if opts.preset.is_empty() { "resumed run" } else { &opts.preset },
+            p.params as f64 / 1e6,
+            spec,
+            p.train_clips,
+            p.test_clips,
+            p.steps,
+            if p.start > 0 { format!(" from step {}", p.start) } else { String::new() },
+            opts.file.train_config.batch_size,
+            opts.file.data_config.segment_length,
+        ))
+    })?;
+    let Some(model_dir) = &done.model else {
+        g.note(format!("stopped at step {}; continue with --resume", done.steps));
         return Ok(());
-    }
-    let model_dir = a.out.join("model");
-    vocoder.save(&model_dir)?;
-    let last = run.metrics()?.iter().rev().find_map(|r| r.get("test_nll_bits").and_then(Value::as_f64));
+    };
     g.note(format!(
         "done in {:.0} s; test NLL {} bits/sample; model in {}",
-        t0.elapsed().as_secs_f64(),
-        last.map_or("n/a".into(), |b| format!("{b:.3}")),
+        done.seconds,
+        done.test_nll_bits.map_or("n/a".into(), |b| format!("{b:.3}")),
         model_dir.display()
     ));
     Ok(())
