@@ -147,3 +147,25 @@ pub fn tick(bar: &Option<indicatif::ProgressBar>, done: u64, total: u64) {
         }
     }
 }
+
+/// The arguments of `zoo <family> arch`: a model folder (or a shipped model's name) or a
+/// preset, printed as a table or as JSON.
+#[derive(Args, Debug)]
+pub struct ArchArgs {
+    /// A model folder (or a run folder holding model/, or a shipped model's name).
+    #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+    pub model: Option<String>,
+    /// A preset of models/<family>/ (random weights: only the architecture is needed).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Prints one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ArchArgs {
+    /// --model as a folder of `family` (see [`model_folder`]).
+    pub fn model_dir(&self, family: &str) -> Option<std::path::PathBuf> {
+        self.model.as_deref().map(|s| model_folder(family, s).unwrap_or_else(|_| s.into()))
+    }
+}

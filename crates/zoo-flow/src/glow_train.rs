@@ -496,7 +496,7 @@ pub fn train(
 ) -> Result<Trained> {
     use serde_json::json;
     use zoo_core::run::RunDir;
-    use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, Trainer};
+    use zoo_core::train::{AdamW, AdamWConfig, Trainer};
     if opts.eval_images == 0 {
         return Err(Error::Input("the periodic evaluation needs at least 1 test image".into()));
     }
@@ -512,18 +512,8 @@ pub fn train(
     let glow = GlowModel::new(&file, opts.device)?;
     let mut task = GlowTask::new(&glow, &train_set, &test_set, opts.seed)?;
     task.eval_images = opts.eval_images;
-    let every = opts.eval_every.unwrap_or((steps / 5).max(1)).max(1);
-    let loop_cfg = LoopConfig {
-        steps,
-        grad_accum: 1,
-        clip_grad: file.train_config.clip_grad,
-        log_every: every.min(10),
-        eval_every: Some(every),
-        sample_every: Some(every),
-        checkpoint_every: Some(every),
-        keep_checkpoints: 2,
-        seed: opts.seed,
-    };
+    let loop_cfg =
+        crate::train::loop_config(steps, opts.eval_every, file.train_config.clip_grad, true, opts.seed);
     // 2. The run folder; a resumed run must be the same recipe (its length may change).
     let mut stored = file.clone();
     stored.train_config.steps = 0;

@@ -371,6 +371,30 @@ mod tests {
     }
 }
 
+/// The loop of `zoo flow train` (WaveGlow and Glow): evaluate and checkpoint every
+/// `eval_every` steps (default: a fifth of the run), with sample grids at the same steps when
+/// `samples`.
+pub(crate) fn loop_config(
+    steps: u64,
+    eval_every: Option<u64>,
+    clip_grad: Option<f64>,
+    samples: bool,
+    seed: u64,
+) -> zoo_core::train::LoopConfig {
+    let every = eval_every.unwrap_or((steps / 5).max(1)).max(1);
+    zoo_core::train::LoopConfig {
+        steps,
+        grad_accum: 1,
+        clip_grad,
+        log_every: every.min(10),
+        eval_every: Some(every),
+        sample_every: samples.then_some(every),
+        checkpoint_every: Some(every),
+        keep_checkpoints: 2,
+        seed,
+    }
+}
+
 /// A WaveGlow training run as `zoo flow train` makes it for a WaveGlow preset.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -423,7 +447,7 @@ pub fn train(
 ) -> Result<Trained> {
     use serde_json::{json, Value};
     use zoo_core::run::RunDir;
-    use zoo_core::train::{AdamW, AdamWConfig, LoopConfig, LrSchedule, Trainer};
+    use zoo_core::train::{AdamW, AdamWConfig, LrSchedule, Trainer};
     let mut file = opts.file.clone();
     if let Some(s) = opts.steps {
         file.train_config.steps = s;
@@ -435,18 +459,7 @@ pub fn train(
     let vocoder = Vocoder::new(&file, opts.device)?;
     let mut task = WaveGlowTask::new(&vocoder, &train_set, &test_set, opts.device)?;
     task.eval_clips = opts.eval_clips;
-    let every = opts.eval_every.unwrap_or((steps / 5).max(1)).max(1);
-    let loop_cfg = LoopConfig {
-        steps,
-        grad_accum: 1,
-        clip_grad: file.train_config.clip_grad,
-        log_every: every.min(10),
-        eval_every: Some(every),
-        sample_every: None,
-        checkpoint_every: Some(every),
-        keep_checkpoints: 2,
-        seed: opts.seed,
-    };
+    let loop_cfg = loop_config(steps, opts.eval_every, file.train_config.clip_grad, false, opts.seed);
     // 2. The run folder; a resumed run must be the same recipe (its length may change).
     let mut stored = file.clone();
     stored.train_config.steps = 0;

@@ -42,6 +42,21 @@ impl Default for GenerateConfig {
     }
 }
 
+impl GenerateConfig {
+    /// With `truncate`, new tokens that would fill a context of `context` tokens are clamped
+    /// to `context - 1` (one prompt token stays), as transformers does; returns the number
+    /// asked for when it clamps. Without `truncate` nothing changes (too many is an error).
+    pub fn fit_to_context(&mut self, context: i64) -> Option<usize> {
+        let context = usize::try_from(context).unwrap_or(0);
+        if !self.truncate || context < 2 || self.max_new_tokens < context {
+            return None;
+        }
+        let asked = self.max_new_tokens;
+        self.max_new_tokens = context - 1;
+        Some(asked)
+    }
+}
+
 /// Why a row stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
@@ -209,6 +224,9 @@ pub fn generate_timed(
     }
     let vocab_limit = tokenizer.map(|t| t.vocab_size() as i64);
     let sampler = Sampler::new(&cfg.sampling, vocab_limit)?;
+    let mut fitted = cfg.clone();
+    fitted.fit_to_context(context_len);
+    let cfg = &fitted;
     let prompts = fit_prompts(prompts, cfg.max_new_tokens, context_len, cfg.truncate)?;
     let device = match model {
         Model::Gpt2(m) => m.wte.ws.device(),
@@ -382,6 +400,14 @@ mod tests {
         assert!(e.contains("prompt (5 tokens) + --max-new-tokens 4 exceeds the model's context of 8"), "{e}");
         assert!(e.contains("--truncate to keep the last 4"), "{e}");
         assert_eq!(fit_prompts(&p, 4, 8, true).unwrap(), [vec![2, 3, 4, 5]]);
+        // With truncate, a whole context of new tokens is clamped to leave one prompt token.
+        let mut cfg = GenerateConfig { max_new_tokens: 8, truncate: true, ..Default::default() };
+        assert_eq!(cfg.fit_to_context(8), Some(8));
+        assert_eq!(cfg.max_new_tokens, 7);
+        assert_eq!(fit_prompts(&p, cfg.max_new_tokens, 8, true).unwrap(), [vec![5]]);
+        let mut strict = GenerateConfig { max_new_tokens: 8, ..Default::default() };
+        assert_eq!(strict.fit_to_context(8), None);
+        assert_eq!(strict.max_new_tokens, 8);
         assert!(fit_prompts(&p, 8, 8, true).unwrap_err().to_string().contains("leaves no room"));
         assert!(fit_prompts(&p, 9, 8, false).unwrap_err().to_string().contains("leaves no room"));
         assert!(fit_prompts(&[vec![]], 1, 8, false).unwrap_err().to_string().contains("empty prompt"));

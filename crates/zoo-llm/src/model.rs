@@ -154,15 +154,14 @@ impl LoadedModel {
         if zoo_core::presets::names_folder(spec, "llm") {
             return Self::from_dir(p, device, kind);
         }
-        let shipped = zoo_core::presets::shipped_model("llm", spec);
-        match zoo_core::presets::find_preset("llm", spec) {
-            Ok(preset) => Self::from_preset(&preset.name, &preset.path, device, kind),
-            Err(_) if shipped.is_some() => Self::from_dir(&shipped.unwrap_or_default(), device, kind),
-            Err(zoo_core::Error::Config(msg)) => Err(Error::Input(format!(
+        match (zoo_core::presets::find_preset("llm", spec), zoo_core::presets::shipped_model("llm", spec)) {
+            (Ok(preset), _) => Self::from_preset(&preset.name, &preset.path, device, kind),
+            (Err(_), Some(dir)) => Self::from_dir(&dir, device, kind),
+            (Err(zoo_core::Error::Config(msg)), None) => Err(Error::Input(format!(
                 "'{spec}' is not a model folder, and {}",
                 msg.trim_start_matches("unknown llm preset ").replacen(':', " is no preset:", 1)
             ))),
-            Err(e) => Err(e.into()),
+            (Err(e), None) => Err(e.into()),
         }
     }
 

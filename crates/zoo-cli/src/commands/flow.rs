@@ -23,7 +23,7 @@ use zoo_flow::glow_train::{load_mnist, GlowFile, GlowModel};
 use zoo_flow::train::{load_wav_dir, WaveGlowTask};
 use zoo_flow::waveglow::{ModelFile, Vocoder};
 
-use crate::global::Global;
+use crate::global::{ArchArgs, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,19 +51,6 @@ enum Command {
     /// Prints a WaveGlow's or Glow's blocks: the shapes in and out, and each module's weights
     /// and parameter count.
     Arch(ArchArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct ArchArgs {
-    /// A WaveGlow or Glow model folder (or a shipped model's name).
-    #[arg(long, value_parser = model_arg, required_unless_present = "preset", conflicts_with = "preset")]
-    model: Option<PathBuf>,
-    /// A preset of models/flow/ (random weights: only the architecture is needed).
-    #[arg(long)]
-    preset: Option<String>,
-    /// Prints one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -691,7 +678,8 @@ fn arch(a: ArchArgs) -> Result<()> {
     let cpu = Device::Cpu;
     tch::manual_seed(0);
     let preset = a.preset.as_deref().map(resolve_preset).transpose()?;
-    let glow_dir = a.model.as_deref().filter(|d| is_glow_folder(d));
+    let model = a.model_dir("flow");
+    let glow_dir = model.as_deref().filter(|d| is_glow_folder(d));
     let (title, vs, ends): (String, &tch::nn::VarStore, [(String, Vec<i64>); 2]);
     let (glow, vocoder);
     if let (Some(FlowPreset::Glow(_)), _) | (None, Some(_)) = (&preset, glow_dir) {
@@ -711,7 +699,7 @@ fn arch(a: ArchArgs) -> Result<()> {
             (format!("latents, one per level: {}", latents.join(" + ")), vec![]),
         ];
     } else {
-        vocoder = match (&preset, &a.model) {
+        vocoder = match (&preset, &model) {
             (Some(FlowPreset::WaveGlow(f)), _) => Vocoder::new(f, cpu)?,
             (None, Some(d)) => Vocoder::load(d, cpu, Kind::Float)?,
             _ => bail!("give --model DIR or --preset NAME"),

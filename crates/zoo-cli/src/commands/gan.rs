@@ -16,7 +16,7 @@ use zoo_gan::dcgan::num_params;
 use zoo_gan::model::{Discriminator, Generator, ModelConfig, Preset, TruncationSpace};
 use zoo_gan::sample::{seeded_latents, slerp};
 
-use crate::global::Global;
+use crate::global::{ArchArgs, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,7 +33,8 @@ enum Command {
     Sample(SampleArgs),
     /// Spherical interpolation between the latents of --seed and --seed2: a strip image.
     Interpolate(InterpolateArgs),
-    /// Prints a model's layers: every variable's name and shape, and parameter counts.
+    /// Prints a model's blocks: the latent, image and logit shapes, each module's weights and
+    /// parameter count (generator and discriminator).
     Arch(ArchArgs),
 }
 
@@ -125,19 +126,6 @@ struct InterpolateArgs {
     /// The strip image (.png or .jpg).
     #[arg(long)]
     out: PathBuf,
-}
-
-#[derive(clap::Args, Debug)]
-struct ArchArgs {
-    /// A preset of models/gan/.
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-    preset: Option<String>,
-    /// A model folder (or a run folder holding model/).
-    #[arg(long, value_parser = model_arg)]
-    model: Option<PathBuf>,
-    /// Prints one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<()> {
@@ -249,7 +237,7 @@ fn interpolate(g: &Global, a: InterpolateArgs) -> Result<()> {
 }
 
 fn arch(a: ArchArgs) -> Result<()> {
-    let cfg = match (&a.preset, &a.model) {
+    let cfg = match (&a.preset, &a.model_dir("gan")) {
         (Some(name), _) => Preset::find(name)?.model,
         (None, Some(dir)) => ModelConfig::load(&model_dir(dir))?,
         (None, None) => bail!("give --preset NAME or --model DIR"),

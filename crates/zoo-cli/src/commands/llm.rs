@@ -274,15 +274,12 @@ fn run_generate(g: &Global, a: GenerateArgs) -> Result<()> {
     }
     let mut cfg =
         a.sampling.config(m.config.eos_token_ids().into_iter().filter(|&i| i < vocab).collect(), a.truncate);
-    let context = usize::try_from(m.config.context_len()).unwrap_or(0);
-    if cfg.truncate && context > 1 && cfg.max_new_tokens >= context {
-        // As transformers does: the new tokens are clamped to what the context holds.
+    if let Some(asked) = cfg.fit_to_context(m.config.context_len()) {
         g.note(format!(
-            "--max-new-tokens {} fills the model's whole context of {context} tokens: generating {} after the last prompt token",
-            cfg.max_new_tokens,
-            context - 1
+            "--max-new-tokens {asked} fills the model's whole context of {} tokens: generating {} after the last prompt token",
+            m.config.context_len(),
+            cfg.max_new_tokens
         ));
-        cfg.max_new_tokens = context - 1;
     }
     let prompts = vec![ids.clone(); a.num_samples];
     // Settings and lengths are checked before anything is printed.
@@ -557,11 +554,13 @@ fn run_tokens(a: TokensArgs) -> Result<()> {
     } else {
         // A preset (random weights read bytes, as `generate` does) or a shipped model's name.
         let name = a.model.to_string_lossy();
-        match zoo_core::presets::shipped_model("llm", &name) {
-            _ if zoo_core::presets::find_preset("llm", &name).is_ok() => Tokenizer::Bytes,
-            Some(dir) => Tokenizer::from_dir(&dir)?
-                .with_context(|| format!("{}: no tokenizer.json in this folder", dir.display()))?,
-            None => bail!("--model {name}: no such tokenizer.json, model folder or preset"),
+        if zoo_core::presets::find_preset("llm", &name).is_ok() {
+            Tokenizer::Bytes
+        } else if let Some(dir) = zoo_core::presets::shipped_model("llm", &name) {
+            Tokenizer::from_dir(&dir)?
+                .with_context(|| format!("{}: no tokenizer.json in this folder", dir.display()))?
+        } else {
+            bail!("--model {name}: no such tokenizer.json, model folder or preset")
         }
     };
     let ids = tok.encode(&a.text)?;

@@ -13,7 +13,7 @@ use zoo_core::image::{image_strip, load_image, make_grid, save_image, GRID_PADDI
 use zoo_vae::model::{ModelConfig, Vae};
 use zoo_vae::train::{self as vtrain, DataSpec, Dataset, Preset};
 
-use crate::global::Global;
+use crate::global::{ArchArgs, Global};
 
 /// The shipped model the demo draws with (`models/vae/NAME/`).
 pub const DEMO_MODEL: &str = "conv-mnist";
@@ -48,19 +48,6 @@ enum Command {
     /// Prints a model's blocks: the image, encoder, latent and decoder shapes, and each
     /// module's weights and parameter count.
     Arch(ArchArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct ArchArgs {
-    /// A model folder (or a shipped model's name).
-    #[arg(long, value_parser = model_arg, required_unless_present = "preset", conflicts_with = "preset")]
-    model: Option<PathBuf>,
-    /// A preset of models/vae/ (random weights: only the architecture is needed).
-    #[arg(long)]
-    preset: Option<String>,
-    /// Prints one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -251,7 +238,7 @@ pub fn run(g: &Global, a: Args) -> Result<()> {
 }
 
 fn arch(a: ArchArgs) -> Result<()> {
-    let (name, vae) = match (&a.preset, &a.model) {
+    let (name, vae) = match (&a.preset, &a.model_dir("vae")) {
         (Some(p), _) => {
             let cfg = ModelConfig::from_json(&Preset::find(p)?.model)?;
             tch::manual_seed(0);
